@@ -1,0 +1,51 @@
+"""Flask-Sockets: WebSocket routes for Flask apps.
+
+The core is server-agnostic: it works behind any server that puts the
+WebSocket object in ``environ['wsgi.websocket']``, such as
+:mod:`flask_sockets_gevent` or the gunicorn worker in
+:mod:`flask_sockets_gunicorn`.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .exceptions import ConnectionClosed as ConnectionClosed
+from .exceptions import MissingWebSocketError as MissingWebSocketError
+from .exceptions import UpgradeRequired as UpgradeRequired
+from .extension import Sockets as Sockets
+from .typing import Message as Message
+from .typing import WebSocket as WebSocket
+from .views import websocket_view as websocket_view
+from .wsgi import WSGI_WEBSOCKET_KEY as WSGI_WEBSOCKET_KEY
+from .wsgi import is_websocket_upgrade as is_websocket_upgrade
+
+__all__ = [
+    "WSGI_WEBSOCKET_KEY",
+    "ConnectionClosed",
+    "Message",
+    "MissingWebSocketError",
+    "Sockets",
+    "UpgradeRequired",
+    "WebSocket",
+    "is_websocket_upgrade",
+    "websocket_view",
+]
+
+
+def __getattr__(name: str) -> t.Any:
+    # ``gunicorn -k flask_sockets.worker`` and ``from flask_sockets import worker``
+    # from Flask-Sockets 0.2 keep working: the worker now lives in its own
+    # distribution, loaded only when asked for so the core never imports a server.
+    if name == "worker":
+        try:
+            from flask_sockets_gunicorn import worker
+        except ImportError as e:
+            raise ImportError(
+                "flask_sockets.worker is the gunicorn worker from the"
+                " 'flask-sockets-gunicorn' distribution, which is not installed"
+                f" or failed to import ({e}). Install it with:"
+                " pip install 'Flask-Sockets[gunicorn]'"
+            ) from e
+        return worker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

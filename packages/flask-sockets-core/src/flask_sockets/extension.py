@@ -1,0 +1,146 @@
+"""The :class:`Sockets` extension."""
+
+from __future__ import annotations
+
+import typing as t
+import weakref
+
+from flask import request
+from werkzeug.routing import WebsocketMismatch
+
+from .blueprints import SocketRouteRegistrar
+from .exceptions import UpgradeRequired
+from .views import websocket_view
+from .wsgi import is_websocket_upgrade
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Blueprint
+    from flask import Flask
+
+    from .typing import WebSocketHandler
+
+__all__ = ["Sockets"]
+
+F = t.TypeVar("F", bound="WebSocketHandler")
+
+
+class Sockets:
+    """WebSocket routes for a Flask app.
+
+    .. code-block:: python
+
+        app = Flask(__name__)
+        sockets = Sockets(app)
+
+        @sockets.route("/echo")
+        def echo_socket(ws):
+            while not ws.closed:
+                ws.send(ws.receive())
+
+    Or, with an application factory, create ``Sockets()`` once and call
+    :meth:`init_app` for each app. Routes and blueprints declared on the
+    extension are added to every app it is initialised with, before or
+    after the call.
+
+    Socket routes are rules in the app's own ``url_map`` (Werkzeug
+    ``Rule(..., websocket=True)``), so URL variables, ``url_for`` (which
+    builds ``ws://`` / ``wss://`` URLs), ``before_request``, error
+    handlers, teardown, signals, ``request``, ``session`` and ``g`` all
+    work as for HTTP views.
+
+    :param app: The app to initialise, or ``None`` to call
+        :meth:`init_app` later.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._routes: list[tuple[str, str | None, WebSocketHandler, dict[str, t.Any]]] = []
+        self._blueprints: list[tuple[Blueprint, dict[str, t.Any]]] = []
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Add the extension's socket routes and blueprints to ``app``.
+
+        Stores the extension in ``app.extensions['sockets']``.
+
+        :raises RuntimeError: If ``app`` was already initialised.
+        """
+        if "sockets" in app.extensions:
+            raise RuntimeError(
+                "A 'Sockets' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        app.extensions["sockets"] = self
+        app.before_request(_require_websocket_upgrade)
+        for rule, endpoint, handler, options in self._routes:
+            SocketRouteRegistrar(app).add_url_rule(rule, endpoint, handler, **options)
+        for blueprint, options in self._blueprints:
+            blueprint.register(SocketRouteRegistrar(app), options)  # type: ignore[arg-type]
+        self._apps.add(app)
+
+    def route(self, rule: str, *, blueprint: Blueprint | None = None, **options: t.Any) -> t.Callable[[F], F]:
+        """Decorate a socket handler ``f(ws, **url_variables)`` to serve
+        WebSocket connections at ``rule``.
+
+        :param rule: The URL rule, with variables and converters as in
+            :meth:`flask.Flask.route`.
+        :param blueprint: Declare the route on this blueprint instead of
+            the app. The blueprint is then registered with the usual
+            ``app.register_blueprint`` and may mix HTTP and socket routes.
+        :param options: Passed to :meth:`flask.Flask.add_url_rule`
+            (``endpoint``, ``defaults``, ``subdomain``, ...). The rule
+            only matches WebSocket requests; ``methods`` may only name
+            ``GET``.
+        """
+
+        endpoint = options.pop("endpoint", None)
+
+        def decorator(f: F) -> F:
+            if blueprint is not None:
+                blueprint.add_url_rule(rule, endpoint, websocket_view(f), websocket=True, **options)
+            else:
+                self.add_url_rule(rule, endpoint, f, **options)
+            return f
+
+        return decorator
+
+    def add_url_rule(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: WebSocketHandler | None = None,
+        **options: t.Any,
+    ) -> None:
+        """Register ``view_func`` as the socket handler for ``rule``; the
+        non-decorator form of :meth:`route`."""
+        if view_func is None:
+            raise TypeError("add_url_rule() needs the socket handler as 'view_func'.")
+        self._routes.append((rule, endpoint, view_func, options))
+        for app in self._apps:
+            SocketRouteRegistrar(app).add_url_rule(rule, endpoint, view_func, **options)
+
+    def register_blueprint(self, blueprint: Blueprint, **options: t.Any) -> None:
+        """Register a blueprint whose routes are all socket handlers.
+
+        This is the classic form: ``@ws.route('/echo')`` on a plain
+        :class:`flask.Blueprint`, then
+        ``sockets.register_blueprint(ws, url_prefix='/')``. Options are
+        those of :meth:`flask.Flask.register_blueprint`. Blueprints nested
+        in ``blueprint`` become socket blueprints too; its hooks
+        (``before_request``, error handlers, ...) apply as usual.
+
+        To mix HTTP and socket routes in one blueprint, use
+        ``@sockets.route(rule, blueprint=bp)`` and register ``bp`` with
+        ``app.register_blueprint`` instead.
+        """
+        self._blueprints.append((blueprint, options))
+        for app in self._apps:
+            blueprint.register(SocketRouteRegistrar(app), options)  # type: ignore[arg-type]
+
+
+def _require_websocket_upgrade() -> None:
+    """Answer a plain HTTP request to a socket-only URL with 426, not
+    Werkzeug's bare 400."""
+    if isinstance(request.routing_exception, WebsocketMismatch) and not is_websocket_upgrade(request.environ):
+        raise UpgradeRequired()

@@ -1,0 +1,98 @@
+"""Turning a socket handler into a Flask view.
+
+A socket route is an ordinary Flask view on a WebSocket rule, so routing,
+``before_request``, error handlers, teardown and signals behave as for any
+other view. The view built here finds the server's socket in the environ,
+calls the handler with it, and closes it afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+
+from flask import current_app
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from .exceptions import ConnectionClosed
+from .exceptions import MissingWebSocketError
+from .wsgi import WSGI_WEBSOCKET_KEY
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask.typing import ResponseReturnValue
+
+    from .typing import WebSocket
+    from .typing import WebSocketHandler
+
+__all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY_VIOLATION", "websocket_view"]
+
+#: Close code sent when the handler returns.
+CLOSE_NORMAL = 1000
+#: Close code sent when the handler aborts with a 4xx HTTP error after the handshake.
+CLOSE_POLICY_VIOLATION = 1008
+#: Close code sent when the handler raises.
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def websocket_view(handler: WebSocketHandler) -> t.Callable[..., ResponseReturnValue]:
+    """Wrap a socket handler ``handler(ws, **url_variables)`` as a Flask view.
+
+    - The socket closes with 1000 when the handler returns.
+    - An exception escaping the handler closes the socket with 1011 (1008
+      for a 4xx ``HTTPException`` such as ``abort(403)``) and is re-raised,
+      so Flask logs it, sends ``got_request_exception`` and runs error
+      handlers, as for any view. If the server has not answered the
+      handshake yet (``ws.accepted`` is false, as with
+      :mod:`flask_sockets_gevent`), the socket is left alone and the client
+      gets Flask's HTTP error response instead.
+    - :exc:`~flask_sockets.ConnectionClosed` escaping the handler (the peer
+      left while the handler was sending) ends the handler normally.
+    - If the server gave no socket, the error is logged with the fix and a
+      :exc:`~flask_sockets.MissingWebSocketError` (500) is raised.
+    """
+
+    @functools.wraps(handler)
+    def view(**kwargs: t.Any) -> ResponseReturnValue:
+        ws: WebSocket | None = request.environ.get(WSGI_WEBSOCKET_KEY)
+        if ws is None:
+            error = MissingWebSocketError()
+            current_app.logger.error("%s %s: %s", request.method, request.path, error.description)
+            raise error
+        try:
+            handler(ws, **kwargs)
+        except ConnectionClosed:
+            current_app.logger.debug("%s: the peer closed the socket", request.path)
+        except Exception as e:
+            # A server that defers the handshake (``accepted`` is False) turns
+            # the exception into a real HTTP response instead (a 403 from
+            # abort(403), a 500): leave the socket alone then.
+            if getattr(ws, "accepted", True):
+                _close(ws, *_close_code_for(e))
+            raise
+        _close(ws, CLOSE_NORMAL)
+        # The upgrade already answered the client; this response only feeds
+        # after_request hooks and session saving.
+        return current_app.response_class(status=200)
+
+    return view
+
+
+def _close_code_for(error: Exception) -> tuple[int, str]:
+    """The close code and reason for an exception that ended a handler:
+    1008 (policy violation) for an HTTP client error such as ``abort(403)``,
+    1011 (internal error) for anything else."""
+    if isinstance(error, HTTPException) and error.code is not None and 400 <= error.code < 500:
+        return CLOSE_POLICY_VIOLATION, f"{error.code} {error.name}"
+    return CLOSE_INTERNAL_ERROR, "Internal Server Error"
+
+
+def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Close ``ws`` unless it is closed already. A socket the peer already
+    dropped cannot take a close frame; that is logged, not raised."""
+    if ws.closed:
+        return
+    try:
+        ws.close(code, reason)
+    except (ConnectionClosed, OSError) as e:
+        current_app.logger.debug("closing the socket failed: %r", e)

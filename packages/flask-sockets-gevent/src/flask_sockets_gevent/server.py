@@ -1,0 +1,77 @@
+"""Running a Flask app on gevent's WSGI server with WebSocket support."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import typing as t
+
+import gevent
+from gevent.pywsgi import WSGIServer
+
+from .handler import WebSocketHandler
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = ["make_server", "run"]
+
+logger = logging.getLogger("flask_sockets_gevent")
+
+
+def make_server(
+    app: WSGIApplication,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    *,
+    handler_class: type[WebSocketHandler] = WebSocketHandler,
+    **server_options: t.Any,
+) -> WSGIServer:
+    """Create (but do not start) a :class:`gevent.pywsgi.WSGIServer` that
+    serves ``app`` over HTTP and WebSocket.
+
+    :param app: The Flask app (any WSGI app works).
+    :param host: The address to listen on. Use ``'0.0.0.0'`` to listen on
+        all interfaces.
+    :param port: The port to listen on; ``0`` picks a free one (read it
+        back from ``server.server_port`` after ``server.start()``).
+    :param handler_class: The per-connection handler; a subclass of
+        :class:`~flask_sockets_gevent.WebSocketHandler`.
+    :param server_options: Passed to :class:`~gevent.pywsgi.WSGIServer`
+        (``certfile``/``keyfile`` for TLS, ``log``, ``error_log``, ``spawn``, ...).
+    """
+    return WSGIServer((host, port), app, handler_class=handler_class, **server_options)
+
+
+def run(app: WSGIApplication, host: str = "127.0.0.1", port: int = 5000, **server_options: t.Any) -> None:
+    """Serve ``app`` until SIGINT (Ctrl+C) or SIGTERM.
+
+    The process should be monkey-patched by gevent first
+    (``from gevent import monkey; monkey.patch_all()`` at the very top of
+    the main module) so that blocking calls in handlers yield to other
+    connections. Arguments are those of :func:`make_server`.
+    """
+    server = make_server(app, host, port, **server_options)
+    server.start()
+    _log_address(server)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, _stop_on_signal, server, signum)
+    server.serve_forever()
+    logger.info("Server stopped.")
+
+
+def _stop_on_signal(server: WSGIServer, signum: int) -> None:
+    logger.info("Received %s, shutting down.", signal.Signals(signum).name)
+    # Not from the signal handler itself: stop() waits for the handlers.
+    gevent.spawn(server.stop)
+
+
+def _log_address(server: WSGIServer) -> None:
+    if not logger.handlers and not logging.getLogger().handlers:
+        logger.addHandler(logging.StreamHandler())
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    host, port = server.address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    http, ws = ("https", "wss") if server.ssl_enabled else ("http", "ws")
+    logger.info("Serving on %s://%s:%d (WebSockets: %s://%s:%d)", http, shown, port, ws, shown, port)
