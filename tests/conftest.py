@@ -189,3 +189,12 @@ def port() -> int:
 
 def python() -> str:
     return sys.executable
+
+
+def wait_until(predicate: t.Callable[[], object], timeout: float = TIMEOUT) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(0.01)

@@ -1,0 +1,52 @@
+"""flask_sockets_gevent.run in a real process: address log, access log, clean stop."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import textwrap
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import wait_until
+
+APP = textwrap.dedent(
+    """
+    import sys
+    from gevent import monkey; monkey.patch_all()
+    from flask import Flask
+    from flask_sockets import Sockets
+    import flask_sockets_gevent
+
+    app = Flask(__name__)
+    sockets = Sockets(app)
+
+    @sockets.route("/echo")
+    def echo_socket(ws):
+        while not ws.closed:
+            message = ws.receive()
+            ws.send(message)
+
+    flask_sockets_gevent.run(app, port=int(sys.argv[1]))
+    print("run() returned")
+    """
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_serves_logs_and_stops_on_signal(tmp_path, spawn, port, sig):
+    """run() logs its ws:// address, serves, writes access lines, and exits 0 on SIGTERM/SIGINT."""
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+    process = spawn([sys.executable, str(script), str(port)], port=port)
+    with connect(f"{process.server.ws_url}/echo") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "hi"
+    wait_until(lambda: '"GET /echo HTTP/1.1" 101' in process.output())
+    assert process.stop(sig) == 0
+    output = process.output()
+    assert f"Serving on http://127.0.0.1:{port} (WebSockets: ws://127.0.0.1:{port})" in output
+    assert f"Received {signal.Signals(sig).name}, shutting down." in output
+    assert "run() returned" in output
+    assert "Traceback" not in output

@@ -1,0 +1,164 @@
+"""The socket object of flask_sockets_gevent: close codes, accept, drops, concurrency."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import gevent
+import pytest
+from flask import Flask
+from flask import request
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from flask_sockets import Sockets
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def app_and_sockets():
+    app = Flask(__name__)
+    return app, Sockets(app)
+
+
+def test_close_sends_code_and_reason(app_and_sockets, serve):
+    """ws.close(code, reason) puts both in the close frame (0.10.1 sent no code)."""
+    app, sockets = app_and_sockets
+
+    @sockets.route("/bye")
+    def bye(ws):
+        ws.close(4000, "see you")
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/bye") as ws:
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=5)
+    assert (e.value.rcvd.code, e.value.rcvd.reason) == (4000, "see you")
+
+
+def test_peer_close_code_and_reason_are_kept(app_and_sockets, serve):
+    """After receive() returns None, close_code and close_reason hold what the peer sent."""
+    app, sockets = app_and_sockets
+    seen = []
+
+    @sockets.route("/s")
+    def s(ws):
+        assert ws.receive() is None
+        seen.append((ws.closed, ws.close_code, ws.close_reason))
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/s") as ws:
+        ws.close(4001, "leaving")
+        assert ws.protocol.close_rcvd.code == 4001, "the server echoes the peer's code"
+    wait_until(lambda: seen)
+    assert seen == [(True, 4001, "leaving")]
+
+
+def test_dropped_tcp_connection_ends_receive_quietly(app_and_sockets, serve, caplog):
+    """A peer that vanishes without a close frame: receive() returns None, close_code 1006, no error."""
+    app, sockets = app_and_sockets
+    seen = []
+
+    @sockets.route("/s")
+    def s(ws):
+        ws.send("ready")
+        seen.append((ws.receive(), ws.closed, ws.close_code))
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/s") as ws:
+        assert ws.recv(timeout=5) == "ready"
+        ws.socket.shutdown(socket.SHUT_RDWR)
+        wait_until(lambda: seen)
+    assert seen == [(None, True, 1006)]
+    assert "Traceback" not in caplog.text
+
+
+def test_send_after_peer_closed_ends_handler_normally(app_and_sockets, serve, caplog):
+    """The seed loop sends None after the peer closed: the handler ends without an error log."""
+    app, sockets = app_and_sockets
+    ended = []
+
+    @sockets.route("/echo")
+    def echo(ws):
+        try:
+            while not ws.closed:
+                message = ws.receive()
+                ws.send(message)
+        finally:
+            ended.append(True)
+
+    @app.teardown_request
+    def teardown(exc):
+        ended.append(exc)
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/echo") as ws:
+        ws.send("x")
+        assert ws.recv(timeout=5) == "x"
+    wait_until(lambda: len(ended) == 2)
+    assert ended == [True, None]
+    assert "Exception on /echo" not in caplog.text
+
+
+def test_accept_with_subprotocol_and_cookie(app_and_sockets, serve):
+    """ws.accept() can choose a subprotocol and add headers (a Set-Cookie) to the 101."""
+    app, sockets = app_and_sockets
+
+    @sockets.route("/s")
+    def s(ws):
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        ws.accept(subprotocol="v2" if "v2" in offered else None, headers=[("Set-Cookie", "seen=1; HttpOnly")])
+        ws.accept()  # a second accept is a no-op
+        ws.send("hi")
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/s", subprotocols=["v1", "v2"]) as ws:
+        assert ws.subprotocol == "v2"
+        assert ws.response.headers["Set-Cookie"] == "seen=1; HttpOnly"
+        assert ws.recv(timeout=5) == "hi"
+
+
+def test_concurrent_sends_never_interleave(app_and_sockets, serve):
+    """Many greenlets sending large messages on one socket: every message arrives whole."""
+    app, sockets = app_and_sockets
+    senders, per_sender, size = 8, 20, 50_000
+
+    @sockets.route("/flood")
+    def flood(ws):
+        def send_many(i):
+            for n in range(per_sender):
+                header = struct.pack("!HH", i, n)
+                ws.send(header + bytes([i]) * size)
+
+        gevent.joinall([gevent.spawn(send_many, i) for i in range(senders)], raise_error=True)
+        ws.send("done")
+
+    server = serve(app)
+    received: dict[int, list[int]] = {i: [] for i in range(senders)}
+    with connect(f"{server.ws_url}/flood", max_size=None) as ws:
+        while (message := ws.recv(timeout=10)) != "done":
+            i, n = struct.unpack("!HH", message[:4])
+            assert message[4:] == bytes([i]) * size, f"message {i}/{n} is corrupted"
+            received[i].append(n)
+    assert received == {i: list(range(per_sender)) for i in range(senders)}
+
+
+def test_seed_snippet_with_stock_handler_still_works(serve):
+    """The seed's pywsgi snippet (stock gevent-websocket handler) serves socket routes."""
+    from geventwebsocket.handler import WebSocketHandler
+
+    app = Flask(__name__)
+    sockets = Sockets(app)
+
+    @sockets.route("/echo")
+    def echo_socket(ws):
+        while not ws.closed:
+            message = ws.receive()
+            if message is not None:
+                ws.send(message)
+
+    server = serve(app, handler_class=WebSocketHandler)
+    with connect(f"{server.ws_url}/echo") as ws:
+        ws.send("stock")
+        assert ws.recv(timeout=5) == "stock"
