@@ -151,7 +151,12 @@ def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> t.Iterator[t.Callab
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with log_path.open("w") as log:
             popen = subprocess.Popen(
-                argv, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                argv,
+                cwd=cwd,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
                 start_new_session=True,
             )
         process = Process(popen, Server("127.0.0.1", port), log_path)

@@ -182,7 +182,6 @@ def test_is_websocket_upgrade(headers, expected):
     """An upgrade is recognised exactly as Werkzeug's router recognises it."""
     assert is_websocket_upgrade(headers) is expected
     app = Flask(__name__)
-    adapter = app.url_map.bind_to_environ(
-        {"SERVER_NAME": "x", "SERVER_PORT": "80", "REQUEST_METHOD": "GET", "wsgi.url_scheme": "http", "PATH_INFO": "/", **headers}
-    )
+    environ = {"SERVER_NAME": "x", "SERVER_PORT": "80", "REQUEST_METHOD": "GET", "wsgi.url_scheme": "http"}
+    adapter = app.url_map.bind_to_environ({**environ, "PATH_INFO": "/", **headers})
     assert adapter.websocket is expected

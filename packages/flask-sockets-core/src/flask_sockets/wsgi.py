@@ -24,7 +24,4 @@ def is_websocket_upgrade(environ: t.Mapping[str, t.Any]) -> bool:
     """
     if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
         return False
-    return any(
-        token.strip(" \t") == "upgrade"
-        for token in environ.get("HTTP_CONNECTION", "").lower().split(",")
-    )
+    return any(token.strip(" \t") == "upgrade" for token in environ.get("HTTP_CONNECTION", "").lower().split(","))

@@ -28,10 +28,11 @@ import binascii
 import hashlib
 import typing as t
 
-from flask_sockets import WSGI_WEBSOCKET_KEY
-from flask_sockets import is_websocket_upgrade
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
 from geventwebsocket.websocket import Stream
+
+from flask_sockets import WSGI_WEBSOCKET_KEY
+from flask_sockets import is_websocket_upgrade
 
 from .websocket import WebSocket
 
@@ -40,7 +41,7 @@ __all__ = ["WebSocketHandler"]
 #: RFC 6455 section 1.3.
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-_Rejection = t.Tuple[str, t.List[t.Tuple[str, str]], bytes]
+_Rejection = tuple[str, list[tuple[str, str]], bytes]
 
 
 def accept_token(key: str) -> str:
@@ -94,7 +95,8 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
     def run_application(self) -> None:
         if not is_websocket_upgrade(self.environ):
             # Plain HTTP: pywsgi's own path (skipping gevent-websocket's).
-            return super(_BaseHandler, self).run_application()
+            super(_BaseHandler, self).run_application()
+            return None
         rejection = check_handshake(self.environ)
         if rejection is not None:
             self._send_plain_response(*rejection)

@@ -71,7 +71,7 @@ def _log_address(server: WSGIServer) -> None:
         logger.addHandler(logging.StreamHandler())
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
-    host, port = server.address[:2]
+    host, port = str(server.server_host), server.server_port
     shown = f"[{host}]" if ":" in host else host
     http, ws = ("https", "wss") if server.ssl_enabled else ("http", "ws")
     logger.info("Serving on %s://%s:%d (WebSockets: %s://%s:%d)", http, shown, port, ws, shown, port)

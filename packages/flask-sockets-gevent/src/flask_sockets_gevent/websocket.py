@@ -23,12 +23,13 @@ from __future__ import annotations
 import struct
 import typing as t
 
-import flask_sockets
 from gevent.lock import RLock
 from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import Header
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
+
+import flask_sockets
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
@@ -39,14 +40,18 @@ __all__ = ["ConnectionClosed", "WebSocket"]
 CLOSE_ABNORMAL = 1006
 
 
-class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):
+class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type: ignore[misc]
     """The socket is closed; it can neither send nor receive."""
 
 
-class WebSocket(_BaseWebSocket):
+class WebSocket(_BaseWebSocket):  # type: ignore[misc]
     """A server-side WebSocket connection (see the module docstring)."""
 
     handler: WebSocketHandler
+    # Set to None once the connection is closed.
+    stream: t.Any
+    raw_write: t.Any
+    raw_read: t.Any
 
     def __init__(self, environ: dict[str, t.Any], stream: t.Any, handler: WebSocketHandler) -> None:
         super().__init__(environ, stream, handler)
@@ -73,13 +78,13 @@ class WebSocket(_BaseWebSocket):
         self.handler.send_handshake(subprotocol, headers)
         self.accepted = True
 
-    def receive(self) -> str | bytearray | None:  # type: ignore[override]
+    def receive(self) -> str | bytearray | None:
         """Return the next message; ``None`` once the connection is closed."""
         self.accept()
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
         try:
-            return self.read_message()
+            return t.cast("str | bytearray | None", self.read_message())
         except UnicodeError:
             self.close(1007, "Invalid UTF-8")
         except ProtocolError:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask_sockets_gevent import WebSocketHandler
 from gunicorn.workers.ggevent import GeventPyWSGIWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
+
+from flask_sockets_gevent import WebSocketHandler
 
 __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler"]
 
