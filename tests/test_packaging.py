@@ -1,0 +1,506 @@
+"""The four distributions: one version, exact pins on each other, the bump
+script, and (slow) the built wheels installed into a fresh virtualenv and
+serving the README's example and the gunicorn worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from websockets.sync.client import connect
+
+from .conftest import ROOT
+from .conftest import TIMEOUT
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # hatch (a test dependency) brings tomli on older Pythons
+    import tomli as tomllib
+
+BUMP = ROOT / "scripts" / "bump_version.py"
+PACKAGES = ROOT / "packages"
+
+#: packages/ directory -> (distribution name, import name or None for the meta package).
+DISTRIBUTIONS = {
+    "flask-sockets-core": ("flask-sockets-core", "flask_sockets"),
+    "flask-sockets-gevent": ("flask-sockets-gevent", "flask_sockets_gevent"),
+    "flask-sockets-gunicorn": ("flask-sockets-gunicorn", "flask_sockets_gunicorn"),
+    "flask-sockets": ("Flask-Sockets", None),
+}
+SIBLINGS = {canonicalize_name(name) for name, _ in DISTRIBUTIONS.values()}
+
+
+def load(root: Path = ROOT) -> dict[str, dict]:
+    """packages/ directory name -> parsed pyproject.toml."""
+    return {
+        path.parent.name: tomllib.loads(path.read_text(encoding="utf-8"))
+        for path in sorted((root / "packages").glob("*/pyproject.toml"))
+    }
+
+
+def sibling_requirements(project: dict) -> list[tuple[str, Requirement]]:
+    """``(where, requirement)`` for each requirement on a sibling distribution."""
+    found = [("dependencies", Requirement(r)) for r in project.get("dependencies", [])]
+    for extra, requirements in project.get("optional-dependencies", {}).items():
+        found += [(f"optional-dependencies.{extra}", Requirement(r)) for r in requirements]
+    return [(where, r) for where, r in found if canonicalize_name(r.name) in SIBLINGS]
+
+
+def pinned_version(requirement: Requirement) -> str | None:
+    """The version of an exact ``==V`` pin, else None."""
+    specifiers = list(requirement.specifier)
+    if len(specifiers) == 1 and specifiers[0].operator == "==" and "*" not in specifiers[0].version:
+        return specifiers[0].version
+    return None
+
+
+def current_version() -> str:
+    return str(load()["flask-sockets-core"]["project"]["version"])
+
+
+def run_bump(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BUMP), *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+# --- fast: metadata agrees ---------------------------------------------------
+
+
+def test_the_four_distributions_are_there():
+    pyprojects = load()
+    assert set(pyprojects) == set(DISTRIBUTIONS)
+    for directory, (name, _) in DISTRIBUTIONS.items():
+        assert pyprojects[directory]["project"]["name"] == name
+
+
+def test_versions_and_sibling_pins_agree():
+    pyprojects = load()
+    versions = {d: p["project"]["version"] for d, p in pyprojects.items()}
+    assert len(set(versions.values())) == 1, f"the distributions' versions differ: {versions}"
+    version = versions["flask-sockets-core"]
+    wrong = [
+        f"{d}: {where}: {r}"
+        for d, p in pyprojects.items()
+        for where, r in sibling_requirements(p["project"])
+        if pinned_version(r) != version
+    ]
+    assert not wrong, f"sibling requirements that are not '=={version}':\n" + "\n".join(wrong)
+
+
+def test_the_lockstep_pins_exist():
+    """Each layer pins the one below it, and the meta package all of them."""
+    pins = {d: {canonicalize_name(r.name) for _, r in sibling_requirements(p["project"])} for d, p in load().items()}
+    assert pins["flask-sockets-core"] == set()
+    assert "flask-sockets-core" in pins["flask-sockets-gevent"]
+    assert "flask-sockets-gevent" in pins["flask-sockets-gunicorn"]
+    assert pins["flask-sockets"] == {"flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn"}
+    extras = load()["flask-sockets"]["project"]["optional-dependencies"]
+    assert {"gevent", "gunicorn", "all"} <= set(extras)
+
+
+def test_bump_check_passes_on_the_repo():
+    result = run_bump("--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_bump("--check", current_version())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- fast: the bump script, on a copy ----------------------------------------
+
+
+@pytest.fixture
+def copy_root(tmp_path: Path) -> Path:
+    """A root holding copies of packages/*/pyproject.toml (and nothing else)."""
+    root = tmp_path / "repo"
+    for path in PACKAGES.glob("*/pyproject.toml"):
+        target = root / "packages" / path.parent.name / "pyproject.toml"
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(path, target)
+    return root
+
+
+def texts(root: Path) -> dict[str, str]:
+    return {p.parent.name: p.read_text(encoding="utf-8") for p in (root / "packages").glob("*/pyproject.toml")}
+
+
+def test_bump_moves_every_version_and_pin(copy_root: Path):
+    old_version = current_version()
+    new_version = "12.0.1rc2"
+    before = texts(copy_root)
+
+    result = run_bump("--root", copy_root, new_version)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    after = load(copy_root)
+    for directory, pyproject in after.items():
+        assert pyproject["project"]["version"] == new_version, directory
+        for where, r in sibling_requirements(pyproject["project"]):
+            assert pinned_version(r) == new_version, f"{directory}: {where}: {r}"
+    # Everything else is byte for byte what it was: comments, layout, other requirements.
+    for directory, text in texts(copy_root).items():
+        expected = before[directory].replace(f'version = "{old_version}"', f'version = "{new_version}"', 1)
+        expected = re.sub(
+            r'("(?:flask-sockets-core|flask-sockets-gevent|flask-sockets-gunicorn)(?:\[[^\]]*\])?)=='
+            + re.escape(old_version),
+            rf"\g<1>=={new_version}",
+            expected,
+        )
+        assert text == expected, directory
+    assert "# We subclass gevent-websocket" in texts(copy_root)["flask-sockets-gevent"]
+
+    result = run_bump("--root", copy_root, "--check", new_version)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The real repo was not touched.
+    assert current_version() == old_version
+
+
+def test_bump_handles_extras_markers_and_spacing(copy_root: Path):
+    path = copy_root / "packages" / "flask-sockets" / "pyproject.toml"
+    text = path.read_text(encoding="utf-8")
+    version = current_version()
+    text = text.replace(
+        "[project.optional-dependencies]",
+        "[project.optional-dependencies]\n"
+        "odd = [\n"
+        f"    'Flask_Sockets.Gevent[x, y] == {version} ; python_version >= \"3.9\"',  # a comment [with brackets]\n"
+        '    "flask-sockets-coreish==1.0",\n'
+        "]\n",
+        1,
+    )
+    path.write_text(text, encoding="utf-8")
+
+    result = run_bump("--root", copy_root, "0.9.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    new = path.read_text(encoding="utf-8")
+    assert "'Flask_Sockets.Gevent[x, y] == 0.9.0 ; python_version >= \"3.9\"',  # a comment [with brackets]" in new
+    assert '"flask-sockets-coreish==1.0"' in new  # not a sibling
+
+
+def test_check_lists_every_disagreement(copy_root: Path):
+    version = current_version()
+    gevent = copy_root / "packages" / "flask-sockets-gevent" / "pyproject.toml"
+    gevent.write_text(
+        gevent.read_text().replace(f'"flask-sockets-core=={version}"', '"flask-sockets-core==0.0.1"'), encoding="utf-8"
+    )
+    core = copy_root / "packages" / "flask-sockets-core" / "pyproject.toml"
+    core.write_text(core.read_text().replace(f'version = "{version}"', 'version = "0.0.2"'), encoding="utf-8")
+    meta = copy_root / "packages" / "flask-sockets" / "pyproject.toml"
+    meta.write_text(
+        meta.read_text().replace(
+            f'gunicorn = ["flask-sockets-gunicorn=={version}"]', 'gunicorn = ["flask-sockets-gunicorn>=0.1"]'
+        ),
+        encoding="utf-8",
+    )
+    before = texts(copy_root)
+
+    result = run_bump("--root", copy_root, "--check")
+    assert result.returncode == 1
+    report = result.stderr
+    assert "versions differ" in report
+    assert "flask-sockets-core==0.0.1" in report and "flask-sockets-gevent" in report
+    assert "'flask-sockets-gunicorn>=0.1' is not an exact '==' pin" in report
+    assert texts(copy_root) == before  # --check writes nothing
+
+    # A bump refuses to paper over a requirement it cannot re-pin, and writes nothing.
+    result = run_bump("--root", copy_root, "0.5.0")
+    assert result.returncode != 0
+    assert "flask-sockets-gunicorn>=0.1" in result.stderr
+    assert texts(copy_root) == before
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("banana", "not a valid PEP 440 version"),
+        ("1.0..0", "not a valid PEP 440 version"),
+        ("v1.0.0", "write it as '1.0.0'"),
+        ("1.0.0-rc1", "write it as '1.0.0rc1'"),
+        ("1.0.0+local", "local version label"),
+    ],
+)
+def test_bump_rejects_a_bad_version(copy_root: Path, version: str, message: str):
+    before = texts(copy_root)
+    result = run_bump("--root", copy_root, version)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert texts(copy_root) == before
+
+
+def test_bump_without_packaging(copy_root: Path):
+    """Without ``packaging`` importable, versions are checked with a regex."""
+    shim = (
+        "import runpy, sys; sys.modules['packaging'] = None; "
+        f"sys.argv = [{str(BUMP)!r}, *sys.argv[1:]]; runpy.run_path({str(BUMP)!r}, run_name='__main__')"
+    )
+    for bad in ("banana", "v1.0", "1.0+x", "01.2"):
+        result = subprocess.run(
+            [sys.executable, "-c", shim, "--root", str(copy_root), bad], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "PEP 440" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", shim, "--root", str(copy_root), "2!1.0.post1.dev3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert {p["project"]["version"] for p in load(copy_root).values()} == {"2!1.0.post1.dev3"}
+
+
+# --- slow: wheels in a fresh virtualenv --------------------------------------
+
+#: The first example of the original Flask-Sockets README, verbatim.
+README_EXAMPLE = """\
+from flask import Flask
+from flask_sockets import Sockets
+
+
+app = Flask(__name__)
+sockets = Sockets(app)
+
+
+@sockets.route('/echo')
+def echo_socket(ws):
+    while not ws.closed:
+        message = ws.receive()
+        ws.send(message)
+
+
+@app.route('/')
+def hello():
+    return 'Hello World!'
+
+
+if __name__ == "__main__":
+    from gevent import pywsgi
+    from geventwebsocket.handler import WebSocketHandler
+    server = pywsgi.WSGIServer(('', 5000), app, handler_class=WebSocketHandler)
+    server.serve_forever()
+"""
+
+GUNICORN_APP = """\
+from flask import Flask
+from flask_sockets import Sockets
+
+app = Flask(__name__)
+sockets = Sockets(app)
+
+
+@sockets.route("/echo")
+def echo(ws):
+    while not ws.closed:
+        message = ws.receive()
+        if message is not None:
+            ws.send(message)
+
+
+@app.route("/")
+def hello():
+    return "Hello from gunicorn!"
+"""
+
+#: Keep the subprocesses from seeing this checkout or the test env's packages.
+CLEAN_ENV = {"PYTHONPATH": "", "PYTHONNOUSERSITE": "1", "PYTHONSAFEPATH": "1"}
+
+
+@dataclasses.dataclass
+class Installed:
+    version: str
+    venv: Path
+    python: Path
+    site_packages: Path
+    wheels: dict[str, Path]  # packages/ directory -> wheel
+
+
+def run(argv: list[str | Path], timeout: float, **kwargs) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
+    assert result.returncode == 0, f"{argv} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def hatch_command() -> list[str]:
+    hatch = shutil.which("hatch")
+    return [hatch] if hatch else [sys.executable, "-m", "hatch"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The four wheels, built from packages/ with hatch and installed with
+    pip, as a user would, into a new virtualenv."""
+    version = current_version()
+    base = tmp_path_factory.mktemp("wheels")
+    dist = base / "dist"
+    wheels = {}
+    # Under `hatch test`, HATCH_ENV_ACTIVE names the test env, and a nested
+    # `hatch build` would refuse it ("is not a builder environment").
+    build_env = {k: v for k, v in os.environ.items() if k != "HATCH_ENV_ACTIVE"}
+    for directory in DISTRIBUTIONS:
+        run([*hatch_command(), "build", "-t", "wheel", dist], timeout=600, cwd=PACKAGES / directory, env=build_env)
+        name = DISTRIBUTIONS[directory][0]
+        wheel = dist / f"{canonicalize_name(name).replace('-', '_')}-{version}-py3-none-any.whl"
+        assert wheel.is_file(), f"hatch build made no {wheel.name}: {sorted(p.name for p in dist.iterdir())}"
+        wheels[directory] = wheel
+
+    venv = base / "venv"
+    run([sys.executable, "-m", "venv", venv], timeout=300)
+    python = venv / "bin" / "python"
+    run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--find-links",
+            dist,
+            f"Flask-Sockets[all]=={version}",
+            "websockets",
+        ],
+        timeout=900,
+        cwd=base,
+    )
+    site_packages = Path(
+        run(
+            [python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60
+        ).stdout.strip()
+    )
+    return Installed(version, venv, python, site_packages, wheels)
+
+
+@pytest.mark.slow
+def test_wheels_install_into_a_fresh_venv(installed: Installed, tmp_path: Path):
+    probe = textwrap.dedent(
+        """
+        import importlib, importlib.metadata, json
+        modules = {m: importlib.import_module(m).__file__ for m in
+                   ("flask_sockets", "flask_sockets_gevent", "flask_sockets_gunicorn")}
+        import flask_sockets, flask_sockets_gunicorn
+        print(json.dumps({
+            "modules": modules,
+            "versions": {d: importlib.metadata.version(d) for d in
+                         ("Flask-Sockets", "flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn")},
+            "legacy_worker": flask_sockets.worker is flask_sockets_gunicorn.worker,
+        }))
+        """
+    )
+    result = run([installed.python, "-I", "-c", probe], timeout=60, cwd=tmp_path)
+    found = json.loads(result.stdout)
+
+    for module, file in found["modules"].items():
+        path = Path(file).resolve()
+        assert path.is_relative_to(installed.site_packages.resolve()), f"{module} imported from {path}"
+        assert not path.is_relative_to(ROOT), f"{module} imported from the checkout: {path}"
+    assert found["versions"] == dict.fromkeys(found["versions"], installed.version)
+    assert found["legacy_worker"] is True
+
+    for directory, (_, module) in DISTRIBUTIONS.items():
+        with zipfile.ZipFile(installed.wheels[directory]) as wheel:
+            names = wheel.namelist()
+            if module is None:  # the meta package ships metadata only
+                assert all(".dist-info/" in n for n in names), names
+                continue
+            assert f"{module}/py.typed" in names
+            assert (installed.site_packages / module / "py.typed").is_file()
+            # What pip installed is what hatch built (not a same-named release from an index).
+            for name in names:
+                if name.startswith(f"{module}/"):
+                    assert (installed.site_packages / name).read_bytes() == wheel.read(name), name
+
+
+def http_get(url: str) -> tuple[int, str]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=TIMEOUT) as response:
+        return response.status, response.read().decode()
+
+
+def ws_connect(url: str):
+    options = {"open_timeout": TIMEOUT, "close_timeout": 5}
+    if "proxy" in inspect.signature(connect).parameters:
+        options["proxy"] = None
+    return connect(url, **options)
+
+
+def assert_echoes(url: str) -> None:
+    with ws_connect(url) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=TIMEOUT) == "hello"
+        ws.send("héllo ✓")
+        assert ws.recv(timeout=TIMEOUT) == "héllo ✓"
+        ws.send(b"\x00\x01binary")
+        assert ws.recv(timeout=TIMEOUT) == b"\x00\x01binary"
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. Like gevent's server,
+    ignore connections lingering in TIME_WAIT from an earlier test."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_readme_example_is_the_seed_readme():
+    """README_EXAMPLE is a verbatim copy of the original README's first example."""
+    candidates = [
+        ROOT.parent / "shared" / "seed" / "Flask-Sockets-README.rst",
+        Path("/work/shared/seed/Flask-Sockets-README.rst"),
+    ]
+    seed = next((p for p in candidates if p.is_file()), None)
+    if seed is None:
+        pytest.skip("the seed README is not on this machine")
+    block = re.search(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", seed.read_text(encoding="utf-8"))
+    assert block is not None
+    assert textwrap.dedent(block.group(1)).strip() == README_EXAMPLE.strip()
+
+
+@pytest.mark.slow
+def test_readme_example_runs_from_the_wheels(installed: Installed, spawn, tmp_path: Path):
+    if not port_is_free(5000):
+        pytest.skip("port 5000 is taken; the README example listens on it")
+    script = tmp_path / "hello.py"
+    script.write_text(README_EXAMPLE, encoding="utf-8")
+    server = spawn([str(installed.python), str(script)], port=5000, cwd=tmp_path, env=CLEAN_ENV).server
+
+    assert http_get(f"{server.http_url}/") == (200, "Hello World!")
+    assert_echoes(f"{server.ws_url}/echo")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker", ["flask_sockets_gunicorn.worker", "flask_sockets.worker"])
+def test_gunicorn_worker_runs_from_the_wheels(installed: Installed, spawn, port: int, tmp_path: Path, worker: str):
+    (tmp_path / "echo_app.py").write_text(GUNICORN_APP, encoding="utf-8")
+    argv = [
+        str(installed.venv / "bin" / "gunicorn"),
+        "-k", worker,
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", "1",
+        "--graceful-timeout", "2",
+        "--chdir", str(tmp_path),
+        "echo_app:app",
+    ]  # fmt: skip
+    server = spawn(argv, port=port, cwd=tmp_path, env=CLEAN_ENV).server
+
+    assert http_get(f"{server.http_url}/") == (200, "Hello from gunicorn!")
+    assert_echoes(f"{server.ws_url}/echo")
