@@ -14,21 +14,27 @@ from .exceptions import ConnectionClosed as ConnectionClosed
 from .exceptions import MissingWebSocketError as MissingWebSocketError
 from .exceptions import UpgradeRequired as UpgradeRequired
 from .extension import Sockets as Sockets
+from .options import SocketOptions as SocketOptions
 from .typing import Message as Message
 from .typing import WebSocket as WebSocket
 from .views import websocket_view as websocket_view
 from .wsgi import WSGI_WEBSOCKET_KEY as WSGI_WEBSOCKET_KEY
+from .wsgi import is_origin_allowed as is_origin_allowed
 from .wsgi import is_websocket_upgrade as is_websocket_upgrade
+from .wsgi import requested_subprotocols as requested_subprotocols
 
 __all__ = [
     "WSGI_WEBSOCKET_KEY",
     "ConnectionClosed",
     "Message",
     "MissingWebSocketError",
+    "SocketOptions",
     "Sockets",
     "UpgradeRequired",
     "WebSocket",
+    "is_origin_allowed",
     "is_websocket_upgrade",
+    "requested_subprotocols",
     "websocket_view",
 ]
 

@@ -38,6 +38,7 @@ class SocketRouteRegistrar:
         view_func: t.Callable[..., t.Any] | None = None,
         **options: t.Any,
     ) -> None:
+        subprotocols = options.pop("subprotocols", None)
         if view_func is not None:
-            view_func = websocket_view(view_func)
+            view_func = websocket_view(view_func, subprotocols)
         self._app.add_url_rule(rule, endpoint, view_func, websocket=True, **options)

@@ -10,6 +10,7 @@ from werkzeug.routing import WebsocketMismatch
 
 from .blueprints import SocketRouteRegistrar
 from .exceptions import UpgradeRequired
+from .options import DEFAULTS
 from .views import websocket_view
 from .wsgi import is_websocket_upgrade
 
@@ -62,7 +63,9 @@ class Sockets:
     def init_app(self, app: Flask) -> None:
         """Add the extension's socket routes and blueprints to ``app``.
 
-        Stores the extension in ``app.extensions['sockets']``.
+        Stores the extension in ``app.extensions['sockets']`` and sets the
+        defaults of the ``SOCKETS_*`` config keys (see
+        :data:`flask_sockets.options.DEFAULTS`).
 
         :raises RuntimeError: If ``app`` was already initialised.
         """
@@ -72,6 +75,8 @@ class Sockets:
                 " Import and use that instance instead."
             )
         app.extensions["sockets"] = self
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
         app.before_request(_require_websocket_upgrade)
         for rule, endpoint, handler, options in self._routes:
             SocketRouteRegistrar(app).add_url_rule(rule, endpoint, handler, **options)
@@ -88,17 +93,23 @@ class Sockets:
         :param blueprint: Declare the route on this blueprint instead of
             the app. The blueprint is then registered with the usual
             ``app.register_blueprint`` and may mix HTTP and socket routes.
-        :param options: Passed to :meth:`flask.Flask.add_url_rule`
-            (``endpoint``, ``defaults``, ``subdomain``, ...). The rule
-            only matches WebSocket requests; ``methods`` may only name
-            ``GET``.
+        :param options: ``subprotocols=['v2.chat', 'v1.chat']`` lists
+            the subprotocols the route speaks, in order of preference; the
+            first one the client offers is accepted (none is sent if the
+            client offers none of them). Other options go to
+            :meth:`flask.Flask.add_url_rule` (``endpoint``, ``defaults``,
+            ``subdomain``, ...). The rule only matches WebSocket requests;
+            ``methods`` may only name ``GET``.
         """
 
         endpoint = options.pop("endpoint", None)
 
         def decorator(f: F) -> F:
             if blueprint is not None:
-                blueprint.add_url_rule(rule, endpoint, websocket_view(f), websocket=True, **options)
+                # Blueprint.add_url_rule -> the app's add_url_rule, with Flask's prefixing.
+                view = websocket_view(f, options.get("subprotocols"))
+                rule_options = {k: v for k, v in options.items() if k != "subprotocols"}
+                blueprint.add_url_rule(rule, endpoint, view, websocket=True, **rule_options)
             else:
                 self.add_url_rule(rule, endpoint, f, **options)
             return f

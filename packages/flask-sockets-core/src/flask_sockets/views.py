@@ -11,13 +11,17 @@ from __future__ import annotations
 import functools
 import typing as t
 
+from flask import abort
 from flask import current_app
 from flask import request
 from werkzeug.exceptions import HTTPException
 
 from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
+from .options import SocketOptions
 from .wsgi import WSGI_WEBSOCKET_KEY
+from .wsgi import is_origin_allowed
+from .wsgi import requested_subprotocols
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask.typing import ResponseReturnValue
@@ -35,9 +39,17 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 
 
-def websocket_view(handler: WebSocketHandler) -> t.Callable[..., ResponseReturnValue]:
+def websocket_view(
+    handler: WebSocketHandler, subprotocols: t.Sequence[str] | None = None
+) -> t.Callable[..., ResponseReturnValue]:
     """Wrap a socket handler ``handler(ws, **url_variables)`` as a Flask view.
 
+    - A browser request from an origin that ``SOCKETS_ALLOWED_ORIGINS`` does
+      not allow is refused with 403.
+    - The first of ``subprotocols`` (in this, the server's, order) that the
+      client offered is the one the socket is accepted with.
+    - The socket is configured from the app's ``SOCKETS_*`` config, if it
+      has a ``configure(options)`` method.
     - The socket closes with 1000 when the handler returns.
     - An exception escaping the handler closes the socket with 1011 (1008
       for a 4xx ``HTTPException`` such as ``abort(403)``) and is re-raised,
@@ -60,6 +72,10 @@ def websocket_view(handler: WebSocketHandler) -> t.Callable[..., ResponseReturnV
             current_app.logger.error("%s %s: %s", request.method, request.path, error.description)
             raise error
         try:
+            _check_origin()
+            configure = getattr(ws, "configure", None)
+            if configure is not None:
+                configure(SocketOptions.from_config(current_app.config, _choose_subprotocol(subprotocols)))
             handler(ws, **kwargs)
         except ConnectionClosed:
             current_app.logger.debug("%s: the peer closed the socket", request.path)
@@ -76,6 +92,22 @@ def websocket_view(handler: WebSocketHandler) -> t.Callable[..., ResponseReturnV
         return current_app.response_class(status=200)
 
     return view
+
+
+def _check_origin() -> None:
+    origin = request.headers.get("Origin")
+    if not is_origin_allowed(origin, request.host, current_app.config.get("SOCKETS_ALLOWED_ORIGINS")):
+        current_app.logger.warning(
+            "Refused a WebSocket from origin %r to %s (see SOCKETS_ALLOWED_ORIGINS)", origin, request.host
+        )
+        abort(403, f"WebSocket connections from {origin} are not allowed.")
+
+
+def _choose_subprotocol(supported: t.Sequence[str] | None) -> str | None:
+    if not supported:
+        return None
+    offered = requested_subprotocols(request.environ)
+    return next((protocol for protocol in supported if protocol in offered), None)
 
 
 def _close_code_for(error: Exception) -> tuple[int, str]:

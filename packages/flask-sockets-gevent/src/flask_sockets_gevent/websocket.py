@@ -1,17 +1,24 @@
 """The socket object handlers receive when served by :mod:`flask_sockets_gevent`.
 
-It is gevent-websocket's ``WebSocket`` (same ``send``, ``receive``,
-``send_frame``, ``close`` and ``closed``) with these fixes:
+It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
+``send_frame``, ``close``, ``closed``) and replaces its protocol code:
 
 - The handshake is answered lazily: ``101 Switching Protocols`` goes out
   when the handler first uses the socket or calls :meth:`WebSocket.accept`,
   so an app can still refuse the connection with a real HTTP response.
-- ``close(code, reason)`` puts the code in the close frame (0.10.1 sends
-  only the reason, which is not a valid close frame).
-- The peer's close code and reason are kept in ``close_code`` and
-  ``close_reason``.
+- Frames are read into a buffer of our own, so ``receive(timeout=...)`` can
+  give up without losing a partly read frame.
+- Payloads are unmasked with one big-integer XOR (C speed) and text is
+  checked with the standard library's incremental UTF-8 decoder, once,
+  frame by frame (invalid text fails fast with 1007).
+- The announced length of every frame is checked against
+  ``max_message_size`` before its payload is read (over it: 1009).
+- ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
+  only the reason) and waits, bounded, for the peer's close frame. The
+  peer's close code and reason are kept in ``close_code`` and ``close_reason``.
 - A peer that drops the TCP connection makes ``receive()`` return ``None``
-  (close code 1006) instead of raising from deep inside the frame reader.
+  (close code 1006) instead of raising from the frame reader.
+- Idle peers are pinged; one that does not answer is closed with 1011.
 - Using a closed socket raises :exc:`ConnectionClosed`, which both
   gevent-websocket's ``WebSocketError`` and
   :exc:`flask_sockets.ConnectionClosed` catch.
@@ -20,28 +27,78 @@ It is gevent-websocket's ``WebSocket`` (same ``send``, ``receive``,
 
 from __future__ import annotations
 
+import codecs
+import os
+import socket
 import struct
+import time
 import typing as t
 
+import gevent
 from gevent.lock import RLock
 from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.exceptions import WebSocketError
-from geventwebsocket.websocket import Header
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 
 import flask_sockets
+from flask_sockets.options import SocketOptions
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
 
-__all__ = ["ConnectionClosed", "WebSocket"]
+__all__ = ["ConnectionClosed", "MessageTooBig", "WebSocket"]
 
-#: No close frame was received: the peer dropped the connection (RFC 6455, 7.1.5).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+#: Reported in ``close_code`` when the peer's close frame carried no code.
+CLOSE_NO_STATUS = 1005
+#: Reported in ``close_code`` when no close frame came at all (RFC 6455, 7.1.5).
 CLOSE_ABNORMAL = 1006
+CLOSE_INVALID_DATA = 1007
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+_DEFAULTS = SocketOptions()
+# Messages up to this size go out in one write (header + payload); larger
+# ones in two, to avoid copying the payload.
+_SINGLE_WRITE_LIMIT = 16 * 1024
+_READ_SIZE = 64 * 1024
 
 
 class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type: ignore[misc]
     """The socket is closed; it can neither send nor receive."""
+
+
+class MessageTooBig(ProtocolError):  # type: ignore[misc]
+    """A peer announced a frame that would take a message over the limit."""
+
+
+class _PeerGone(Exception):
+    """The TCP connection ended in the middle of the protocol."""
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455, 5.3)."""
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of an unmasked, final server frame."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether a peer may send ``code`` in a close frame (RFC 6455, 7.4)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
 
 
 class WebSocket(_BaseWebSocket):  # type: ignore[misc]
@@ -57,100 +114,337 @@ class WebSocket(_BaseWebSocket):  # type: ignore[misc]
         super().__init__(environ, stream, handler)
         #: ``True`` once ``101 Switching Protocols`` has been sent.
         self.accepted = False
-        #: The close code the peer sent, ``1006`` if it vanished without
-        #: one, or ``None`` while the connection is open or if we closed first.
+        #: The subprotocol sent in the handshake, if any.
+        self.subprotocol: str | None = None
+        #: The close code the peer sent (1005 if its close frame had none,
+        #: 1006 if it vanished without one), or ``None``.
         self.close_code: int | None = None
         #: The close reason the peer sent.
         self.close_reason: str | None = None
+        #: Largest incoming message in bytes, or ``None`` for no limit.
+        self.max_message_size: int | None = _DEFAULTS.max_message_size
+        #: Seconds of peer silence before a ping, or ``None`` to never ping.
+        self.ping_interval: float | None = _DEFAULTS.ping_interval
+        #: Seconds to wait for a pong before closing with 1011.
+        self.ping_timeout: float = _DEFAULTS.ping_timeout
+        #: Seconds :meth:`close` waits for the peer's close frame.
+        self.close_timeout: float = _DEFAULTS.close_timeout
         self._send_lock = RLock()
+        self._buffer = bytearray()
+        # The message being assembled; kept across receive() timeouts.
+        self._opcode: int | None = None
+        self._parts: list[t.Any] = []
+        self._size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._reader: t.Any = None
+        self._last_heard = time.monotonic()
+        self._keepalive: gevent.Greenlet | None = None
 
     def __del__(self) -> None:
         # gevent-websocket closes from __del__; the handler closes us instead,
         # and an unaccepted socket must never be answered from a finaliser.
         pass
 
+    def configure(self, options: SocketOptions) -> None:
+        """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
+        Flask-Sockets calls it before the handler runs."""
+        self.max_message_size = options.max_message_size
+        self.ping_interval = options.ping_interval
+        self.ping_timeout = options.ping_timeout
+        self.close_timeout = options.close_timeout
+        if options.subprotocol is not None:
+            self.subprotocol = options.subprotocol
+
+    # -- handshake ------------------------------------------------------------
+
     def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
         """Send ``101 Switching Protocols`` now, with the optional
-        ``Sec-WebSocket-Protocol`` and extra response headers (a
-        ``Set-Cookie``, say). Sending or receiving accepts implicitly."""
+        ``Sec-WebSocket-Protocol`` (by default the one negotiated for the
+        route) and extra response headers (a ``Set-Cookie``, say). Sending,
+        receiving or closing accepts implicitly. A second call does nothing."""
         if self.accepted:
             return
-        self.handler.send_handshake(subprotocol, headers)
+        if subprotocol is not None:
+            self.subprotocol = subprotocol
+        self.handler.send_handshake(self.subprotocol, headers)
         self.accepted = True
+        self._last_heard = time.monotonic()
+        try:
+            self.handler.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
+            pass
+        if self.ping_interval:
+            self._keepalive = gevent.spawn(self._keep_alive)
 
-    def receive(self) -> str | bytearray | None:
-        """Return the next message; ``None`` once the connection is closed."""
+    # -- receiving ------------------------------------------------------------
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """Return the next message (``str`` for text, ``bytes`` for binary),
+        or ``None`` once the connection is closed.
+
+        :param timeout: Seconds to wait; on expiry :exc:`TimeoutError` is
+            raised and the socket stays usable (nothing read is lost).
+        :raises ConnectionClosed: If the socket was already closed.
+        """
         self.accept()
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
+        if timeout is None:
+            return self._receive()
+        # gevent.Timeout is a BaseException, so nothing on the way catches it
+        # (TimeoutError is an OSError, which would read as a dropped peer).
+        timer = gevent.Timeout(timeout)
         try:
-            return t.cast("str | bytearray | None", self.read_message())
-        except UnicodeError:
-            self.close(1007, "Invalid UTF-8")
-        except ProtocolError:
-            self.close(1002, "Protocol error")
-        except OSError:
-            # WebSocketError (an OSError) for a truncated frame, or the socket itself.
+            with timer:
+                return self._receive()
+        except gevent.Timeout as e:
+            if e is not timer:
+                raise
+            raise TimeoutError(f"no message within {timeout} seconds") from None
+
+    def _receive(self) -> str | bytes | None:
+        self._reader = gevent.getcurrent()
+        try:
+            return self._read_message()
+        except MessageTooBig as e:
+            self._fail(CLOSE_TOO_BIG, str(e))
+        except UnicodeDecodeError:
+            self._fail(CLOSE_INVALID_DATA, "Invalid UTF-8 in text")
+        except ProtocolError as e:
+            self._fail(CLOSE_PROTOCOL_ERROR, str(e))
+        except (_PeerGone, OSError):
             self._drop(CLOSE_ABNORMAL)
+        finally:
+            self._reader = None
         return None
 
-    def handle_close(self, header: Header, payload: bytes) -> None:
+    def _fill(self, n: int) -> None:
+        """Read until the buffer holds at least ``n`` bytes. Interrupting it
+        (a timeout) loses nothing: bytes only ever move into the buffer."""
+        buffer = self._buffer
+        read1 = self.handler.rfile.read1
+        while len(buffer) < n:
+            chunk = read1(max(n - len(buffer), _READ_SIZE))
+            if not chunk:
+                raise _PeerGone()
+            buffer += chunk
+
+    def _read_frame(self) -> tuple[bool, int, bytes]:
+        """Read one whole frame: ``(fin, opcode, unmasked payload)``."""
+        buffer = self._buffer
+        self._fill(2)
+        first, second = buffer[0], buffer[1]
+        fin, opcode, length = bool(first & 0x80), first & 0x0F, second & 0x7F
+        if first & 0x70:
+            raise ProtocolError("Reserved bits set without a negotiated extension")
+        if not second & 0x80:
+            raise ProtocolError("Client frames must be masked")
+        if opcode >= 0x8:
+            if opcode > 0xA:
+                raise ProtocolError(f"Reserved opcode {opcode:#x}")
+            if not fin:
+                raise ProtocolError("Fragmented control frame")
+            if length > 125:
+                raise ProtocolError("Control frame payload over 125 bytes")
+        elif opcode > 0x2:
+            raise ProtocolError(f"Reserved opcode {opcode:#x}")
+        start = 2
+        if length == 126:
+            self._fill(4)
+            length = int.from_bytes(buffer[2:4], "big")
+            start = 4
+        elif length == 127:
+            self._fill(10)
+            length = int.from_bytes(buffer[2:10], "big")
+            start = 10
+            if length >> 63:
+                raise ProtocolError("Frame length has the most significant bit set")
+        limit = self.max_message_size
+        if opcode < 0x8 and limit is not None and self._size + length > limit:
+            raise MessageTooBig(f"Message over {limit} bytes")
+        end = start + 4 + length
+        self._fill(end)
+        mask = bytes(buffer[start : start + 4])
+        payload = unmask(bytes(buffer[start + 4 : end]), mask)
+        del buffer[:end]
+        self._last_heard = time.monotonic()
+        return fin, opcode, payload
+
+    def _read_message(self) -> str | bytes | None:
+        while True:
+            fin, opcode, payload = self._read_frame()
+            if opcode == self.OPCODE_CLOSE:
+                self._on_close_frame(payload)
+                return None
+            if opcode == self.OPCODE_PING:
+                self.send_frame(payload, self.OPCODE_PONG)
+                continue
+            if opcode == self.OPCODE_PONG:
+                continue
+            if opcode == self.OPCODE_CONTINUATION:
+                if self._opcode is None:
+                    raise ProtocolError("Continuation frame without a message to continue")
+            else:
+                if self._opcode is not None:
+                    raise ProtocolError("New message started before the previous one ended")
+                self._opcode = opcode
+                if opcode == self.OPCODE_TEXT:
+                    self._decoder = codecs.getincrementaldecoder("utf-8")()
+            self._size += len(payload)
+            decoder = self._decoder
+            self._parts.append(decoder.decode(payload, fin) if decoder is not None else payload)
+            if fin:
+                parts = self._parts
+                message = "".join(parts) if decoder is not None else b"".join(parts)
+                self._opcode, self._parts, self._size, self._decoder = None, [], 0, None
+                return message
+
+    def _on_close_frame(self, payload: bytes) -> None:
         if len(payload) == 1:
-            raise ProtocolError("Invalid close frame: 1 byte payload")
-        code = struct.unpack("!H", payload[:2])[0] if payload else 1005
-        reason = payload[2:].decode("utf-8")  # UnicodeError -> 1007
-        if payload and not self._is_valid_close_code(code):
-            raise ProtocolError(f"Invalid close code {code}")
-        self.close_code, self.close_reason = code, reason
-        # Echo the peer's code, as RFC 6455 5.5.1 asks.
-        self.close(code if payload else 1000)
+            raise ProtocolError("Close frame with a 1-byte payload")
+        if payload:
+            code = int.from_bytes(payload[:2], "big")
+            if not is_valid_close_code(code):
+                raise ProtocolError(f"Invalid close code {code}")
+            self.close_code, self.close_reason = code, payload[2:].decode("utf-8")
+        else:
+            self.close_code, self.close_reason = CLOSE_NO_STATUS, ""
+        # Echo the peer's code (RFC 6455, 5.5.1); the peer closes TCP next.
+        reply = CLOSE_NORMAL if self.close_code == CLOSE_NO_STATUS else self.close_code
+        self._send_close(reply, b"")
+        self._drop(None)
+
+    # -- sending --------------------------------------------------------------
 
     def send_frame(self, message: t.Any, opcode: int) -> None:
-        """Send one frame. Frames from several greenlets never interleave."""
+        """Send one final frame with ``opcode``. Frames from several
+        greenlets never interleave.
+
+        :raises ConnectionClosed: If the socket is closed.
+        """
         self.accept()
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
-        if opcode in (self.OPCODE_TEXT, self.OPCODE_PING):
-            message = self._encode_bytes(message)
-        elif opcode == self.OPCODE_BINARY:
+        if opcode in (self.OPCODE_TEXT, self.OPCODE_PING) and isinstance(message, str):
+            message = message.encode("utf-8")
+        elif not isinstance(message, bytes):
             message = bytes(message)
-        header = Header.encode_header(True, opcode, b"", len(message), 0)
+        self._write(opcode, message)
+
+    def _write(self, opcode: int, payload: bytes) -> None:
+        header = frame_header(opcode, len(payload))
         with self._send_lock:
-            if self.closed:  # closed by another greenlet while we waited
+            if self.closed:
                 raise ConnectionClosed("Connection is already closed")
+            sendall = self.handler.socket.sendall
             try:
-                self.raw_write(bytes(header) + message)
-            except OSError as e:
+                if len(payload) <= _SINGLE_WRITE_LIMIT:
+                    sendall(header + payload)
+                else:
+                    sendall(header)
+                    sendall(payload)
+            except BaseException as e:
+                # A write cut short (the peer left, or a timeout interrupted
+                # us) leaves the stream unusable.
                 self._drop(CLOSE_ABNORMAL)
-                raise ConnectionClosed(f"Socket is dead: {e}") from e
+                if isinstance(e, OSError):
+                    raise ConnectionClosed(f"Socket is dead: {e}") from e
+                raise
 
     def send(self, message: t.Any, binary: bool | None = None) -> None:
-        """Send a message: text for ``str``, binary for ``bytes`` (or as ``binary`` says)."""
+        """Send a message: text for ``str``, binary for ``bytes`` (or as ``binary`` says).
+
+        :raises ConnectionClosed: If the socket is closed.
+        """
         if binary is None:
             binary = not isinstance(message, str)
         self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT)
 
-    def close(self, code: int = 1000, message: bytes | str = b"") -> None:
-        """Send a close frame with ``code`` and ``message`` (the reason) and
-        close the connection. Closing a closed socket does nothing."""
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping frame."""
+        self.send_frame(payload, self.OPCODE_PING)
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
+        """Close the connection: send a close frame with ``code`` and
+        ``message`` (the reason, at most 123 bytes), then wait up to
+        ``close_timeout`` seconds for the peer's close frame. Closing a
+        closed socket does nothing."""
         if self.closed:
             return
         self.accept()
         if isinstance(message, str):
-            # A close frame's reason may hold 123 bytes; never cut a character in half.
+            # Never cut a character in half.
             message = message.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+        if not self._send_close(code, message):
+            return
+        current = gevent.getcurrent()
+        if self._reader is None or self._reader is current:
+            # Nobody else is reading: wait for the peer's close frame here.
+            self._await_close_frame()
+        self._drop(None)
+
+    def _send_close(self, code: int, reason: bytes) -> bool:
+        """Send a close frame; ``False`` if the connection is already gone."""
         try:
-            self.send_frame(struct.pack("!H", code) + bytes(message or b"")[:123], self.OPCODE_CLOSE)
+            self._write(self.OPCODE_CLOSE, struct.pack("!H", code) + reason[:123])
         except ConnectionClosed:
-            pass
-        finally:
-            self._drop(None)
+            return False
+        self.closed = True
+        return True
+
+    def _await_close_frame(self) -> None:
+        with gevent.Timeout(self.close_timeout, False):
+            try:
+                while True:
+                    _, opcode, payload = self._read_frame()
+                    if opcode == self.OPCODE_CLOSE:
+                        if len(payload) >= 2:
+                            self.close_code = int.from_bytes(payload[:2], "big")
+                            self.close_reason = payload[2:].decode("utf-8", "replace")
+                        return
+            except (ProtocolError, UnicodeDecodeError, _PeerGone, OSError):
+                return
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455, 7.1.7): send a close frame and stop."""
+        self._send_close(code, reason.encode("utf-8")[:123])
+        self._drop(None)
 
     def _drop(self, close_code: int | None) -> None:
         """Mark the connection closed without sending anything more."""
         if close_code is not None and self.close_code is None:
             self.close_code = close_code
         self.closed = True
-        self.stream = None
-        self.raw_write = None
-        self.raw_read = None
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None and keepalive is not gevent.getcurrent():
+            keepalive.kill(block=False)
+
+    # -- keepalive ------------------------------------------------------------
+
+    def _keep_alive(self) -> None:
+        """Ping a peer that has been silent for ``ping_interval`` seconds; if
+        nothing comes back within ``ping_timeout``, close with 1011 and wake
+        the reader (its ``receive()`` returns ``None``)."""
+        interval = t.cast(float, self.ping_interval)
+        while not self.closed:
+            silent_for = time.monotonic() - self._last_heard
+            if silent_for < interval:
+                gevent.sleep(interval - silent_for)
+                continue
+            sent_at = time.monotonic()
+            try:
+                self.ping(os.urandom(4))
+            except ConnectionClosed:
+                return
+            gevent.sleep(self.ping_timeout)
+            if self._last_heard < sent_at and not self.closed:
+                self.close_code = CLOSE_INTERNAL_ERROR
+                self.close_reason = "keepalive ping timeout"
+                self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+                try:
+                    self.handler.socket.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return

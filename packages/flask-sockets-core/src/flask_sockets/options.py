@@ -1,0 +1,64 @@
+"""Per-app socket settings, read from Flask config keys prefixed ``SOCKETS_``."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+__all__ = ["DEFAULTS", "SocketOptions"]
+
+#: The config keys Flask-Sockets reads, with their defaults. ``init_app``
+#: sets each one with ``app.config.setdefault``.
+DEFAULTS: dict[str, t.Any] = {
+    # Largest message (text or binary, all fragments together) a peer may
+    # send, in bytes; ``None`` for no limit. Over it: close 1009.
+    "SOCKETS_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Seconds of silence from the peer before the server pings it; ``None`` or 0: never.
+    "SOCKETS_PING_INTERVAL": 20.0,
+    # Seconds to wait for the pong before closing with 1011.
+    "SOCKETS_PING_TIMEOUT": 20.0,
+    # Seconds ``close()`` waits for the peer's close frame.
+    "SOCKETS_CLOSE_TIMEOUT": 5.0,
+    # Browser origins allowed to open sockets: ``None`` for same-origin only
+    # (requests without an Origin header, i.e. non-browser clients, always
+    # pass), ``'*'`` for any origin, or a list of origins such as
+    # ``['https://example.com']``.
+    "SOCKETS_ALLOWED_ORIGINS": None,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SocketOptions:
+    """The settings a server's socket object applies to one connection.
+
+    Flask-Sockets builds it from the app's config for each socket request
+    and passes it to the socket's ``configure(options)`` method, when the
+    socket has one (the sockets of :mod:`flask_sockets_gevent` and of
+    :mod:`flask_sockets.testing` do).
+    """
+
+    #: Largest incoming message in bytes, or ``None`` for no limit.
+    max_message_size: int | None = DEFAULTS["SOCKETS_MAX_MESSAGE_SIZE"]
+    #: Seconds of peer silence before a ping, or ``None`` to never ping.
+    ping_interval: float | None = DEFAULTS["SOCKETS_PING_INTERVAL"]
+    #: Seconds to wait for a pong.
+    ping_timeout: float = DEFAULTS["SOCKETS_PING_TIMEOUT"]
+    #: Seconds ``close()`` waits for the peer's close frame.
+    close_timeout: float = DEFAULTS["SOCKETS_CLOSE_TIMEOUT"]
+    #: The subprotocol negotiated for this route, sent when the socket is accepted.
+    subprotocol: str | None = None
+
+    @classmethod
+    def from_config(cls, config: t.Mapping[str, t.Any], subprotocol: str | None = None) -> SocketOptions:
+        """Read the options from a Flask config (missing keys take the defaults)."""
+
+        def get(key: str) -> t.Any:
+            return config.get(key, DEFAULTS[key])
+
+        return cls(
+            max_message_size=get("SOCKETS_MAX_MESSAGE_SIZE"),
+            ping_interval=get("SOCKETS_PING_INTERVAL") or None,
+            ping_timeout=get("SOCKETS_PING_TIMEOUT"),
+            close_timeout=get("SOCKETS_CLOSE_TIMEOUT"),
+            subprotocol=subprotocol,
+        )

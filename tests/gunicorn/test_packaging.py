@@ -1,0 +1,115 @@
+"""The gunicorn worker's classes, names and import behaviour."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.conftest import TIMEOUT
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def test_worker_class_and_handler_mro():
+    """The worker uses GunicornWebSocketHandler, which is both our handler and gunicorn's PyWSGIHandler."""
+    from gunicorn.workers.ggevent import GeventPyWSGIWorker
+    from gunicorn.workers.ggevent import PyWSGIHandler
+
+    import flask_sockets
+    import flask_sockets_gevent
+    import flask_sockets_gunicorn
+    from flask_sockets_gunicorn import workers
+
+    worker = flask_sockets_gunicorn.worker
+    assert worker is workers.GeventWebSocketWorker
+    assert issubclass(worker, GeventPyWSGIWorker)
+    handler = worker.wsgi_handler
+    assert handler is flask_sockets_gunicorn.GunicornWebSocketHandler
+    assert issubclass(handler, flask_sockets_gevent.WebSocketHandler)
+    assert issubclass(handler, PyWSGIHandler)
+    # Our handshake and access log win over gunicorn's; gunicorn's environ additions are kept.
+    mro = handler.__mro__
+    assert mro.index(flask_sockets_gevent.WebSocketHandler) < mro.index(PyWSGIHandler)
+    assert handler.run_application is flask_sockets_gevent.WebSocketHandler.run_application
+    assert handler.log_request is flask_sockets_gevent.WebSocketHandler.log_request
+    assert handler.get_environ is PyWSGIHandler.get_environ
+    assert flask_sockets.worker is flask_sockets_gunicorn.worker
+
+
+def test_entry_point_and_install_extra_exist():
+    """The `gunicorn.workers: websocket` entry point loads the worker and the Flask-Sockets[gunicorn] extra exists."""
+    import flask_sockets_gunicorn
+
+    distribution = importlib.metadata.distribution("flask-sockets-gunicorn")
+    (entry_point,) = [ep for ep in distribution.entry_points if ep.group == "gunicorn.workers"]
+    assert entry_point.name == "websocket"
+    assert entry_point.load() is flask_sockets_gunicorn.worker
+    # The ImportError hint tells users to install this extra.
+    assert "gunicorn" in (importlib.metadata.metadata("Flask-Sockets").get_all("Provides-Extra") or [])
+
+
+SERVER_MODULES = ["flask_sockets_gevent", "flask_sockets_gunicorn", "gevent", "geventwebsocket", "gunicorn"]
+
+
+def test_core_import_loads_no_server():
+    """`import flask_sockets` imports neither gevent nor gunicorn; asking for `worker` does."""
+    result = _run_python(
+        f"""
+        import sys
+        import flask_sockets
+        print([m for m in {SERVER_MODULES!r} if m in sys.modules])
+        flask_sockets.worker
+        print([m for m in {SERVER_MODULES!r} if m in sys.modules])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.splitlines()
+    assert before == "[]"
+    assert after == str(SERVER_MODULES)
+
+
+@pytest.mark.parametrize("missing", ["gunicorn", "flask_sockets_gunicorn"])
+def test_missing_gunicorn_gives_install_hint(missing):
+    """Without gunicorn (or our worker package), `from flask_sockets import worker` names the pip install command."""
+    result = _run_python(
+        f"""
+        import sys
+        sys.modules[{missing!r}] = None  # as if it were not installed
+        try:
+            from flask_sockets import worker
+        except ImportError as e:
+            print(type(e).__name__)
+            print(e)
+            print(type(e.__cause__).__name__)
+            print(e.__cause__)
+        else:
+            print("no error")
+        import flask_sockets
+        try:
+            flask_sockets.no_such_attribute
+        except AttributeError:
+            print("AttributeError for other names")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ImportError", result.stdout
+    assert "pip install 'Flask-Sockets[gunicorn]'" in lines[1]
+    assert lines[2] == "ModuleNotFoundError"
+    # The underlying reason is shown too.
+    assert missing in lines[3]
+    assert lines[3] in lines[1]
+    assert lines[4] == "AttributeError for other names"
