@@ -138,7 +138,7 @@ class WebSocket(_BaseWebSocket):  # type: ignore[misc]
         self._decoder: codecs.IncrementalDecoder | None = None
         self._reader: t.Any = None
         self._last_heard = time.monotonic()
-        self._keepalive: gevent.Greenlet | None = None
+        self._keepalive: gevent.Greenlet[[], None] | None = None
 
     def __del__(self) -> None:
         # gevent-websocket closes from __del__; the handler closes us instead,
@@ -395,7 +395,8 @@ class WebSocket(_BaseWebSocket):  # type: ignore[misc]
         return True
 
     def _await_close_frame(self) -> None:
-        with gevent.Timeout(self.close_timeout, False):
+        # False: on expiry, leave the block silently (gevent's documented idiom).
+        with gevent.Timeout(self.close_timeout, False):  # type: ignore[arg-type]
             try:
                 while True:
                     _, opcode, payload = self._read_frame()
