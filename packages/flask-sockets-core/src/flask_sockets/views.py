@@ -79,12 +79,16 @@ def websocket_view(
             handler(ws, **kwargs)
         except ConnectionClosed:
             current_app.logger.debug("%s: the peer closed the socket", request.path)
+        except OSError as e:
+            # Servers that don't raise ConnectionClosed (stock gevent-websocket
+            # raises its WebSocketError, an OSError) for a socket the peer has
+            # closed: the peer left, nothing failed here.
+            if not ws.closed:
+                _end_with_error(ws, e)
+                raise
+            current_app.logger.debug("%s: the peer closed the socket (%r)", request.path, e)
         except Exception as e:
-            # A server that defers the handshake (``accepted`` is False) turns
-            # the exception into a real HTTP response instead (a 403 from
-            # abort(403), a 500): leave the socket alone then.
-            if getattr(ws, "accepted", True):
-                _close(ws, *_close_code_for(e))
+            _end_with_error(ws, e)
             raise
         _close(ws, CLOSE_NORMAL)
         # The upgrade already answered the client; this response only feeds
@@ -108,6 +112,15 @@ def _choose_subprotocol(supported: t.Sequence[str] | None) -> str | None:
         return None
     offered = requested_subprotocols(request.environ)
     return next((protocol for protocol in supported if protocol in offered), None)
+
+
+def _end_with_error(ws: WebSocket, error: Exception) -> None:
+    """Close the socket for an exception that ended the handler. A server
+    that defers the handshake (``accepted`` is false) turns the exception into
+    a real HTTP response instead (a 403 from ``abort(403)``, a 500): the
+    socket is left alone then."""
+    if getattr(ws, "accepted", True):
+        _close(ws, *_close_code_for(error))
 
 
 def _close_code_for(error: Exception) -> tuple[int, str]:
