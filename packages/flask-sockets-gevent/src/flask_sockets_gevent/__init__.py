@@ -17,9 +17,19 @@
 from __future__ import annotations
 
 from .handler import WebSocketHandler as WebSocketHandler
+from .server import GracefulShutdownMixin as GracefulShutdownMixin
+from .server import WebSocketServer as WebSocketServer
 from .server import make_server as make_server
 from .server import run as run
 from .websocket import ConnectionClosed as ConnectionClosed
 from .websocket import WebSocket as WebSocket
 
-__all__ = ["ConnectionClosed", "WebSocket", "WebSocketHandler", "make_server", "run"]
+__all__ = [
+    "ConnectionClosed",
+    "GracefulShutdownMixin",
+    "WebSocket",
+    "WebSocketHandler",
+    "WebSocketServer",
+    "make_server",
+    "run",
+]

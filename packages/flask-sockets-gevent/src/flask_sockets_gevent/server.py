@@ -7,6 +7,7 @@ import signal
 import typing as t
 
 import gevent
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from .handler import WebSocketHandler
@@ -14,9 +15,38 @@ from .handler import WebSocketHandler
 if t.TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["make_server", "run"]
+    from .websocket import WebSocket
+
+__all__ = ["GracefulShutdownMixin", "WebSocketServer", "make_server", "run"]
 
 logger = logging.getLogger("flask_sockets_gevent")
+
+#: Close code and reason every open socket gets when the server stops.
+GOING_AWAY = (1001, "Server shutting down")
+
+
+class GracefulShutdownMixin:
+    """Server mixin: when the server stops accepting (``close()``), every open
+    WebSocket is closed with 1001 (going away). Frames a handler sent before
+    go out first; its ``receive()`` then returns ``None`` and it can finish.
+    ``stop(timeout)`` (gevent's) then waits for the handlers up to
+    ``timeout`` before killing them.
+    """
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The accepted sockets still open; the sockets add and remove themselves.
+        self.websockets: set[WebSocket] = set()
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        for ws in list(self.websockets):
+            gevent.spawn(ws.close, *GOING_AWAY)
+
+
+class WebSocketServer(GracefulShutdownMixin, WSGIServer):
+    """gevent's :class:`~gevent.pywsgi.WSGIServer` that closes open sockets
+    with 1001 when it stops."""
 
 
 def make_server(
@@ -26,9 +56,11 @@ def make_server(
     *,
     handler_class: type[WebSocketHandler] = WebSocketHandler,
     **server_options: t.Any,
-) -> WSGIServer:
-    """Create (but do not start) a :class:`gevent.pywsgi.WSGIServer` that
-    serves ``app`` over HTTP and WebSocket.
+) -> WebSocketServer:
+    """Create (but do not start) a :class:`WebSocketServer` (a gevent
+    :class:`~gevent.pywsgi.WSGIServer`) that serves ``app`` over HTTP and
+    WebSocket. Handlers run in a :class:`gevent.pool.Pool`, so that
+    ``server.stop(timeout)`` waits for them.
 
     :param app: The Flask app (any WSGI app works).
     :param host: The address to listen on. Use ``'0.0.0.0'`` to listen on
@@ -40,18 +72,31 @@ def make_server(
     :param server_options: Passed to :class:`~gevent.pywsgi.WSGIServer`
         (``certfile``/``keyfile`` for TLS, ``log``, ``error_log``, ``spawn``, ...).
     """
-    return WSGIServer((host, port), app, handler_class=handler_class, **server_options)
+    server_options.setdefault("spawn", Pool())
+    return WebSocketServer((host, port), app, handler_class=handler_class, **server_options)
 
 
-def run(app: WSGIApplication, host: str = "127.0.0.1", port: int = 5000, **server_options: t.Any) -> None:
+def run(
+    app: WSGIApplication,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    *,
+    shutdown_timeout: float = 10.0,
+    **server_options: t.Any,
+) -> None:
     """Serve ``app`` until SIGINT (Ctrl+C) or SIGTERM.
+
+    On either signal the server stops accepting, closes every open
+    WebSocket with 1001 (going away), and gives the handlers up to
+    ``shutdown_timeout`` seconds to finish before it exits.
 
     The process should be monkey-patched by gevent first
     (``from gevent import monkey; monkey.patch_all()`` at the very top of
     the main module) so that blocking calls in handlers yield to other
-    connections. Arguments are those of :func:`make_server`.
+    connections. Other arguments are those of :func:`make_server`.
     """
     server = make_server(app, host, port, **server_options)
+    server.stop_timeout = shutdown_timeout
     server.start()
     _log_address(server)
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -62,8 +107,8 @@ def run(app: WSGIApplication, host: str = "127.0.0.1", port: int = 5000, **serve
 
 def _stop_on_signal(server: WSGIServer, signum: int) -> None:
     logger.info("Received %s, shutting down.", signal.Signals(signum).name)
-    # Not from the signal handler itself: stop() waits for the handlers.
-    gevent.spawn(server.stop)
+    # serve_forever() returns and calls stop(), which waits for the handlers.
+    server.close()
 
 
 def _log_address(server: WSGIServer) -> None:

@@ -139,6 +139,8 @@ class WebSocket(_BaseWebSocket):  # type: ignore[misc]
         self._reader: t.Any = None
         self._last_heard = time.monotonic()
         self._keepalive: gevent.Greenlet[[], None] | None = None
+        # The server's set of open sockets (see GracefulShutdownMixin), once accepted.
+        self._registry: set[WebSocket] | None = None
 
     def __del__(self) -> None:
         # gevent-websocket closes from __del__; the handler closes us instead,
@@ -168,6 +170,9 @@ class WebSocket(_BaseWebSocket):  # type: ignore[misc]
             self.subprotocol = subprotocol
         self.handler.send_handshake(self.subprotocol, headers)
         self.accepted = True
+        self._registry = getattr(self.handler.server, "websockets", None)
+        if self._registry is not None:
+            self._registry.add(self)
         self._last_heard = time.monotonic()
         try:
             self.handler.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -418,6 +423,8 @@ class WebSocket(_BaseWebSocket):  # type: ignore[misc]
         if close_code is not None and self.close_code is None:
             self.close_code = close_code
         self.closed = True
+        if self._registry is not None:
+            self._registry.discard(self)
         keepalive, self._keepalive = self._keepalive, None
         if keepalive is not None and keepalive is not gevent.getcurrent():
             keepalive.kill(block=False)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from .workers import GeventWebSocketWorker as GeventWebSocketWorker
 from .workers import GunicornWebSocketHandler as GunicornWebSocketHandler
+from .workers import GunicornWebSocketServer as GunicornWebSocketServer
 
 #: The worker class, for ``gunicorn -k flask_sockets_gunicorn.worker``.
 worker = GeventWebSocketWorker
 
-__all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "worker"]
+__all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSocketServer", "worker"]
