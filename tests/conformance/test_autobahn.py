@@ -65,5 +65,5 @@ def test_autobahn_cases_1_to_10(spawn, tmp_path):
     print(json.dumps(report, indent=2))
 
     assert len(ours) >= 300, f"only {len(ours)} cases ran"
-    failed = {case: info["behavior"] for case, info in sorted(ours.items()) if info["behavior"] in BAD or info["behavior"] == "ERROR"}
+    failed = {case: info["behavior"] for case, info in sorted(ours.items()) if info["behavior"] in (*BAD, "ERROR")}
     assert not failed, f"cases not passed: {failed}"

@@ -1,0 +1,543 @@
+"""flask_sockets.testing: socket routes tested in-process, without a server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import types
+import typing as t
+
+import pytest
+from flask import Flask
+from flask import abort
+from flask import request
+from flask import session
+from flask import url_for
+
+from flask_sockets import ConnectionClosed
+from flask_sockets import Sockets
+from flask_sockets import WebSocket
+from flask_sockets.testing import SocketRejected
+from flask_sockets.testing import SocketTestClient
+from tests.conftest import ROOT
+
+#: The name of the threads SocketTestClient runs requests in.
+HANDLER_THREAD = "flask-sockets test handler"
+
+
+@pytest.fixture(autouse=True)
+def no_handler_left_running() -> t.Iterator[None]:
+    """Every handler thread a test started has ended when the test ends."""
+    yield
+    deadline = time.monotonic() + 2
+    while any(thread.name.startswith(HANDLER_THREAD) for thread in threading.enumerate()):
+        assert time.monotonic() < deadline, [thread.name for thread in threading.enumerate()]
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def app() -> Flask:
+    app = Flask(__name__)
+    app.testing = True
+    app.secret_key = "test"
+    return app
+
+
+@pytest.fixture
+def sockets(app: Flask) -> Sockets:
+    return Sockets(app)
+
+
+@pytest.fixture
+def client(app: Flask, sockets: Sockets) -> SocketTestClient:
+    return SocketTestClient(app)
+
+
+def echo(ws):
+    while not ws.closed:
+        message = ws.receive()
+        if message is not None:
+            ws.send(message)
+
+
+def test_echo_text_and_bytes(sockets, client):
+    """Text comes back as str and binary as bytes; the handler gets str and bytes."""
+    seen = []
+
+    @sockets.route("/echo")
+    def echo_socket(ws):
+        while (message := ws.receive()) is not None:
+            seen.append(message)
+            ws.send(message)
+
+    with client.connect("/echo") as ws:
+        ws.send("héllo")
+        assert ws.receive() == "héllo"
+        ws.send(b"\x00\xff")
+        assert ws.receive() == b"\x00\xff"
+    assert seen == ["héllo", b"\x00\xff"]
+    assert [type(m) for m in seen] == [str, bytes]
+    assert ws.closed and ws.close_code == 1000
+
+
+def test_url_variables_and_query_string(sockets, client):
+    """URL variables reach the handler; the query string reaches request.args."""
+
+    @sockets.route("/rooms/<int:room>")
+    def room(ws, room):
+        ws.send(f"{room + 1}:{request.args['who']}")
+
+    with client.connect("/rooms/41", query_string={"who": "ann"}) as ws:
+        assert ws.receive() == "42:ann"
+        assert ws.receive() is None
+        assert ws.close_code == 1000
+
+
+def test_before_request_refusal_is_an_http_response(app, sockets, client):
+    """A before_request refusal is SocketRejected with its status and body; the handler never runs."""
+    ran = []
+
+    @app.before_request
+    def check_token():
+        if request.args.get("token") != "s3cret":
+            return "go away", 401
+
+    @sockets.route("/s")
+    def s(ws):
+        ran.append(True)
+        ws.send("welcome")
+
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/s")
+    assert e.value.status_code == 401
+    assert e.value.response.get_data() == b"go away"
+    assert "401" in str(e.value) and "go away" in str(e.value)
+    assert ran == []
+    with client.connect("/s?token=s3cret") as ws:
+        assert ws.receive() == "welcome"
+
+
+def test_abort_before_the_handshake_is_403(sockets, client):
+    """abort(403) before the handler uses the socket is an HTTP 403."""
+
+    @sockets.route("/private")
+    def private(ws):
+        abort(403)
+
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/private")
+    assert e.value.status_code == 403
+
+
+def test_abort_after_the_handshake_closes_1008(sockets, client):
+    """A 4xx abort once the socket is open closes it with 1008 and is not re-raised."""
+
+    @sockets.route("/s")
+    def s(ws):
+        ws.send("hello")
+        abort(403)
+
+    with client.connect("/s") as ws:
+        assert ws.receive() == "hello"
+        assert ws.receive() is None
+    assert (ws.close_code, ws.close_reason) == (1008, "403 Forbidden")
+
+
+def test_unknown_url_is_404(sockets, client):
+    """A socket to a URL with no route is an HTTP 404."""
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/nowhere")
+    assert e.value.status_code == 404
+
+
+def test_http_only_route_is_400(app, sockets, client):
+    """A socket to a URL that only has an HTTP view is Werkzeug's 400; the view is not called."""
+    calls = []
+
+    @app.route("/page")
+    def page():
+        calls.append(True)
+        return "page"
+
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/page")
+    assert e.value.status_code == 400
+    assert calls == []
+    assert client.http.get("/page").status_code == 200
+
+
+def test_http_login_session_reaches_the_socket(app, sockets, client):
+    """Logging in with client.http sets the session cookie the socket handler then sees."""
+
+    @app.route("/login/<name>")
+    def login(name):
+        session["user"] = name
+        return "ok"
+
+    @sockets.route("/whoami")
+    def whoami(ws):
+        if "user" not in session:
+            abort(401)
+        ws.send(session["user"])
+
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/whoami")
+    assert e.value.status_code == 401
+    assert client.http.get("/login/ann").data == b"ok"
+    with client.connect("/whoami") as ws:
+        assert ws.receive() == "ann"
+
+
+def test_shared_flask_client(app, sockets):
+    """A given Flask test client is .http and its cookies go with the socket."""
+
+    @sockets.route("/cookie")
+    def cookie(ws):
+        ws.send(request.cookies.get("theme", "none"))
+
+    http = app.test_client()
+    http.set_cookie("theme", "dark")
+    client = SocketTestClient(app, http)
+    assert client.http is http
+    with client.connect("/cookie") as ws:
+        assert ws.receive() == "dark"
+    with pytest.raises(ValueError):
+        SocketTestClient(Flask("other"), http)
+
+
+def test_session_changes_after_accept_do_not_reach_the_client(app, sockets, client):
+    """Cookies set once the socket is open are dropped (a real client never sees them);
+    Set-Cookie headers given to accept() are kept."""
+
+    @app.route("/who")
+    def who():
+        return session.get("user", "nobody")
+
+    @sockets.route("/rename")
+    def rename(ws):
+        ws.accept(headers=[("Set-Cookie", "flavour=mint; Path=/")])
+        session["user"] = "mallory"
+        ws.send("renamed")
+
+    with client.connect("/rename") as ws:
+        assert ws.receive() == "renamed"
+        assert ws.response_headers["Set-Cookie"] == "flavour=mint; Path=/"
+    assert client.http.get("/who").data == b"nobody"
+    assert client.http.get_cookie("flavour").value == "mint"
+
+
+def test_handler_exception_is_raised_in_the_test(sockets, client):
+    """With app.testing, a handler exception is raised at the test's next receive(), once."""
+
+    @sockets.route("/boom")
+    def boom(ws):
+        ws.send("about to fail")
+        raise RuntimeError("kaboom")
+
+    with client.connect("/boom") as ws:
+        assert ws.receive() == "about to fail"
+        with pytest.raises(RuntimeError, match="kaboom"):
+            ws.receive()
+        assert ws.close_code == 1011
+        assert ws.receive() is None
+
+
+def test_handler_exception_is_raised_at_exit(sockets, client):
+    """A handler exception the test never receives is raised when the with block ends."""
+
+    @sockets.route("/boom")
+    def boom(ws):
+        ws.receive()
+        raise KeyError("late")
+
+    with pytest.raises(KeyError, match="late"):
+        with client.connect("/boom") as ws:
+            ws.send("go")
+
+
+def test_handler_exception_not_raised_closes_1011(app, sockets):
+    """With raise_server_exceptions=False the exception stays on the server; the socket closes 1011."""
+
+    @sockets.route("/boom")
+    def boom(ws):
+        ws.send("about to fail")
+        raise RuntimeError("kaboom")
+
+    client = SocketTestClient(app, raise_server_exceptions=False)
+    with client.connect("/boom") as ws:
+        assert ws.receive() == "about to fail"
+        assert ws.receive() is None
+    assert (ws.close_code, ws.close_reason) == (1011, "Internal Server Error")
+
+
+def test_exception_before_the_handshake(sockets, client):
+    """An exception before the handshake is raised by connect(), or is a 500 when not raised."""
+
+    @sockets.route("/s")
+    def s(ws):
+        raise LookupError("missing")
+
+    with pytest.raises(LookupError, match="missing"):
+        client.connect("/s")
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/s", raise_server_exceptions=False)
+    assert e.value.status_code == 500
+
+
+def test_handler_close_code_and_reason(sockets, client):
+    """close(4000, 'bye') in the handler: the test's receive() returns None with that code and reason."""
+
+    after_close = []
+
+    @sockets.route("/bye")
+    def bye(ws):
+        ws.send("last")
+        ws.close(4000, "bye")
+        after_close.append((ws.closed, ws.close_code))
+        try:
+            ws.send("more")
+        except ConnectionClosed as e:
+            after_close.append(e)
+
+    with client.connect("/bye") as ws:
+        assert ws.receive() == "last"
+        assert ws.receive() is None
+        assert (ws.close_code, ws.close_reason) == (4000, "bye")
+        assert ws.closed
+        with pytest.raises(ConnectionClosed):
+            ws.send("too late")
+    assert after_close[0] == (True, 4000)  # the test client echoed the close
+    assert isinstance(after_close[1], ConnectionClosed)
+
+
+def test_client_close_code_is_seen_by_the_handler(sockets, client):
+    """close(4001, 'x') in the test: the handler's receive() returns None with that code and reason."""
+    seen = []
+
+    @sockets.route("/s")
+    def s(ws):
+        message = ws.receive()
+        seen.append((message, ws.closed, ws.close_code, ws.close_reason))
+        try:
+            ws.receive()
+        except ConnectionClosed:
+            seen.append("ConnectionClosed")
+
+    ws = client.connect("/s")
+    ws.close(4001, "x")
+    assert seen == [(None, True, 4001, "x"), "ConnectionClosed"]
+    assert ws.close_code == 4001  # the handler's echo
+    with pytest.raises(ConnectionClosed):
+        ws.receive()
+    ws = client.connect("/s")
+    with pytest.raises(ValueError):
+        ws.close(1006)  # reserved: no client may send it
+    ws.close()
+
+
+def test_messages_sent_before_close_all_reach_the_handler(sockets, client):
+    """Messages the test sent before closing are all received, even if the handler replies to each."""
+    stored = []
+
+    @sockets.route("/log")
+    def log(ws):
+        while (message := ws.receive()) is not None:
+            stored.append(message)
+            ws.send("ok")
+
+    with client.connect("/log") as ws:
+        for i in range(3):
+            ws.send(str(i))
+    assert stored == ["0", "1", "2"]
+
+
+def test_send_only_handler_ends_when_the_test_closes(sockets, client):
+    """A handler that only sends gets ConnectionClosed (1006) once the test has closed."""
+    ended = []
+
+    @sockets.route("/ticks")
+    def ticks(ws):
+        try:
+            while True:
+                ws.send("tick")
+                time.sleep(0.001)
+        except ConnectionClosed:
+            ended.append(ws.close_code)
+            raise
+
+    with client.connect("/ticks") as ws:
+        assert ws.receive() == "tick"
+    assert ended == [1006]
+
+
+def test_receive_timeout(sockets, client):
+    """receive(timeout=...) on a silent handler raises TimeoutError quickly."""
+
+    @sockets.route("/silent")
+    def silent(ws):
+        ws.receive()
+
+    with client.connect("/silent") as ws:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="/silent"):
+            ws.receive(timeout=0.2)
+        assert time.monotonic() - started < 2
+
+
+def test_subprotocol_accepted_by_the_handler(sockets, client):
+    """The subprotocol a handler accepts from those offered is visible on the test's socket."""
+
+    @sockets.route("/chat")
+    def chat(ws):
+        offered = [p.strip() for p in request.headers["Sec-WebSocket-Protocol"].split(",")]
+        ws.accept(subprotocol=offered[-1])
+        ws.send(ws.subprotocol)
+
+    with client.connect("/chat", subprotocols=["v2.chat", "v1.chat"]) as ws:
+        assert ws.subprotocol == "v1.chat"
+        assert ws.receive() == "v1.chat"
+    with pytest.raises(RuntimeError, match="did not offer"):
+        client.connect("/chat", subprotocols=[], headers={"Sec-WebSocket-Protocol": "v3"})
+
+
+def test_route_subprotocols_and_config(app, sockets, client):
+    """The route's subprotocols=[...] and SOCKETS_MAX_MESSAGE_SIZE apply to the test client's socket."""
+    app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 8
+
+    @sockets.route("/chat", subprotocols=["v2.chat", "v1.chat"])
+    def chat(ws):
+        echo(ws)
+
+    with client.connect("/chat", subprotocols=["v1.chat", "v2.chat"]) as ws:
+        assert ws.subprotocol == "v2.chat"
+        ws.send("x" * 9)
+        assert ws.receive() is None
+        assert ws.close_code == 1009
+
+
+def test_cross_origin_browser_is_refused(sockets, client):
+    """A page from another origin is refused with 403 (SOCKETS_ALLOWED_ORIGINS); the same origin passes."""
+    sockets.add_url_rule("/echo", "echo", echo)
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/echo", headers={"Origin": "https://evil.example"})
+    assert e.value.status_code == 403
+    with client.connect("/echo", headers={"Origin": "http://localhost"}) as ws:
+        ws.send("hi")
+        assert ws.receive() == "hi"
+
+
+def test_handler_that_never_ends_is_reported(app, sockets):
+    """A handler still running after its socket closed makes the with block fail, after the timeout."""
+    release = threading.Event()
+
+    @sockets.route("/stuck")
+    def stuck(ws):
+        ws.receive()
+        release.wait(10)
+
+    client = SocketTestClient(app, timeout=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match="still running"):
+            with client.connect("/stuck"):
+                pass
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2
+
+
+def test_server_socket_is_a_websocket(sockets, client):
+    """The handler's socket satisfies flask_sockets.WebSocket and knows the request's origin and path."""
+
+    @sockets.route("/s")
+    def s(ws):
+        ws.send(f"{isinstance(ws, WebSocket)} {ws.origin} {ws.path} {ws.protocol}")
+
+    with client.connect("/s", headers={"Origin": "http://localhost"}, subprotocols=["a", "b"]) as ws:
+        assert ws.receive() == "True http://localhost /s a, b"
+
+
+def test_message_size_limit_closes_1009(sockets, client):
+    """With configure(max_message_size=...), a bigger message closes the socket with 1009."""
+    received = []
+
+    @sockets.route("/small")
+    def small(ws):
+        ws.configure(types.SimpleNamespace(max_message_size=4, subprotocol=None))
+        received.append(ws.receive())
+        received.append(ws.receive())
+
+    with client.connect("/small") as ws:
+        ws.send("four")
+        ws.send("fives")
+        assert ws.receive() is None
+        assert (ws.close_code, ws.close_reason) == (1009, "Message over 4 bytes")
+    assert received == ["four", None]
+
+
+def test_cookie_header_replaces_the_jar(sockets, client):
+    """A Cookie header given to connect() is sent instead of the client's cookies."""
+
+    @sockets.route("/cookies")
+    def cookies(ws):
+        ws.send(request.headers.get("Cookie", ""))
+
+    client.http.set_cookie("jar", "1")
+    with client.connect("/cookies") as ws:
+        assert ws.receive() == "jar=1"
+    with client.connect("/cookies", headers={"Cookie": "mine=2"}) as ws:
+        assert ws.receive() == "mine=2"
+
+
+def test_handler_that_never_accepts_times_out_connect(app, sockets):
+    """connect() gives up with TimeoutError if the handler neither accepts nor returns in time."""
+    release = threading.Event()
+    outcome = []
+
+    @sockets.route("/slow")
+    def slow(ws):
+        release.wait(10)
+        try:
+            ws.send("too late")
+        except ConnectionClosed:
+            outcome.append(ws.close_code)
+
+    client = SocketTestClient(app, timeout=0.2)
+    try:
+        with pytest.raises(TimeoutError, match="neither accepted"):
+            client.connect("/slow")
+    finally:
+        release.set()
+    deadline = time.monotonic() + 2
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcome == [1006]  # the test client hung up
+
+
+def test_connect_to_a_ws_url(app, sockets, client):
+    """connect() takes the ws:// URL url_for builds for a socket route."""
+    sockets.add_url_rule("/echo", "echo", echo)
+    with app.test_request_context():
+        url = url_for("echo", _external=True)
+    assert url.startswith("ws://")
+    with client.connect(url) as ws:
+        ws.send("hi")
+        assert ws.receive() == "hi"
+
+
+def test_echo_example_passes():
+    """examples/test_echo_app.py, which `hatch test` does not collect (testpaths), passes under pytest."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/test_echo_app.py"],
+        cwd=ROOT,
+        # Third-party plugins (xdist, hypothesis, ...) only slow the start-up down.
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and "failed" not in result.stdout
