@@ -1,14 +1,16 @@
 """The echo server the Autobahn cases run against.
 
-    python echo_server.py PORT ours    # flask_sockets_gevent.run (our handler)
-    python echo_server.py PORT stock   # the seed's pywsgi + stock gevent-websocket handler
+python echo_server.py PORT ours    # flask_sockets_gevent.run (our handler)
+python echo_server.py PORT stock   # the seed's pywsgi + stock gevent-websocket handler
+python echo_server.py PORT dev     # app.run(): Werkzeug's development server + wsproto
 """
 
-from gevent import monkey
+import sys
 
-monkey.patch_all()
+if sys.argv[2] != "dev":
+    from gevent import monkey
 
-import sys  # noqa: E402
+    monkey.patch_all()
 
 from flask import Flask  # noqa: E402
 
@@ -31,7 +33,9 @@ def echo(ws):
 
 def main() -> None:
     port, flavour = int(sys.argv[1]), sys.argv[2]
-    if flavour == "ours":
+    if flavour == "dev":
+        app.run(port=port)
+    elif flavour == "ours":
         import flask_sockets_gevent
 
         flask_sockets_gevent.run(app, port=port, log=None)

@@ -1,8 +1,9 @@
 """RFC 6455 conformance: the Autobahn TestSuite's fuzzing-client cases 1-10, run by kosoku.
 
-Our server must report no FAILED and no UNIMPLEMENTED case. The stock
-gevent-websocket handler is run the same way for comparison; its counts go
-into the same report (``conformance.json`` in the test's temp dir, or in
+Our gevent server and the development server (``app.run()`` / ``flask run``,
+over wsproto) must report no FAILED, UNIMPLEMENTED or ERROR case. The stock
+gevent-websocket handler is run the same way for comparison; all counts go
+into one report (``conformance.json`` in the test's temp dir, or in
 ``$FLASK_SOCKETS_REPORT_DIR`` when set).
 """
 
@@ -47,23 +48,29 @@ def counts(cases: dict[str, dict]) -> dict[str, int]:
     return dict(collections.Counter(case["behavior"] for case in cases.values()))
 
 
+def not_passed(cases: dict[str, dict]) -> dict[str, str]:
+    return {case: info["behavior"] for case, info in sorted(cases.items()) if info["behavior"] in (*BAD, "ERROR")}
+
+
 def test_autobahn_cases_1_to_10(spawn, tmp_path):
-    """Our gevent server passes Autobahn cases 1-10: 0 FAILED, 0 UNIMPLEMENTED."""
+    """Our gevent server and the development server pass cases 1-10: 0 FAILED, 0 UNIMPLEMENTED."""
     from tests.conftest import free_port
 
-    ours = run_cases(spawn, free_port(), "ours", tmp_path / "ours")
-    stock = run_cases(spawn, free_port(), "stock", tmp_path / "stock")
+    results = {
+        flavour: run_cases(spawn, free_port(), flavour, tmp_path / flavour) for flavour in ("ours", "dev", "stock")
+    }
     report = {
         "cases": CASES,
-        "flask_sockets_gevent": counts(ours),
-        "stock_gevent_websocket": counts(stock),
-        "stock_failed": sorted(k for k, v in stock.items() if v["behavior"] in BAD),
+        "flask_sockets_gevent": counts(results["ours"]),
+        "development_server": counts(results["dev"]),
+        "stock_gevent_websocket": counts(results["stock"]),
+        "stock_not_passed": not_passed(results["stock"]),
     }
     report_dir = Path(os.environ.get("FLASK_SOCKETS_REPORT_DIR", tmp_path))
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "conformance.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
-    assert len(ours) >= 300, f"only {len(ours)} cases ran"
-    failed = {case: info["behavior"] for case, info in sorted(ours.items()) if info["behavior"] in (*BAD, "ERROR")}
-    assert not failed, f"cases not passed: {failed}"
+    for flavour in ("ours", "dev"):
+        assert len(results[flavour]) >= 300, f"{flavour}: only {len(results[flavour])} cases ran"
+        assert not not_passed(results[flavour]), f"{flavour}: cases not passed: {not_passed(results[flavour])}"

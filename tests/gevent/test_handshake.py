@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_sockets import Sockets
-from flask_sockets_gevent.handler import accept_token
+from flask_sockets.handshake import accept_token
 
 GOOD_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 

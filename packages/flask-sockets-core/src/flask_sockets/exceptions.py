@@ -45,8 +45,9 @@ class UpgradeRequired(HTTPException):
 
 class MissingWebSocketError(InternalServerError):
     """A WebSocket upgrade reached a socket route, but the server put no
-    socket in ``environ['wsgi.websocket']``: the app is served by a server
-    that does not speak WebSocket (for example ``app.run()``).
+    socket in ``environ['wsgi.websocket']`` and is not Werkzeug's
+    development server: it does not speak WebSocket (``wsgiref``, a plain
+    WSGI server, a gunicorn sync worker, ...).
     """
 
     description = (

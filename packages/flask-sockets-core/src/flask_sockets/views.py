@@ -60,17 +60,16 @@ def websocket_view(
       gets Flask's HTTP error response instead.
     - :exc:`~flask_sockets.ConnectionClosed` escaping the handler (the peer
       left while the handler was sending) ends the handler normally.
-    - If the server gave no socket, the error is logged with the fix and a
-      :exc:`~flask_sockets.MissingWebSocketError` (500) is raised.
+    - If the server gave no socket, Werkzeug's development server gets one
+      from :mod:`flask_sockets.devserver`; any other server gets a logged
+      error naming the fix and a :exc:`~flask_sockets.MissingWebSocketError` (500).
     """
 
     @functools.wraps(handler)
     def view(**kwargs: t.Any) -> ResponseReturnValue:
         ws: WebSocket | None = request.environ.get(WSGI_WEBSOCKET_KEY)
         if ws is None:
-            error = MissingWebSocketError()
-            current_app.logger.error("%s %s: %s", request.method, request.path, error.description)
-            raise error
+            ws = _development_server_socket()
         try:
             _check_origin()
             configure = getattr(ws, "configure", None)
@@ -91,11 +90,31 @@ def websocket_view(
             _end_with_error(ws, e)
             raise
         _close(ws, CLOSE_NORMAL)
-        # The upgrade already answered the client; this response only feeds
-        # after_request hooks and session saving.
-        return current_app.response_class(status=200)
+        # The handshake already answered the client; this response only feeds
+        # after_request hooks, session saving and access logs.
+        return current_app.response_class(status=101)
 
     return view
+
+
+def _development_server_socket() -> WebSocket:
+    """The socket for a server that provides none: Werkzeug's development
+    server exposes the connection, and :class:`~flask_sockets.devserver.DevWebSocket`
+    speaks WebSocket over it. Any other server gets a logged error and a 500."""
+    from .devserver import WERKZEUG_SOCKET_KEY
+    from .devserver import DevWebSocket
+    from .devserver import HandshakeRefused
+
+    if WERKZEUG_SOCKET_KEY not in request.environ:
+        error = MissingWebSocketError()
+        current_app.logger.error("%s %s: %s", request.method, request.path, error.description)
+        raise error
+    try:
+        ws = DevWebSocket(request.environ)
+    except HandshakeRefused as e:
+        abort(current_app.response_class(e.body, e.status, e.headers))
+    request.environ[WSGI_WEBSOCKET_KEY] = ws
+    return ws
 
 
 def _check_origin() -> None:

@@ -1,7 +1,8 @@
 """gevent-websocket's ``WebSocketHandler``, hardened.
 
-This is the one place where the server side of the WebSocket handshake
-lives. Differences from gevent-websocket 0.10.1:
+It answers the WebSocket handshake for gevent (the checks themselves are
+in :mod:`flask_sockets.handshake`, shared with the development server).
+Differences from gevent-websocket 0.10.1:
 
 - The Flask app runs *before* the upgrade is answered. ``101 Switching
   Protocols`` is sent when the handler first uses the socket (or calls
@@ -23,9 +24,6 @@ lives. Differences from gevent-websocket 0.10.1:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import typing as t
 
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
@@ -33,50 +31,12 @@ from geventwebsocket.websocket import Stream
 
 from flask_sockets import WSGI_WEBSOCKET_KEY
 from flask_sockets import is_websocket_upgrade
+from flask_sockets.handshake import check_handshake
+from flask_sockets.handshake import handshake_response_headers
 
 from .websocket import WebSocket
 
 __all__ = ["WebSocketHandler"]
-
-#: RFC 6455 section 1.3.
-_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-_Rejection = tuple[str, list[tuple[str, str]], bytes]
-
-
-def accept_token(key: str) -> str:
-    """The ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
-    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest()).decode("ascii")
-
-
-def check_handshake(environ: t.Mapping[str, t.Any]) -> _Rejection | None:
-    """Validate a WebSocket upgrade request (RFC 6455, 4.2.1).
-
-    :returns: ``None`` if the request is a valid version-13 handshake, else
-        the ``(status, headers, body)`` to answer it with.
-    """
-
-    def reject(status: str, body: str, headers: list[tuple[str, str]] | None = None) -> _Rejection:
-        return status, [("Content-Type", "text/plain; charset=utf-8"), *(headers or [])], body.encode()
-
-    if environ.get("REQUEST_METHOD") != "GET":
-        return reject("400 Bad Request", "A WebSocket upgrade must use GET.")
-    if environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
-        return reject("400 Bad Request", "A WebSocket upgrade needs HTTP/1.1.")
-    if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
-        return reject(
-            "426 Upgrade Required",
-            "Unsupported or missing Sec-WebSocket-Version; this server speaks version 13.",
-            [("Sec-WebSocket-Version", "13")],
-        )
-    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
-    try:
-        valid_key = len(base64.b64decode(key, validate=True)) == 16
-    except (binascii.Error, ValueError):
-        valid_key = False
-    if not valid_key:
-        return reject("400 Bad Request", "Missing or invalid Sec-WebSocket-Key.")
-    return None
 
 
 class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
@@ -138,14 +98,7 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
 
     def send_handshake(self, subprotocol: str | None, headers: t.Sequence[tuple[str, str]]) -> None:
         """Answer the upgrade with ``101 Switching Protocols``."""
-        response_headers = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_token(self.environ["HTTP_SEC_WEBSOCKET_KEY"].strip())),
-        ]
-        if subprotocol:
-            response_headers.append(("Sec-WebSocket-Protocol", subprotocol))
-        response_headers.extend(headers)
+        response_headers = handshake_response_headers(self.environ, subprotocol, headers)
         super(_BaseHandler, self).start_response("101 Switching Protocols", response_headers)
         # The connection now belongs to the WebSocket: no length, no chunking,
         # no keep-alive after it.

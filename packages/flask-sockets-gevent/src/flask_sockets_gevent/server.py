@@ -82,6 +82,8 @@ def run(
     port: int = 5000,
     *,
     shutdown_timeout: float = 10.0,
+    reload: bool = False,
+    debug: bool = False,
     **server_options: t.Any,
 ) -> None:
     """Serve ``app`` until SIGINT (Ctrl+C) or SIGTERM.
@@ -94,7 +96,34 @@ def run(
     (``from gevent import monkey; monkey.patch_all()`` at the very top of
     the main module) so that blocking calls in handlers yield to other
     connections. Other arguments are those of :func:`make_server`.
+
+    :param reload: Restart the server when a Python file changes
+        (Werkzeug's reloader), for development.
+    :param debug: Development mode: set ``app.debug``, turn on the reloader
+        and Werkzeug's interactive debugger for HTTP routes. Never in production.
     """
+    if debug:
+        from werkzeug.debug import DebuggedApplication
+
+        app.debug = True  # type: ignore[attr-defined]
+        app = DebuggedApplication(app, evalex=True)
+    if reload or debug:
+        # Werkzeug's reloader has no public entry point that runs another
+        # server; Flask-SocketIO uses this same function.
+        from werkzeug._reloader import run_with_reloader
+        from werkzeug.serving import is_running_from_reloader
+
+        if not is_running_from_reloader():
+            _logger_setup()
+            logger.info("Serving with the reloader; restarts when a file changes.")
+        run_with_reloader(lambda: _serve(app, host, port, shutdown_timeout, server_options))
+    else:
+        _serve(app, host, port, shutdown_timeout, server_options)
+
+
+def _serve(
+    app: WSGIApplication, host: str, port: int, shutdown_timeout: float, server_options: dict[str, t.Any]
+) -> None:
     server = make_server(app, host, port, **server_options)
     server.stop_timeout = shutdown_timeout
     server.start()
@@ -111,11 +140,16 @@ def _stop_on_signal(server: WSGIServer, signum: int) -> None:
     server.close()
 
 
-def _log_address(server: WSGIServer) -> None:
+def _logger_setup() -> None:
+    """Show the server's info lines unless logging is configured already."""
     if not logger.handlers and not logging.getLogger().handlers:
         logger.addHandler(logging.StreamHandler())
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+
+
+def _log_address(server: WSGIServer) -> None:
+    _logger_setup()
     host, port = str(server.server_host), server.server_port
     shown = f"[{host}]" if ":" in host else host
     http, ws = ("https", "wss") if server.ssl_enabled else ("http", "ws")

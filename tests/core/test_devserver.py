@@ -1,0 +1,238 @@
+"""Socket routes on Werkzeug's development server (app.run, flask run), over wsproto."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+import pytest
+from flask import Flask
+from flask import abort
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from werkzeug.serving import make_server
+
+from flask_sockets import Sockets
+from tests.conftest import EXAMPLES
+from tests.conftest import Server
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def devserve():
+    """``devserve(app)`` runs ``app`` on Werkzeug's threaded development server."""
+    servers = []
+
+    def start(app: Flask) -> Server:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return Server("127.0.0.1", server.server_port)
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def dev_app(**config) -> tuple[Flask, list]:
+    app = Flask(__name__)
+    app.config.update(config)
+    sockets = Sockets(app)
+    seen: list = []
+
+    @sockets.route("/echo")
+    def echo(ws):
+        while not ws.closed:
+            message = ws.receive()
+            ws.send(message)
+
+    @sockets.route("/closes")
+    def closes(ws):
+        ws.close(4000, "bye")
+
+    @sockets.route("/record")
+    def record(ws):
+        seen.append((ws.receive(), ws.close_code, ws.close_reason))
+
+    @sockets.route("/forbidden")
+    def forbidden(ws):
+        abort(403)
+
+    @sockets.route("/boom")
+    def boom(ws):
+        ws.send("about to fail")
+        raise RuntimeError("kaboom")
+
+    @sockets.route("/wait")
+    def wait(ws):
+        try:
+            ws.receive(timeout=0.2)
+        except TimeoutError:
+            ws.send("timed out")
+        ws.send(ws.receive(timeout=5))
+
+    @sockets.route("/proto", subprotocols=["v2", "v1"])
+    def proto(ws):
+        ws.send(str(ws.subprotocol))
+
+    return app, seen
+
+
+def test_echo_over_the_development_server(devserve):
+    """The seed echo handler works on the development server, text and binary."""
+    app, _ = dev_app()
+    server = devserve(app)
+    with connect(f"{server.ws_url}/echo") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "hi"
+        ws.send(b"\x00\xff")
+        assert ws.recv(timeout=5) == b"\x00\xff"
+
+
+def test_refusal_before_the_handshake_is_an_http_status(devserve):
+    """abort(403) before using the socket reaches the client as HTTP 403."""
+    app, _ = dev_app()
+    server = devserve(app)
+    with pytest.raises(InvalidStatus) as e:
+        connect(f"{server.ws_url}/forbidden", open_timeout=5)
+    assert e.value.response.status_code == 403
+
+
+def test_bad_handshake_gets_426(devserve):
+    """An unsupported Sec-WebSocket-Version is refused with 426, as on the gevent server."""
+    app, _ = dev_app()
+    server = devserve(app)
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        s.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+        )
+        response = b""
+        while chunk := s.recv(4096):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 426")
+    assert b"Sec-WebSocket-Version: 13" in response
+
+
+def test_close_codes_both_ways(devserve):
+    """The handler's close code reaches the client; the client's reaches the handler."""
+    app, seen = dev_app()
+    server = devserve(app)
+    with connect(f"{server.ws_url}/closes") as ws:
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=5)
+    assert (e.value.rcvd.code, e.value.rcvd.reason) == (4000, "bye")
+    with connect(f"{server.ws_url}/record") as ws:
+        ws.close(4001, "leaving")
+    wait_until(lambda: seen)
+    assert seen == [(None, 4001, "leaving")]
+
+
+def test_handler_exception_closes_1011_and_is_logged(devserve, caplog):
+    """An exception in the handler closes with 1011 and is logged through Flask."""
+    app, _ = dev_app()
+    server = devserve(app)
+    with caplog.at_level(logging.ERROR), connect(f"{server.ws_url}/boom") as ws:
+        assert ws.recv(timeout=5) == "about to fail"
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=5)
+        wait_until(lambda: "Exception on /boom [GET]" in caplog.text)
+    assert e.value.rcvd.code == 1011
+
+
+def test_message_size_limit_closes_1009(devserve):
+    """SOCKETS_MAX_MESSAGE_SIZE applies on the development server too."""
+    app, _ = dev_app(SOCKETS_MAX_MESSAGE_SIZE=100)
+    server = devserve(app)
+    with connect(f"{server.ws_url}/echo") as ws:
+        ws.send("x" * 100)
+        assert ws.recv(timeout=5) == "x" * 100
+        ws.send("x" * 101)
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=5)
+    assert e.value.rcvd.code == 1009
+
+
+def test_receive_timeout_and_subprotocol(devserve):
+    """receive(timeout=...) raises TimeoutError and the socket stays usable; subprotocols negotiate."""
+    app, _ = dev_app()
+    server = devserve(app)
+    with connect(f"{server.ws_url}/wait") as ws:
+        assert ws.recv(timeout=5) == "timed out"
+        ws.send("later")
+        assert ws.recv(timeout=5) == "later"
+    with connect(f"{server.ws_url}/proto", subprotocols=["v1", "v2"]) as ws:
+        assert ws.subprotocol == "v2"
+        assert ws.recv(timeout=5) == "v2"
+
+
+def test_flask_run_serves_the_echo_example(spawn, port):
+    """`flask --app examples/echo.py run --debug` serves the page and the socket, with the reloader."""
+    process = spawn(
+        [sys.executable, "-m", "flask", "--app", str(EXAMPLES / "echo.py"), "run", "--debug", "--port", str(port)],
+        port=port,
+    )
+    with connect(f"{process.server.ws_url}/echo") as ws:
+        ws.send("from flask run")
+        assert ws.recv(timeout=5) == "from flask run"
+
+    def output() -> str:
+        return re.sub(r"\x1b\[[0-9;]*m", "", process.output())  # without terminal colours
+
+    wait_until(lambda: '"GET /echo HTTP/1.1" 101' in output())
+    output = output()
+    assert "Restarting with" in output, "the reloader is on"
+    assert "Debugger is active" in output
+    assert "Traceback" not in output
+
+
+RELOAD_APP = """
+import sys
+from gevent import monkey; monkey.patch_all()
+from flask import Flask
+from flask_sockets import Sockets
+import flask_sockets_gevent
+
+app = Flask(__name__)
+sockets = Sockets(app)
+
+@sockets.route("/version")
+def version(ws):
+    ws.send(VERSION)
+
+VERSION = "one"
+if __name__ == "__main__":
+    flask_sockets_gevent.run(app, port=int(sys.argv[1]), reload=True)
+"""
+
+
+def test_run_helper_reloads_on_change(tmp_path, spawn, port):
+    """flask_sockets_gevent.run(app, reload=True) restarts the gevent server when the code changes."""
+    script = tmp_path / "app.py"
+    script.write_text(RELOAD_APP)
+    process = spawn([sys.executable, str(script), str(port)], port=port)
+    with connect(f"{process.server.ws_url}/version") as ws:
+        assert ws.recv(timeout=5) == "one"
+    time.sleep(1.1)  # the stat reloader compares modification times
+    script.write_text(RELOAD_APP.replace('VERSION = "one"', 'VERSION = "two"'))
+    os.utime(script)
+
+    def serves_two() -> bool:
+        time.sleep(0.2)
+        try:
+            with connect(f"{process.server.ws_url}/version", open_timeout=1) as ws:
+                return ws.recv(timeout=1) == "two"
+        except (OSError, InvalidStatus, ConnectionClosed, TimeoutError):
+            return False
+
+    wait_until(serves_two)
+    assert "Serving with the reloader" in process.output()
