@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import signal
 import socket
@@ -28,6 +29,8 @@ class Server:
 
     host: str
     port: int
+    #: What a thread server wrote to its error log (``serve`` fixture only).
+    error_log: io.StringIO | None = dataclasses.field(default=None, compare=False)
 
     @property
     def http_url(self) -> str:
@@ -85,7 +88,7 @@ class _ThreadServer:
         self._thread.start()
         if not self._started.wait(TIMEOUT) or self._error is not None:
             raise RuntimeError(f"test server failed to start: {self._error!r}")
-        return Server("127.0.0.1", self.server.server_port)
+        return Server("127.0.0.1", self.server.server_port, self._options.get("error_log"))
 
     def stop(self) -> None:
         self.hub.loop.run_callback_threadsafe(self.server.close)
@@ -101,6 +104,9 @@ def serve() -> t.Iterator[t.Callable[..., Server]]:
 
     def start(app: t.Any, **options: t.Any) -> Server:
         options.setdefault("log", None)
+        # gevent binds the error log to the sys.stderr of its import, which
+        # pytest's capturing may have closed since: give each server its own.
+        options.setdefault("error_log", io.StringIO())
         server = _ThreadServer(app, **options)
         running.append(server)
         return server.start()
@@ -108,6 +114,9 @@ def serve() -> t.Iterator[t.Callable[..., Server]]:
     yield start
     for server in running:
         server.stop()
+        errors = server._options["error_log"]
+        if isinstance(errors, io.StringIO) and errors.getvalue():
+            sys.stderr.write(f"\n--- error log of the test server:\n{errors.getvalue()}")
 
 
 @dataclasses.dataclass

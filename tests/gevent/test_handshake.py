@@ -84,6 +84,7 @@ def test_bad_handshakes_get_a_status_not_a_traceback(server, request_bytes, stat
     """Each malformed handshake gets its status, a text body, and no traceback in the log."""
     with caplog.at_level(logging.DEBUG):
         response = raw_request(server, request_bytes)
+    assert "Traceback" not in server.error_log.getvalue()
     assert status_of(response) == status, response
     head, _, body = response.partition(b"\r\n\r\n")
     assert body, "the refusal explains itself"
@@ -100,3 +101,19 @@ def test_bad_handshake_does_not_hang(server):
         while chunk := s.recv(65536):
             data += chunk
     assert status_of(data) == 400
+
+
+@pytest.mark.parametrize(
+    "extra_headers",
+    [
+        pytest.param(b"X-Big: " + b"a" * 70_000 + b"\r\n", id="header-line-over-64KiB"),
+        pytest.param(b"".join(b"X-H%d: v\r\n" % i for i in range(150)), id="over-100-headers"),
+    ],
+)
+def test_oversized_headers_get_431_without_a_traceback(server, extra_headers):
+    """Oversized request headers are answered 431 and logged in one line, not with a traceback."""
+    response = raw_request(server, upgrade()[:-2] + extra_headers + b"\r\n")
+    assert status_of(response) == 431
+    errors = server.error_log.getvalue()
+    assert "Request headers too large" in errors
+    assert "Traceback" not in errors

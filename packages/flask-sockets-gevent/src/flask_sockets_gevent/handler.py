@@ -17,6 +17,8 @@ Differences from gevent-websocket 0.10.1:
   ``binascii.Error`` escape on bad base64).
 - Upgrades are recognised exactly as Werkzeug's router does
   (:func:`flask_sockets.is_websocket_upgrade`).
+- Oversized request headers get ``431`` and a one-line log entry instead
+  of gevent's ``400`` with a traceback.
 - Access-log lines are written for WebSocket requests too, from the
   numeric status code (the original Flask-Sockets worker compared ``str``
   with ``bytes`` there and raised ``TypeError``).
@@ -24,6 +26,7 @@ Differences from gevent-websocket 0.10.1:
 
 from __future__ import annotations
 
+import http.client
 import typing as t
 
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
@@ -37,6 +40,13 @@ from flask_sockets.handshake import handshake_response_headers
 from .websocket import WebSocket
 
 __all__ = ["WebSocketHandler"]
+
+
+class _HeadersTooLarge(ValueError):
+    """The request headers are over gevent's limits."""
+
+
+_HEADERS_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
 class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
@@ -107,6 +117,25 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         self.close_connection = True
         self.provided_date = True
         self.write(b"")
+
+    def MessageClass(self, *args: t.Any) -> t.Any:  # noqa: N802 - gevent's name
+        # gevent turns a header line over 64 KiB into an empty message with a
+        # status, and lets http.client's "more than 100 headers" error escape.
+        try:
+            message = super().MessageClass(*args)
+        except http.client.HTTPException as e:
+            raise _HeadersTooLarge(str(e)) from e
+        if getattr(message, "status", None):
+            raise _HeadersTooLarge(message.status)
+        return message
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        # gevent's hook for unparsable requests: answer oversized headers with
+        # 431 and a one-line log (gevent: 400, sometimes with a traceback).
+        if isinstance(ex, _HeadersTooLarge):
+            self.log_error("Request headers too large (from %s): %s", self.client_address, ex)
+            return "431", _HEADERS_TOO_LARGE
+        return super()._handle_client_error(ex)  # type: ignore[no-any-return]
 
     def log_request(self) -> None:
         # pywsgi's own access log line (gevent-websocket's skips upgrades by

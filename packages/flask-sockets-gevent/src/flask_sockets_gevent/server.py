@@ -126,18 +126,27 @@ def _serve(
 ) -> None:
     server = make_server(app, host, port, **server_options)
     server.stop_timeout = shutdown_timeout
+    # Handlers go in before listening: a signal that comes once clients can
+    # connect must stop us cleanly, even while start() is still running.
+    requested: list[int] = []
+
+    def stop_on_signal(signum: int) -> None:
+        logger.info("Received %s, shutting down.", signal.Signals(signum).name)
+        requested.append(signum)
+        if server.started:
+            # serve_forever() returns and calls stop(), which waits for the handlers.
+            server.close()
+
+    _logger_setup()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop_on_signal, signum)
     server.start()
     _log_address(server)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, _stop_on_signal, server, signum)
-    server.serve_forever()
+    if requested:  # the signal came during start()
+        server.stop()
+    else:
+        server.serve_forever()
     logger.info("Server stopped.")
-
-
-def _stop_on_signal(server: WSGIServer, signum: int) -> None:
-    logger.info("Received %s, shutting down.", signal.Signals(signum).name)
-    # serve_forever() returns and calls stop(), which waits for the handlers.
-    server.close()
 
 
 def _logger_setup() -> None:
@@ -149,7 +158,6 @@ def _logger_setup() -> None:
 
 
 def _log_address(server: WSGIServer) -> None:
-    _logger_setup()
     host, port = str(server.server_host), server.server_port
     shown = f"[{host}]" if ":" in host else host
     http, ws = ("https", "wss") if server.ssl_enabled else ("http", "ws")
