@@ -18,6 +18,7 @@ import threading
 import time
 import typing as t
 
+from .base import SocketBase
 from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
@@ -43,7 +44,7 @@ class HandshakeRefused(Exception):
         self.status, self.headers, self.body = status, headers, body
 
 
-class DevWebSocket:
+class DevWebSocket(SocketBase):
     """A WebSocket over the development server's raw connection.
 
     Same interface as :class:`flask_sockets_gevent.WebSocket`: ``send``,
@@ -52,11 +53,6 @@ class DevWebSocket:
 
     :raises HandshakeRefused: If the request is not a valid handshake.
     """
-
-    OPCODE_TEXT = 0x1
-    OPCODE_BINARY = 0x2
-    OPCODE_PING = 0x9
-    OPCODE_PONG = 0xA
 
     def __init__(self, environ: dict[str, t.Any]) -> None:
         from wsproto.connection import Connection
@@ -181,12 +177,6 @@ class DevWebSocket:
 
     # -- sending --------------------------------------------------------------
 
-    def send(self, message: t.Any, binary: bool | None = None) -> None:
-        """Send a message: text for ``str``, binary for ``bytes`` (or as ``binary`` says)."""
-        if binary is None:
-            binary = not isinstance(message, str)
-        self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT)
-
     def send_frame(self, message: t.Any, opcode: int) -> None:
         """Send one frame with ``opcode`` (text, binary, ping or pong)."""
         from wsproto.events import BytesMessage
@@ -207,10 +197,6 @@ class DevWebSocket:
             self._send(Ping(payload=payload) if opcode == self.OPCODE_PING else Pong(payload=payload))
         else:
             raise ValueError(f"send_frame() cannot send opcode {opcode:#x}; use close() to close")
-
-    def ping(self, payload: bytes = b"") -> None:
-        """Send a ping frame."""
-        self.send_frame(payload, self.OPCODE_PING)
 
     def _send(self, event: t.Any) -> None:
         with self._send_lock:

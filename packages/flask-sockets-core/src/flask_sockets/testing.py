@@ -47,6 +47,7 @@ from werkzeug.test import run_wsgi_app
 from werkzeug.wrappers import Request
 from werkzeug.wsgi import get_current_url
 
+from .base import SocketBase
 from .exceptions import ConnectionClosed
 from .wsgi import WSGI_WEBSOCKET_KEY
 
@@ -121,7 +122,7 @@ class _Connection:
             return self.client_close is not None and received >= self.sent_before_close
 
 
-class ServerSocket:
+class ServerSocket(SocketBase):
     """The socket a handler receives from :class:`SocketTestClient`.
 
     It has the interface and the semantics of :mod:`flask_sockets_gevent`'s
@@ -135,13 +136,6 @@ class ServerSocket:
     code 1006), as it eventually would against a real client that hung up.
     A handler that only sends therefore ends when the test closes.
     """
-
-    OPCODE_CONTINUATION = 0x0
-    OPCODE_TEXT = 0x1
-    OPCODE_BINARY = 0x2
-    OPCODE_CLOSE = 0x8
-    OPCODE_PING = 0x9
-    OPCODE_PONG = 0xA
 
     def __init__(self, environ: dict[str, t.Any], connection: _Connection) -> None:
         #: The WSGI environ of the request.
@@ -253,19 +247,6 @@ class ServerSocket:
             self._send_close(code, payload[2:].decode("utf-8", "replace"))
         elif opcode not in (self.OPCODE_PING, self.OPCODE_PONG):
             raise ValueError(f"Cannot send a frame with opcode {opcode:#x}")
-
-    def send(self, message: t.Any, binary: bool | None = None) -> None:
-        """Send a message: text for ``str``, binary for ``bytes`` (or as ``binary`` says).
-
-        :raises ConnectionClosed: If the socket is closed.
-        """
-        if binary is None:
-            binary = not isinstance(message, str)
-        self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT)
-
-    def ping(self, payload: bytes = b"") -> None:
-        """Send a ping; the test client answers it by itself."""
-        self.send_frame(payload, self.OPCODE_PING)
 
     def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
         """Close the connection with ``code`` and ``message`` (the reason, at

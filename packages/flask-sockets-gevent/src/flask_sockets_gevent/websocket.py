@@ -41,6 +41,7 @@ from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 
 import flask_sockets
+from flask_sockets.base import SocketBase
 from flask_sockets.options import SocketOptions
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -101,7 +102,7 @@ def is_valid_close_code(code: int) -> bool:
     return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
 
 
-class WebSocket(_BaseWebSocket):  # type: ignore[misc]
+class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
     """A server-side WebSocket connection (see the module docstring)."""
 
     handler: WebSocketHandler
@@ -355,19 +356,6 @@ class WebSocket(_BaseWebSocket):  # type: ignore[misc]
                 if isinstance(e, OSError):
                     raise ConnectionClosed(f"Socket is dead: {e}") from e
                 raise
-
-    def send(self, message: t.Any, binary: bool | None = None) -> None:
-        """Send a message: text for ``str``, binary for ``bytes`` (or as ``binary`` says).
-
-        :raises ConnectionClosed: If the socket is closed.
-        """
-        if binary is None:
-            binary = not isinstance(message, str)
-        self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT)
-
-    def ping(self, payload: bytes = b"") -> None:
-        """Send a ping frame."""
-        self.send_frame(payload, self.OPCODE_PING)
 
     # -- closing --------------------------------------------------------------
 
