@@ -236,3 +236,45 @@ def test_run_helper_reloads_on_change(tmp_path, spawn, port):
 
     wait_until(serves_two)
     assert "Serving with the reloader" in process.output()
+
+
+DEBUG_APP = """
+import sys
+from gevent import monkey; monkey.patch_all()
+from flask import Flask
+from flask_sockets import Sockets
+import flask_sockets_gevent
+
+app = Flask(__name__)
+sockets = Sockets(app)
+
+@app.route("/broken")
+def broken():
+    raise RuntimeError("look at me in the debugger")
+
+@sockets.route("/echo")
+def echo(ws):
+    ws.send(ws.receive())
+
+if __name__ == "__main__":
+    flask_sockets_gevent.run(app, port=int(sys.argv[1]), debug=True)
+"""
+
+
+def test_run_helper_debug_mode(tmp_path, spawn, port):
+    """run(app, debug=True): Werkzeug's debugger page for a failing HTTP route; sockets still work."""
+    script = tmp_path / "app.py"
+    script.write_text(DEBUG_APP)
+    process = spawn([sys.executable, str(script), str(port)], port=port)
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{process.server.http_url}/broken", timeout=5)
+    page = e.value.read().decode()
+    assert e.value.code == 500
+    assert "Werkzeug Debugger" in page
+    assert "look at me in the debugger" in page
+    with connect(f"{process.server.ws_url}/echo") as ws:
+        ws.send("debug")
+        assert ws.recv(timeout=5) == "debug"
