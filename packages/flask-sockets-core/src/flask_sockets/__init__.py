@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import typing as t
 
+from .brokers import MessageQueueUnavailable as MessageQueueUnavailable
 from .exceptions import ConnectionClosed as ConnectionClosed
 from .exceptions import MissingWebSocketError as MissingWebSocketError
 from .exceptions import UpgradeRequired as UpgradeRequired
 from .extension import Sockets as Sockets
 from .options import SocketOptions as SocketOptions
+from .rooms import CLOSE_SLOW_CONSUMER as CLOSE_SLOW_CONSUMER
 from .typing import Message as Message
 from .typing import WebSocket as WebSocket
 from .views import websocket_view as websocket_view
@@ -24,9 +26,11 @@ from .wsgi import is_websocket_upgrade as is_websocket_upgrade
 from .wsgi import requested_subprotocols as requested_subprotocols
 
 __all__ = [
+    "CLOSE_SLOW_CONSUMER",
     "WSGI_WEBSOCKET_KEY",
     "ConnectionClosed",
     "Message",
+    "MessageQueueUnavailable",
     "MissingWebSocketError",
     "SocketOptions",
     "Sockets",

@@ -255,6 +255,12 @@ class DevWebSocket(SocketBase):
             pass
         self._shut_down()
 
+    def abort(self) -> None:
+        """Cut the TCP connection without a close frame (close code 1006)."""
+        if self.close_code is None:
+            self.close_code = CLOSE_ABNORMAL
+        self._shut_down()
+
     def _shut_down(self) -> None:
         """End the TCP connection. The development server's own attempt to
         write a response afterwards then fails quietly (it ignores

@@ -5,12 +5,16 @@ from __future__ import annotations
 import typing as t
 import weakref
 
+from flask import current_app
+from flask import has_app_context
 from flask import request
 from werkzeug.routing import WebsocketMismatch
 
 from .blueprints import SocketRouteRegistrar
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
+from .rooms import EXTENSION_KEY as ROOMS_KEY
+from .rooms import Rooms
 from .views import websocket_view
 from .wsgi import is_websocket_upgrade
 
@@ -18,6 +22,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Blueprint
     from flask import Flask
 
+    from .typing import Message
+    from .typing import WebSocket
     from .typing import WebSocketHandler
 
 __all__ = ["Sockets"]
@@ -63,9 +69,10 @@ class Sockets:
     def init_app(self, app: Flask) -> None:
         """Add the extension's socket routes and blueprints to ``app``.
 
-        Stores the extension in ``app.extensions['sockets']`` and sets the
-        defaults of the ``SOCKETS_*`` config keys (see
-        :data:`flask_sockets.options.DEFAULTS`).
+        Stores the extension in ``app.extensions['sockets']`` and the app's
+        rooms (:class:`flask_sockets.rooms.Rooms`) in
+        ``app.extensions['sockets.rooms']``, and sets the defaults of the
+        ``SOCKETS_*`` config keys (see :data:`flask_sockets.options.DEFAULTS`).
 
         :raises RuntimeError: If ``app`` was already initialised.
         """
@@ -75,6 +82,7 @@ class Sockets:
                 " Import and use that instance instead."
             )
         app.extensions["sockets"] = self
+        app.extensions[ROOMS_KEY] = Rooms(app)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         app.before_request(_require_websocket_upgrade)
@@ -148,6 +156,88 @@ class Sockets:
         self._blueprints.append((blueprint, options))
         for app in self._apps:
             blueprint.register(SocketRouteRegistrar(app), options)  # type: ignore[arg-type]
+
+    # -- rooms and broadcast --------------------------------------------------
+
+    def join(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
+        """Put the socket ``ws`` in ``room``: from now on it gets the
+        messages published to the room, from any process.
+
+        A room is any string; it exists while it has members. A socket may
+        be in many rooms, and it leaves them all when its handler returns.
+        Joining accepts the socket (answers the handshake) if the handler
+        has not done so yet, since a message may arrive at once. With
+        ``SOCKETS_MESSAGE_QUEUE`` set, the first join of a process waits
+        (up to 5 seconds) for its subscription to Redis.
+
+        :param app: The app, for a call outside its app context (see
+            :meth:`publish`).
+        """
+        self.rooms_for(app).join(ws, room)
+
+    def leave(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
+        """Take ``ws`` out of ``room``; nothing happens if it is not in it."""
+        self.rooms_for(app).leave(ws, room)
+
+    def rooms(self, ws: WebSocket, *, app: Flask | None = None) -> frozenset[str]:
+        """The rooms ``ws`` is in."""
+        return self.rooms_for(app).rooms_of(ws)
+
+    def count(self, room: str, *, app: Flask | None = None) -> int:
+        """How many sockets of *this process* are in ``room`` (with several
+        workers or hosts, each counts its own)."""
+        return self.rooms_for(app).count(room)
+
+    def members(self, room: str, *, app: Flask | None = None) -> list[WebSocket]:
+        """The sockets of this process in ``room``."""
+        return self.rooms_for(app).members(room)
+
+    def publish(self, room: str, message: Message, *, app: Flask | None = None) -> None:
+        """Send ``message`` (``str``: text, ``bytes``: binary) to every socket
+        in ``room``, in every process that serves the app.
+
+        It can be called from a socket handler, an HTTP view, another
+        greenlet or thread, or a script or job that serves no sockets. It
+        never waits for the sockets: each one has a bounded send queue
+        (``SOCKETS_SEND_QUEUE_SIZE``) and a client that falls behind is
+        closed with 1008 (see :mod:`flask_sockets.rooms`). Messages from
+        one publisher to one room arrive in the order they were published.
+
+        :param app: The app to publish for. By default the current app; out
+            of an app context, the one app this extension was initialised
+            with.
+        :raises MessageQueueUnavailable: With ``SOCKETS_MESSAGE_QUEUE`` set,
+            if Redis is unreachable; nothing was sent.
+        """
+        self.rooms_for(app).publish(room, message)
+
+    def broadcast(self, message: Message, *, app: Flask | None = None) -> None:
+        """Send ``message`` to every open socket of the app's socket routes,
+        in every process. Otherwise like :meth:`publish`."""
+        self.rooms_for(app).broadcast(message)
+
+    def rooms_for(self, app: Flask | None = None) -> Rooms:
+        """The :class:`~flask_sockets.rooms.Rooms` of ``app`` (by default
+        the current app, or out of an app context the one app this extension
+        was initialised with).
+
+        :raises RuntimeError: If there is no such app, or it was initialised
+            with another :class:`Sockets`.
+        """
+        if app is None:
+            if has_app_context():
+                app = t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
+            elif len(self._apps) == 1:
+                app = next(iter(self._apps))
+            else:
+                raise RuntimeError(
+                    "Outside an app context this Sockets extension does not know which app to use"
+                    f" (it was initialised with {len(self._apps)}): pass app=..., or call it"
+                    " inside 'with app.app_context():'."
+                )
+        if app.extensions.get("sockets") is not self:
+            raise RuntimeError(f"{app!r} was not initialised with this Sockets extension.")
+        return Rooms.of(app)
 
 
 def _require_websocket_upgrade() -> None:

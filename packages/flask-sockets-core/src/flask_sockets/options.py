@@ -24,6 +24,17 @@ DEFAULTS: dict[str, t.Any] = {
     # pass), ``'*'`` for any origin, or a list of origins such as
     # ``['https://example.com']``.
     "SOCKETS_ALLOWED_ORIGINS": None,
+    # Where ``sockets.publish`` and ``sockets.broadcast`` send messages: ``None``
+    # for the sockets of this process only, or a Redis URL such as
+    # ``'redis://localhost:6379/0'`` for those of every process and host using
+    # that Redis (needs ``flask-sockets-core[redis]``); or a
+    # ``flask_sockets.brokers.Broker``.
+    "SOCKETS_MESSAGE_QUEUE": None,
+    # The Redis pub/sub channel of the messages; apps sharing a Redis need distinct ones.
+    "SOCKETS_MESSAGE_QUEUE_CHANNEL": "flask-sockets",
+    # Published messages waiting to be sent to one socket; a client that lets
+    # more pile up is closed with 1008 (see flask_sockets.rooms).
+    "SOCKETS_SEND_QUEUE_SIZE": 256,
 }
 
 

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
 from .options import SocketOptions
+from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .wsgi import WSGI_WEBSOCKET_KEY
 from .wsgi import is_origin_allowed
 from .wsgi import requested_subprotocols
@@ -26,6 +27,7 @@ from .wsgi import requested_subprotocols
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask.typing import ResponseReturnValue
 
+    from .rooms import Rooms
     from .typing import WebSocket
     from .typing import WebSocketHandler
 
@@ -58,6 +60,8 @@ def websocket_view(
       handshake yet (``ws.accepted`` is false, as with
       :mod:`flask_sockets_gevent`), the socket is left alone and the client
       gets Flask's HTTP error response instead.
+    - While the handler runs, the socket is a member of the app's rooms
+      (:mod:`flask_sockets.rooms`); when it ends, the socket leaves them all.
     - :exc:`~flask_sockets.ConnectionClosed` escaping the handler (the peer
       left while the handler was sending) ends the handler normally.
     - If the server gave no socket, Werkzeug's development server gets one
@@ -75,7 +79,7 @@ def websocket_view(
             configure = getattr(ws, "configure", None)
             if configure is not None:
                 configure(SocketOptions.from_config(current_app.config, _choose_subprotocol(subprotocols)))
-            handler(ws, **kwargs)
+            _run_handler(handler, ws, kwargs)
         except ConnectionClosed:
             current_app.logger.debug("%s: the peer closed the socket", request.path)
         except OSError as e:
@@ -95,6 +99,21 @@ def websocket_view(
         return current_app.response_class(status=101)
 
     return view
+
+
+def _run_handler(handler: WebSocketHandler, ws: WebSocket, kwargs: dict[str, t.Any]) -> None:
+    """Call the handler; while it runs, the socket is a member of the app's
+    rooms (it gets broadcasts and can join rooms), and it leaves them all
+    when the handler ends, however it ends."""
+    rooms: Rooms | None = current_app.extensions.get(ROOMS_KEY)
+    if rooms is None:  # a websocket_view on an app without Sockets
+        handler(ws, **kwargs)
+        return
+    rooms.register(ws)
+    try:
+        handler(ws, **kwargs)
+    finally:
+        rooms.forget(ws)
 
 
 def _development_server_socket() -> WebSocket:

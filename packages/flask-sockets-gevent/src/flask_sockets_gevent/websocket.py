@@ -401,6 +401,15 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             except (ProtocolError, UnicodeDecodeError, _PeerGone, OSError):
                 return
 
+    def abort(self) -> None:
+        """Cut the TCP connection without a close frame (close code 1006).
+        A handler blocked in ``receive()`` gets ``None``."""
+        self._drop(CLOSE_ABNORMAL)
+        try:
+            self.handler.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455, 7.1.7): send a close frame and stop."""
         self._send_close(code, reason.encode("utf-8")[:123])
@@ -439,8 +448,5 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
                 self.close_code = CLOSE_INTERNAL_ERROR
                 self.close_reason = "keepalive ping timeout"
                 self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-                try:
-                    self.handler.socket.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                self.abort()
                 return

@@ -1,0 +1,168 @@
+"""Chat: rooms, presence and live messages, on one process or many.
+
+A person picks a name (an HTTP form; the name is kept in the Flask session),
+joins a room, sees who is there and chats. Every socket in a room gets the
+room's messages through ``sockets.publish``:
+
+- in one process (``python examples/chat/app.py``), with the default
+  in-process backend;
+- across gunicorn workers and hosts when ``SOCKETS_MESSAGE_QUEUE`` names a
+  Redis server (``SOCKETS_MESSAGE_QUEUE=redis://127.0.0.1:6379/0 gunicorn -k
+  flask_sockets_gunicorn.worker -w 2 --chdir examples/chat app:app``).
+
+See README.md beside this file.
+
+Messages on the socket are JSON objects with a ``type``:
+
+- client to server: ``{"type": "say", "text": ...}``; ``{"type": "here"}``
+  answers someone's arrival, so that the newcomer learns who is there;
+- server to client: ``welcome`` (your id and name), ``join``, ``here``,
+  ``leave``, ``say`` (with ``id``, ``name`` and ``text``) and ``error``.
+"""
+
+# gevent must patch the standard library before anything else imports it.
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import uuid  # noqa: E402
+
+from flask import Flask  # noqa: E402
+from flask import abort  # noqa: E402
+from flask import redirect  # noqa: E402
+from flask import render_template  # noqa: E402
+from flask import request  # noqa: E402
+from flask import session  # noqa: E402
+from flask import url_for  # noqa: E402
+
+import flask_sockets_gevent  # noqa: E402
+from flask_sockets import MessageQueueUnavailable  # noqa: E402
+from flask_sockets import Sockets  # noqa: E402
+
+#: Used when the SECRET_KEY environment variable is not set. Not a secret!
+DEV_SECRET_KEY = "dev-only-insecure-chat-key"
+#: Room names: letters, digits, '-' and '_'.
+ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: Longest name and message, in characters.
+MAX_NAME, MAX_TEXT = 32, 2000
+
+app = Flask(__name__)
+# Every worker and host must sign sessions with the same key.
+app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
+# None: this process only. A Redis URL: every worker and host using that Redis.
+app.config["SOCKETS_MESSAGE_QUEUE"] = os.environ.get("SOCKETS_MESSAGE_QUEUE") or None
+sockets = Sockets(app)
+
+
+# -- pages ---------------------------------------------------------------------
+
+
+@app.get("/")
+def index():
+    return render_template("index.html", name=session.get("name"), next=_safe_next(request.args.get("next")))
+
+
+@app.post("/name")
+def set_name():
+    name = " ".join(request.form.get("name", "").split())[:MAX_NAME]
+    if not name:
+        return render_template("index.html", name=None, error="Please pick a name.", next=None), 400
+    session["name"] = name
+    return redirect(_safe_next(request.form.get("next")) or url_for("index"), code=303)
+
+
+@app.post("/logout")
+def logout():
+    session.pop("name", None)
+    return redirect(url_for("index"), code=303)
+
+
+@app.get("/go")
+def go():
+    """The room form: on to the room's page."""
+    room = request.args.get("room", "").strip()
+    if not ROOM_NAME.fullmatch(room):
+        error = "Room names use letters, digits, - and _ (at most 32)."
+        return render_template("index.html", name=session.get("name"), error=error, next=None), 400
+    return redirect(url_for("room_page", room=room), code=303)
+
+
+@app.get("/rooms/<room>")
+def room_page(room):
+    if not ROOM_NAME.fullmatch(room):
+        abort(404)
+    if "name" not in session:
+        return redirect(url_for("index", next=request.path), code=303)
+    return render_template(
+        "room.html",
+        room=room,
+        name=session["name"],
+        socket_url=url_for("room_socket", room=room, _external=True),
+    )
+
+
+def _safe_next(path):
+    """Only paths on this site (no open redirects)."""
+    return path if path and path.startswith("/") and not path.startswith("//") else None
+
+
+# -- the socket ----------------------------------------------------------------
+
+
+@sockets.route("/rooms/<room>/socket")
+def room_socket(ws, room):
+    # Before the handshake: an HTTP 403 or 404, not an opened socket.
+    name = session.get("name")
+    if name is None:
+        abort(403)
+    if not ROOM_NAME.fullmatch(room):
+        abort(404)
+    me = {"id": uuid.uuid4().hex[:12], "name": name}
+    ws.send(json.dumps({"type": "welcome", "room": room, **me}))
+    sockets.join(ws, room)
+    try:
+        _publish(ws, room, {"type": "join", **me})
+        while True:
+            message = ws.receive()
+            if message is None:
+                break
+            try:
+                event = json.loads(message)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if event.get("type") == "say" and isinstance(event.get("text"), str) and event["text"].strip():
+                _publish(ws, room, {"type": "say", **me, "text": event["text"][:MAX_TEXT]})
+            elif event.get("type") == "here":
+                _publish(ws, room, {"type": "here", **me})
+    finally:
+        # Leaving the room is automatic; telling the others is the app's business.
+        _publish(None, room, {"type": "leave", **me})
+
+
+def _publish(ws, room, event):
+    """Publish ``event`` to the room; if the message queue is down, tell ``ws``."""
+    try:
+        sockets.publish(room, json.dumps(event))
+    except MessageQueueUnavailable:
+        app.logger.warning("Could not publish to room %r: the message queue is unavailable", room)
+        if ws is not None and not ws.closed:
+            ws.send(json.dumps({"type": "error", "text": "The chat is unavailable right now; try again soon."}))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Serve the Flask-Sockets chat example on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    args = parser.parse_args(argv)
+    if app.config["SECRET_KEY"] == DEV_SECRET_KEY:
+        app.logger.warning("SECRET_KEY is not set: signing sessions with an insecure development key.")
+    flask_sockets_gevent.run(app, host="127.0.0.1", port=args.port)
+
+
+if __name__ == "__main__":
+    main()

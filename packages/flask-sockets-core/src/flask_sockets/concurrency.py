@@ -1,0 +1,113 @@
+"""Running work beside a socket: in its gevent hub, or in a thread.
+
+A socket served by :mod:`flask_sockets_gevent` (or the gunicorn worker)
+lives in a gevent hub, and only greenlets of that hub may use it. A socket
+served by Werkzeug's development server, or by
+:class:`flask_sockets.testing.SocketTestClient`, lives in a thread and may
+be used from any thread. A :class:`Runner` hides the difference: it is
+captured in the socket's handler (:func:`current_runner`) and can then be
+asked, from any thread or greenlet, to start work next to the socket
+without ever blocking the caller.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import typing as t
+
+__all__ = ["GeventRunner", "Runner", "ThreadRunner", "current_runner"]
+
+
+class Runner(t.Protocol):
+    """Starts work where a socket can be used."""
+
+    def spawn(self, function: t.Callable[..., object], *args: t.Any) -> None:
+        """Run ``function(*args)`` concurrently, next to the socket. Safe to
+        call from any thread or greenlet; never blocks."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep in the runner's own way (from work it started)."""
+        ...
+
+    def call_with_timeout(self, function: t.Callable[[], object], timeout: float) -> bool:
+        """Call ``function()`` (from work the runner started) and give up
+        after ``timeout`` seconds; ``True`` if it returned in time."""
+        ...
+
+
+class ThreadRunner:
+    """Work in new daemon threads: for sockets that any thread may use (the
+    development server's, the test client's). In a process gevent has
+    monkey-patched, these threads are greenlets."""
+
+    def spawn(self, function: t.Callable[..., object], *args: t.Any) -> None:
+        threading.Thread(target=function, args=args, name="flask-sockets writer", daemon=True).start()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def call_with_timeout(self, function: t.Callable[[], object], timeout: float) -> bool:
+        worker = threading.Thread(target=function, name="flask-sockets closer", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        return not worker.is_alive()
+
+
+class GeventRunner:
+    """Work in greenlets of one gevent hub: for sockets that live there.
+
+    From the hub's own thread, :meth:`spawn` starts a greenlet directly;
+    from any other thread it asks the hub's loop to start it (gevent's
+    thread-safe ``run_callback_threadsafe``).
+    """
+
+    def __init__(self, hub: t.Any) -> None:
+        self.hub = hub
+
+    def spawn(self, function: t.Callable[..., object], *args: t.Any) -> None:
+        import gevent
+
+        if self.hub.thread_ident == _os_thread_ident():
+            gevent.spawn(function, *args)
+        else:
+            self.hub.loop.run_callback_threadsafe(gevent.spawn, function, *args)
+
+    def sleep(self, seconds: float) -> None:
+        import gevent
+
+        gevent.sleep(seconds)
+
+    def call_with_timeout(self, function: t.Callable[[], object], timeout: float) -> bool:
+        import gevent
+
+        timer = gevent.Timeout(timeout)
+        timer.start()
+        try:
+            function()
+        except gevent.Timeout as e:
+            if e is not timer:
+                raise
+            return False
+        finally:
+            timer.close()
+        return True
+
+
+def current_runner() -> Runner:
+    """The runner for a socket whose handler is the caller: a
+    :class:`GeventRunner` inside a gevent greenlet, else a :class:`ThreadRunner`."""
+    gevent = sys.modules.get("gevent")
+    if gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet):
+        return GeventRunner(gevent.get_hub())
+    return ThreadRunner()
+
+
+def _os_thread_ident() -> int:
+    """The identity of the OS thread, even where gevent patched ``threading``
+    (whose ``get_ident`` then names greenlets)."""
+    from gevent.monkey import get_original
+
+    return t.cast(int, get_original("_thread", "get_ident")())

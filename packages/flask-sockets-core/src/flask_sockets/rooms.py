@@ -1,0 +1,394 @@
+"""Rooms: which sockets of this process are in which room, and how
+published messages reach them without ever blocking the publisher.
+
+Each app has one :class:`Rooms`, in ``app.extensions['sockets.rooms']``
+(``init_app`` puts it there). Every socket served by a socket route is a
+:class:`Member` from the moment its handler starts until it returns, so
+:meth:`Sockets.broadcast <flask_sockets.Sockets.broadcast>` reaches it; it
+is in the rooms it joined.
+
+Back-pressure: a member has a bounded send queue
+(``SOCKETS_SEND_QUEUE_SIZE`` messages). Publishing only appends to it; a
+writer next to the socket (a greenlet in the socket's gevent hub, or a
+thread on the development server; see :mod:`flask_sockets.concurrency`)
+sends the queued messages, one at a time, in order. A client that does not
+read fast enough fills its queue: it is then closed with
+:data:`CLOSE_SLOW_CONSUMER` (1008) and :data:`SLOW_CONSUMER_REASON`, leaves
+its rooms at once, and its queue is dropped. The other members, and the
+publisher, never wait for it. If even the close frame cannot be sent within
+``SOCKETS_CLOSE_TIMEOUT`` seconds (the client reads nothing at all), the
+connection is cut.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import threading
+import time
+import typing as t
+
+from .brokers import Broker
+from .brokers import broker_from_config
+from .concurrency import current_runner
+from .exceptions import ConnectionClosed
+from .options import DEFAULTS
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+
+    from .concurrency import Runner
+    from .typing import Message
+    from .typing import WebSocket
+
+__all__ = ["CLOSE_SLOW_CONSUMER", "EXTENSION_KEY", "SLOW_CONSUMER_REASON", "Member", "Rooms"]
+
+logger = logging.getLogger("flask_sockets.rooms")
+
+#: Where ``init_app`` stores an app's :class:`Rooms`.
+EXTENSION_KEY = "sockets.rooms"
+#: The close code of a socket whose send queue overflowed (policy violation:
+#: the client does not read what it is sent).
+CLOSE_SLOW_CONSUMER = 1008
+#: The close reason sent with :data:`CLOSE_SLOW_CONSUMER`.
+SLOW_CONSUMER_REASON = "Send queue full: the client does not read fast enough"
+#: How often a closing member checks whether its handler has ended.
+_POLL_INTERVAL = 0.02
+
+
+class Member:
+    """One socket's part in the rooms: the rooms it is in, and its bounded
+    send queue with the writer that drains it.
+
+    :param ws: The socket.
+    :param runner: Runs the writer where the socket may be used.
+    :param queue_size: Messages the queue holds before the socket is closed.
+    :param close_timeout: Seconds a slow consumer's close may take before
+        the connection is cut.
+    """
+
+    def __init__(self, ws: WebSocket, runner: Runner, queue_size: int, close_timeout: float) -> None:
+        if queue_size < 1:
+            raise ValueError(f"SOCKETS_SEND_QUEUE_SIZE must be at least 1, not {queue_size!r}")
+        self.ws = ws
+        self.runner = runner
+        self.queue_size = queue_size
+        self.close_timeout = close_timeout
+        #: The rooms the socket is in (guarded by the :class:`Rooms` lock).
+        self.rooms: set[str] = set()
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Message] = collections.deque()
+        self._writing = False
+        #: ``True`` once the socket is being closed or its handler ended:
+        #: nothing more is queued.
+        self.closing = False
+        #: ``True`` once the socket's handler has returned.
+        self.ended = False
+
+    def __repr__(self) -> str:
+        return f"<Member {self.ws!r} rooms={sorted(self.rooms)!r}>"
+
+    @property
+    def pending(self) -> int:
+        """Messages queued and not yet handed to the socket."""
+        return len(self._pending)
+
+    def offer(self, message: Message) -> bool:
+        """Queue ``message`` for the socket; never blocks.
+
+        :returns: ``False`` if the queue was full: the member is then
+            closing (the caller closes the socket with :meth:`close_slow`).
+        """
+        ws = self.ws
+        if ws.closed or not getattr(ws, "accepted", True):
+            # Closed, or the app may still refuse it with an HTTP response.
+            return True
+        with self._lock:
+            if self.closing:
+                return True
+            if len(self._pending) >= self.queue_size:
+                self.closing = True
+                self._pending.clear()
+                return False
+            self._pending.append(message)
+            if self._writing:
+                return True
+            self._writing = True
+        try:
+            self.runner.spawn(self._write)
+        except Exception as e:  # the socket's hub or interpreter is shutting down
+            logger.debug("%r: cannot start a writer (%r); dropping its queue", self, e)
+            self._stop()
+        return True
+
+    def _write(self) -> None:
+        """Send the queued messages in order, then end (a new writer starts
+        with the next message)."""
+        ws = self.ws
+        while True:
+            with self._lock:
+                if self.closing or not self._pending:
+                    self._writing = False
+                    return
+                message = self._pending.popleft()
+            try:
+                ws.send(message)
+            except (ConnectionClosed, OSError) as e:
+                logger.debug("%r: the socket is gone (%r); dropping its queue", self, e)
+                self._stop()
+                return
+            except Exception:
+                logger.exception("%r: sending a published message failed; dropping its queue", self)
+                self._stop()
+                return
+
+    def _stop(self) -> None:
+        with self._lock:
+            self.closing = True
+            self._pending.clear()
+            self._writing = False
+
+    def close_slow(self) -> None:
+        """Close a member whose queue overflowed, next to its socket: send
+        :data:`CLOSE_SLOW_CONSUMER`, then cut the connection if the close
+        frame cannot go out, or the handler has not ended, within
+        ``close_timeout`` seconds each."""
+        self.runner.spawn(self._close_slow)
+
+    def _close_slow(self) -> None:
+        ws = self.ws
+        logger.warning(
+            "Closing a socket whose send queue is full (%d messages): %s %s",
+            self.queue_size,
+            CLOSE_SLOW_CONSUMER,
+            SLOW_CONSUMER_REASON,
+        )
+        if not self.runner.call_with_timeout(lambda: _close_quietly(ws), self.close_timeout):
+            _cut(ws)
+            return
+        deadline = time.monotonic() + self.close_timeout
+        while not self.ended and time.monotonic() < deadline:
+            self.runner.sleep(_POLL_INTERVAL)
+        if not self.ended:
+            _cut(ws)
+
+    def end(self) -> None:
+        """The socket's handler has returned: drop the queue. A writer still
+        sending to a client that reads nothing is cut loose after
+        ``close_timeout`` seconds."""
+        with self._lock:
+            self.ended = self.closing = True
+            self._pending.clear()
+            writing = self._writing
+        if writing:
+            self.runner.spawn(self._cut_if_stuck)
+
+    def _cut_if_stuck(self) -> None:
+        deadline = time.monotonic() + self.close_timeout
+        while self._writing and time.monotonic() < deadline:
+            self.runner.sleep(_POLL_INTERVAL)
+        if self._writing:
+            _cut(self.ws)
+
+
+def _close_quietly(ws: WebSocket) -> None:
+    try:
+        ws.close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+    except (ConnectionClosed, OSError) as e:
+        logger.debug("closing a slow consumer failed: %r", e)
+    except Exception:  # never let a closer die noisily in a thread or greenlet
+        logger.exception("closing a slow consumer failed")
+
+
+def _cut(ws: WebSocket) -> None:
+    """End the TCP connection under a socket, waking whoever waits on it:
+    its handler's ``receive()`` then returns ``None`` and a blocked send
+    fails. Our sockets (gevent, development server, test client) do it in
+    their ``abort()``; for stock gevent-websocket, its handler's socket is
+    shut down."""
+    logger.info("Cutting the connection of a socket that takes no data: %r", ws)
+    abort = getattr(ws, "abort", None)
+    if callable(abort):
+        abort()
+        return
+    raw = getattr(getattr(ws, "handler", None), "socket", None)  # gevent-websocket's handler
+    if raw is not None:
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Rooms:
+    """The rooms of one app in this process, and the broker that carries
+    published messages between processes.
+
+    Use it through :class:`~flask_sockets.Sockets`: ``sockets.join(ws,
+    room)``, ``sockets.publish(room, message)`` and so on. All methods are
+    safe to call from any thread or greenlet.
+
+    :param app: The app; its ``SOCKETS_*`` config is read when first needed,
+        so it may change after ``init_app``.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self._config = app.config
+        self._lock = threading.Lock()
+        self._members: dict[int, Member] = {}
+        self._rooms: dict[str, set[Member]] = {}
+        self._broker: Broker | None = None
+
+    @classmethod
+    def of(cls, app: Flask) -> Rooms:
+        """The app's rooms.
+
+        :raises RuntimeError: If no :class:`~flask_sockets.Sockets` was
+            initialised on ``app``.
+        """
+        rooms = app.extensions.get(EXTENSION_KEY)
+        if not isinstance(rooms, Rooms):
+            raise RuntimeError(f"Flask-Sockets is not initialised on {app!r}: call Sockets(app) or init_app(app).")
+        return rooms
+
+    @property
+    def broker(self) -> Broker:
+        """The broker ``SOCKETS_MESSAGE_QUEUE`` asks for, made when first used."""
+        with self._lock:
+            broker = self._broker
+            if broker is not None:
+                return broker
+            broker = self._broker = broker_from_config(self._config)
+            receiving = bool(self._members)
+        if receiving:  # made again after close(): the members still want their messages
+            broker.start(self._deliver)
+        return broker
+
+    # -- membership -----------------------------------------------------------
+
+    def register(self, ws: WebSocket) -> Member:
+        """Make ``ws`` a member (no room yet) and start receiving published
+        messages in this process. Socket routes call this when the handler
+        starts; :meth:`join` calls it for sockets that were not registered.
+        Registering a member again returns it."""
+        with self._lock:
+            member = self._members.get(id(ws))
+        if member is not None:
+            return member
+        size = self._config.get("SOCKETS_SEND_QUEUE_SIZE", DEFAULTS["SOCKETS_SEND_QUEUE_SIZE"])
+        close_timeout = self._config.get("SOCKETS_CLOSE_TIMEOUT", DEFAULTS["SOCKETS_CLOSE_TIMEOUT"])
+        member = Member(ws, current_runner(), int(size), float(close_timeout))
+        broker = self.broker
+        with self._lock:
+            member = self._members.setdefault(id(ws), member)
+        broker.start(self._deliver)
+        return member
+
+    def forget(self, ws: WebSocket) -> None:
+        """``ws``'s handler has returned: it leaves every room and gets no
+        more messages."""
+        with self._lock:
+            member = self._members.pop(id(ws), None)
+            if member is None:
+                return
+            self._remove_from_rooms(member)
+        member.end()
+
+    def join(self, ws: WebSocket, room: str) -> None:
+        """Put ``ws`` in ``room``. See :meth:`flask_sockets.Sockets.join`."""
+        if not isinstance(room, str):
+            raise TypeError(f"A room is named by a str, not {type(room).__name__}")
+        member = self.register(ws)
+        accept = getattr(ws, "accept", None)
+        if callable(accept) and not getattr(ws, "accepted", True):
+            accept()
+        with self._lock:
+            if member.closing:
+                return
+            member.rooms.add(room)
+            self._rooms.setdefault(room, set()).add(member)
+        # Until the broker receives, messages published elsewhere would miss us.
+        self.broker.wait_until_ready(timeout=5.0)
+
+    def leave(self, ws: WebSocket, room: str) -> None:
+        """Take ``ws`` out of ``room`` (nothing happens if it is not in it)."""
+        with self._lock:
+            member = self._members.get(id(ws))
+            if member is None or room not in member.rooms:
+                return
+            member.rooms.discard(room)
+            self._discard(room, member)
+
+    def rooms_of(self, ws: WebSocket) -> frozenset[str]:
+        """The rooms ``ws`` is in."""
+        with self._lock:
+            member = self._members.get(id(ws))
+            return frozenset(member.rooms) if member is not None else frozenset()
+
+    def members(self, room: str) -> list[WebSocket]:
+        """The sockets of this process in ``room``."""
+        with self._lock:
+            return [member.ws for member in self._rooms.get(room, ())]
+
+    def count(self, room: str) -> int:
+        """How many sockets of this process are in ``room``."""
+        with self._lock:
+            return len(self._rooms.get(room, ()))
+
+    @property
+    def sockets(self) -> int:
+        """How many sockets of this process are members (every open socket
+        of a socket route)."""
+        with self._lock:
+            return len(self._members)
+
+    def _remove_from_rooms(self, member: Member) -> None:
+        for room in member.rooms:
+            self._discard(room, member)
+        member.rooms.clear()
+
+    def _discard(self, room: str, member: Member) -> None:
+        sockets = self._rooms.get(room)
+        if sockets is not None:
+            sockets.discard(member)
+            if not sockets:
+                del self._rooms[room]
+
+    # -- messages -------------------------------------------------------------
+
+    def publish(self, room: str, message: Message) -> None:
+        """Send ``message`` to ``room`` in every process. See :meth:`flask_sockets.Sockets.publish`."""
+        if not isinstance(room, str):
+            raise TypeError(f"A room is named by a str, not {type(room).__name__}")
+        self.broker.publish(room, _checked(message))
+
+    def broadcast(self, message: Message) -> None:
+        """Send ``message`` to every socket in every process."""
+        self.broker.publish(None, _checked(message))
+
+    def _deliver(self, room: str | None, message: Message) -> None:
+        """Queue a message for this process's sockets in ``room`` (all of
+        them if ``room`` is ``None``); the broker calls this."""
+        with self._lock:
+            targets = list(self._members.values()) if room is None else list(self._rooms.get(room, ()))
+        for member in targets:
+            if not member.offer(message):
+                with self._lock:
+                    self._remove_from_rooms(member)
+                member.close_slow()
+
+    def close(self) -> None:
+        """Close the broker (stop a Redis subscriber). For tests and for
+        processes that are done publishing; sockets stay open."""
+        with self._lock:
+            broker, self._broker = self._broker, None
+        if broker is not None:
+            broker.close()
+
+
+def _checked(message: Message) -> Message:
+    if isinstance(message, str):
+        return message
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError(f"A message is str or bytes, not {type(message).__name__}")

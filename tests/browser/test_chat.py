@@ -1,0 +1,101 @@
+"""The chat example (examples/chat) in real browsers: two headless Chromium
+pages pick names, join one room, see each other and chat, on one process
+and on two gunicorn workers fanned out through Redis."""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.conftest import Process
+from tests.conftest import free_port
+from tests.integration.gunicorn import gunicorn_argv
+from tests.redisserver import RedisServer
+
+pytestmark = pytest.mark.slow
+
+CHAT = EXAMPLES / "chat"
+#: Seconds a page may take to show what the test waits for.
+WAIT = 15
+
+
+def serve_chat(kind: str, spawn: t.Callable[..., Process], request: pytest.FixtureRequest) -> Process:
+    port = free_port()
+    if kind == "one process":
+        return spawn([sys.executable, str(CHAT / "app.py"), "--port", str(port)], port=port)
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    argv = gunicorn_argv(port, "app:app", workers=2, chdir=CHAT)
+    env = {"SOCKETS_MESSAGE_QUEUE": redis.url, "GUNICORN_CMD_ARGS": "", "PYTHONDONTWRITEBYTECODE": "1"}
+    return spawn(argv, port=port, cwd=CHAT, env=env)
+
+
+def enter_room(driver: t.Any, base: str, name: str, room: str) -> None:
+    """As a person would: open the site, type a name, then a room."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(base + "/")
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "save-name").click()
+    room_input = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "room"))
+    room_input.clear()
+    room_input.send_keys(room)
+    driver.find_element(By.ID, "join").click()
+    WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "status").text == "connected")
+
+
+def members(driver: t.Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#members li")]
+
+
+def messages(driver: t.Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return t.cast(str, driver.find_element(By.ID, "messages").text)
+
+
+@pytest.mark.parametrize("kind", ["one process", "two gunicorn workers and Redis"])
+def test_two_people_chat_in_one_room(
+    kind: str,
+    spawn: t.Callable[..., Process],
+    browser: t.Callable[[], t.Any],  # after spawn: the browsers quit before the server stops
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = serve_chat(kind, spawn, request)
+    alice, bob = browser(), browser()
+    enter_room(alice, server.server.http_url, "Alice", "tea")
+    enter_room(bob, server.server.http_url, "Bob", "tea")
+
+    # Each sees who is there: the newcomer learns of Alice, Alice of Bob.
+    WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)", "Bob"])
+    WebDriverWait(bob, WAIT).until(lambda d: members(d) == ["Alice", "Bob (you)"])
+    assert alice.find_element(By.ID, "member-count").text == "2"
+
+    # A message typed in one page appears in the other.
+    alice.find_element(By.ID, "text").send_keys("Hello Bob, milk or lemon?", Keys.ENTER)
+    WebDriverWait(bob, WAIT).until(lambda d: "Alice: Hello Bob, milk or lemon?" in messages(d))
+    bob.find_element(By.ID, "text").send_keys("Lemon, thanks!")
+    bob.find_element(By.ID, "send").click()
+    WebDriverWait(alice, WAIT).until(lambda d: "Bob: Lemon, thanks!" in messages(d))
+    WebDriverWait(bob, WAIT).until(lambda d: "Bob: Lemon, thanks!" in messages(d))
+
+    screenshot = tmp_path / f"chat-{kind.replace(' ', '-')}.png"
+    assert bob.save_screenshot(str(screenshot))
+    assert screenshot.stat().st_size > 1000
+
+    # Bob leaves the room: Alice sees it.
+    bob.get(server.server.http_url + "/")
+    WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)"])
+    assert "Bob left." in messages(alice)
+    print(f"screenshot: {screenshot}")
