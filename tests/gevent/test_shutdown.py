@@ -75,3 +75,22 @@ def test_shutdown_with_no_sockets_is_immediate(tmp_path, spawn, port):
     process.popen.send_signal(signal.SIGINT)
     assert process.popen.wait(15) == 0
     assert "run() returned" in process.output()
+
+
+def test_idle_keep_alive_connection_does_not_delay_shutdown(tmp_path, spawn, port):
+    """A browser's idle keep-alive HTTP connection is closed at once on SIGTERM, not waited for."""
+    import http.client
+    import time
+
+    script, marker = tmp_path / "app.py", tmp_path / "marker"
+    script.write_text(APP.replace("shutdown_timeout=1.5", "shutdown_timeout=30"))
+    process = spawn([sys.executable, str(script), str(port), str(marker)], port=port)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("GET", "/nowhere")
+    assert connection.getresponse().read()
+    assert connection.sock is not None, "the connection is kept alive"
+    started = time.monotonic()
+    process.popen.send_signal(signal.SIGTERM)
+    assert process.popen.wait(15) == 0
+    assert time.monotonic() - started < 10, "shutdown waited for the idle connection"
+    connection.close()

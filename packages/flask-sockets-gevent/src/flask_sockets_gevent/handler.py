@@ -118,6 +118,18 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         self.provided_date = True
         self.write(b"")
 
+    def read_requestline(self) -> str:
+        # While a keep-alive connection waits for its next request, a stopping
+        # server may cut it (see GracefulShutdownMixin): nothing is lost.
+        idle = getattr(self.server, "idle_connections", None)
+        if idle is None:
+            return super().read_requestline()  # type: ignore[no-any-return]
+        idle.add(self.socket)
+        try:
+            return super().read_requestline()  # type: ignore[no-any-return]
+        finally:
+            idle.discard(self.socket)
+
     def MessageClass(self, *args: t.Any) -> t.Any:  # noqa: N802 - gevent's name
         # gevent turns a header line over 64 KiB into an empty message with a
         # status, and lets http.client's "more than 100 headers" error escape.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import typing as t
 
 import gevent
@@ -29,6 +30,7 @@ class GracefulShutdownMixin:
     """Server mixin: when the server stops accepting (``close()``), every open
     WebSocket is closed with 1001 (going away). Frames a handler sent before
     go out first; its ``receive()`` then returns ``None`` and it can finish.
+    HTTP keep-alive connections waiting for their next request are closed.
     ``stop(timeout)`` (gevent's) then waits for the handlers up to
     ``timeout`` before killing them.
     """
@@ -37,11 +39,18 @@ class GracefulShutdownMixin:
         super().__init__(*args, **kwargs)
         #: The accepted sockets still open; the sockets add and remove themselves.
         self.websockets: set[WebSocket] = set()
+        #: Client connections waiting for a request line (kept by the handler).
+        self.idle_connections: set[socket.socket] = set()
 
     def close(self) -> None:
         super().close()  # type: ignore[misc]
         for ws in list(self.websockets):
             gevent.spawn(ws.close, *GOING_AWAY)
+        for connection in list(self.idle_connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class WebSocketServer(GracefulShutdownMixin, WSGIServer):
