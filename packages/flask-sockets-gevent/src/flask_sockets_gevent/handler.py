@@ -29,6 +29,7 @@ from __future__ import annotations
 import http.client
 import typing as t
 
+from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
 from geventwebsocket.websocket import Stream
 
@@ -151,7 +152,10 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
 
     def log_request(self) -> None:
         # pywsgi's own access log line (gevent-websocket's skips upgrades by
-        # searching the status for '101').
+        # searching the status for '101'). With ``log=None`` pywsgi would
+        # still format the line, then drop it.
+        if isinstance(self.server.log, pywsgi._NoopLog):  # type: ignore[attr-defined]
+            return
         super(_BaseHandler, self).log_request()
 
 

@@ -65,6 +65,8 @@ _DEFAULTS = SocketOptions()
 # ones in two, to avoid copying the payload.
 _SINGLE_WRITE_LIMIT = 16 * 1024
 _READ_SIZE = 64 * 1024
+# Payloads are unmasked in blocks of this many bytes (a multiple of 4).
+_UNMASK_BLOCK = 16 * 1024
 
 
 class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type: ignore[misc]
@@ -79,13 +81,28 @@ class _PeerGone(Exception):
     """The TCP connection ended in the middle of the protocol."""
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455, 5.3)."""
+def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455, 5.3).
+
+    One big-integer XOR per 16 KiB block: the integers stay in the CPU
+    cache, which makes a 1 MiB payload 2-3 times faster than one XOR over
+    the whole of it."""
     n = len(payload)
-    if not n:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    if n <= _UNMASK_BLOCK:
+        if not n:
+            return b""
+        key = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    view = memoryview(payload)
+    block_key = int.from_bytes(mask * (_UNMASK_BLOCK // 4), "little")
+    whole = n - n % _UNMASK_BLOCK
+    parts = [
+        (int.from_bytes(view[i : i + _UNMASK_BLOCK], "little") ^ block_key).to_bytes(_UNMASK_BLOCK, "little")
+        for i in range(0, whole, _UNMASK_BLOCK)
+    ]
+    if whole < n:  # blocks are a multiple of 4 bytes, so the mask lines up
+        parts.append(unmask(view[whole:], mask))
+    return b"".join(parts)
 
 
 def frame_header(opcode: int, length: int) -> bytes:
@@ -139,7 +156,8 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self._decoder: codecs.IncrementalDecoder | None = None
         self._reader: t.Any = None
         self._last_heard = time.monotonic()
-        self._keepalive: gevent.Greenlet[[], None] | None = None
+        # A hub timer while the peer is active; a greenlet only while a ping is out.
+        self._keepalive: t.Any = None
         # The server's set of open sockets (see GracefulShutdownMixin), once accepted.
         self._registry: set[WebSocket] | None = None
 
@@ -171,6 +189,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self.subprotocol = subprotocol
         self.handler.send_handshake(self.subprotocol, headers)
         self.accepted = True
+        self._take_over_input()
         self._registry = getattr(self.handler.server, "websockets", None)
         if self._registry is not None:
             self._registry.add(self)
@@ -180,7 +199,25 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
             pass
         if self.ping_interval:
-            self._keepalive = gevent.spawn(self._keep_alive)
+            self._arm_keepalive(self.ping_interval)
+
+    def _take_over_input(self) -> None:
+        """From now on read frames straight from the socket: move whatever
+        the HTTP reader has buffered into our buffer, then close the reader,
+        which frees its 8 KiB buffer (the socket stays open)."""
+        handler = self.handler
+        rfile, sock = handler.rfile, handler.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)  # peek() must not wait for more
+        try:
+            pending = rfile.peek()
+        except OSError:
+            pending = b""
+        finally:
+            sock.settimeout(timeout)
+        if pending:
+            self._buffer += rfile.read1(len(pending))
+        rfile.close()
 
     # -- receiving ------------------------------------------------------------
 
@@ -228,9 +265,10 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         """Read until the buffer holds at least ``n`` bytes. Interrupting it
         (a timeout) loses nothing: bytes only ever move into the buffer."""
         buffer = self._buffer
-        read1 = self.handler.rfile.read1
+        recv = self.handler.socket.recv
         while len(buffer) < n:
-            chunk = read1(max(n - len(buffer), _READ_SIZE))
+            # gevent's recv waits without holding a buffer, then reads what is there.
+            chunk = recv(max(n - len(buffer), _READ_SIZE))
             if not chunk:
                 raise _PeerGone()
             buffer += chunk
@@ -271,7 +309,8 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         end = start + 4 + length
         self._fill(end)
         mask = bytes(buffer[start : start + 4])
-        payload = unmask(bytes(buffer[start + 4 : end]), mask)
+        with memoryview(buffer) as view:  # released before the buffer shrinks
+            payload = unmask(view[start + 4 : end], mask)
         del buffer[:end]
         self._last_heard = time.monotonic()
         return fin, opcode, payload
@@ -287,6 +326,9 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
                 continue
             if opcode == self.OPCODE_PONG:
                 continue
+            if fin and self._opcode is None and opcode != self.OPCODE_CONTINUATION:
+                # A whole message in one frame, the usual case: no assembly.
+                return payload.decode("utf-8") if opcode == self.OPCODE_TEXT else payload
             if opcode == self.OPCODE_CONTINUATION:
                 if self._opcode is None:
                     raise ProtocolError("Continuation frame without a message to continue")
@@ -342,13 +384,17 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         with self._send_lock:
             if self.closed:
                 raise ConnectionClosed("Connection is already closed")
-            sendall = self.handler.socket.sendall
+            sock = self.handler.socket
             try:
                 if len(payload) <= _SINGLE_WRITE_LIMIT:
-                    sendall(header + payload)
+                    # One send() nearly always takes it all; sendall() the rest.
+                    data = header + payload
+                    sent = sock.send(data)
+                    if sent < len(data):
+                        sock.sendall(memoryview(data)[sent:])
                 else:
-                    sendall(header)
-                    sendall(payload)
+                    sock.sendall(header)
+                    sock.sendall(payload)
             except BaseException as e:
                 # A write cut short (the peer left, or a timeout interrupted
                 # us) leaves the stream unusable.
@@ -423,30 +469,53 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         if self._registry is not None:
             self._registry.discard(self)
         keepalive, self._keepalive = self._keepalive, None
-        if keepalive is not None and keepalive is not gevent.getcurrent():
-            keepalive.kill(block=False)
+        if isinstance(keepalive, gevent.Greenlet):
+            if keepalive is not gevent.getcurrent():
+                keepalive.kill(block=False)
+        elif keepalive is not None:
+            keepalive.close()
 
     # -- keepalive ------------------------------------------------------------
+
+    def _arm_keepalive(self, delay: float) -> None:
+        """Check on the peer in ``delay`` seconds, from a hub timer: no
+        greenlet per socket while the peer is active."""
+        timer = gevent.get_hub().loop.timer(delay)
+        self._keepalive = timer
+        timer.start(self._keepalive_due)
+
+    def _keepalive_due(self) -> None:
+        # Runs in the hub: must not block. Re-arm, or hand over to a greenlet to ping.
+        timer, self._keepalive = self._keepalive, None
+        if timer is not None:
+            timer.close()
+        if self.closed:
+            return
+        interval = t.cast(float, self.ping_interval)
+        silent_for = time.monotonic() - self._last_heard
+        if silent_for < interval:
+            self._arm_keepalive(interval - silent_for)
+        else:
+            self._keepalive = gevent.spawn(self._keep_alive)
 
     def _keep_alive(self) -> None:
         """Ping a peer that has been silent for ``ping_interval`` seconds; if
         nothing comes back within ``ping_timeout``, close with 1011 and wake
         the reader (its ``receive()`` returns ``None``)."""
+        sent_at = time.monotonic()
+        try:
+            self.ping(os.urandom(4))
+        except ConnectionClosed:
+            return
+        gevent.sleep(self.ping_timeout)
+        if self.closed:
+            return
+        if self._last_heard < sent_at:
+            self.close_code = CLOSE_INTERNAL_ERROR
+            self.close_reason = "keepalive ping timeout"
+            self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+            self.abort()
+            return
+        self._keepalive = None
         interval = t.cast(float, self.ping_interval)
-        while not self.closed:
-            silent_for = time.monotonic() - self._last_heard
-            if silent_for < interval:
-                gevent.sleep(interval - silent_for)
-                continue
-            sent_at = time.monotonic()
-            try:
-                self.ping(os.urandom(4))
-            except ConnectionClosed:
-                return
-            gevent.sleep(self.ping_timeout)
-            if self._last_heard < sent_at and not self.closed:
-                self.close_code = CLOSE_INTERNAL_ERROR
-                self.close_reason = "keepalive ping timeout"
-                self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-                self.abort()
-                return
+        self._arm_keepalive(max(0.0, interval - (time.monotonic() - self._last_heard)))

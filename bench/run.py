@@ -1,0 +1,534 @@
+"""Run the WebSocket benchmark suite: hatch run bench:all [options]
+
+Starts each server in turn on 127.0.0.1, pinned to one CPU with taskset,
+drives it with bench/loadgen.py pinned to the other CPU, prints a table,
+writes the raw figures to bench/results/latest.json and the table to
+bench/RESULTS.md. Each server gets a fresh process for each workload. Every
+step has a deadline, and every process started here is stopped at the end
+(or on Ctrl+C).
+
+    hatch run bench:all                                # everything (~9 minutes)
+    hatch run bench:all --servers ours-gevent,gevent-websocket --workloads small
+    hatch run bench:all --profile ours-gevent          # py-spy the server too
+    hatch run bench:idle10k                            # 10,000 idle connections, held 45 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from importlib import metadata
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SERVERS_DIR = BENCH / "servers"
+RESULTS = BENCH / "results"
+LOADGEN = BENCH / "loadgen.py"
+
+sys.path.insert(0, str(BENCH))
+import report  # noqa: E402
+
+PY = sys.executable
+BASELINE = "gevent-websocket"
+WORKLOADS = ("small", "large", "handshake", "idle")
+
+
+@dataclasses.dataclass
+class Server:
+    name: str
+    label: str
+    command: t.Callable[[int], list[str]]
+    notes: str
+    #: Prepended to the server's PYTHONPATH (--variant: our packages from another tree).
+    pythonpath: str = ""
+
+
+def gunicorn(worker: str, app: str) -> t.Callable[[int], list[str]]:
+    # --worker-connections: gunicorn's gevent workers cap connections at 1000
+    # by default, which would refuse the idle workload's 5,000.
+    return lambda port: [
+        PY, "-m", "gunicorn", "-k", worker, "-w", "1", "--worker-connections", "20000",
+        "-b", f"127.0.0.1:{port}", "--log-level", "warning", app,
+    ]  # fmt: skip
+
+
+SERVERS = [
+    Server(
+        "gevent-websocket",
+        "gevent-websocket (raw)",
+        lambda port: [PY, "gevent_websocket_raw.py", str(port)],
+        "stock geventwebsocket.handler.WebSocketHandler on gevent.pywsgi, plain WSGI echo app (the baseline)",
+    ),
+    Server(
+        "ours-gevent",
+        "Flask-Sockets, flask_sockets_gevent.run",
+        lambda port: [PY, "ours_gevent.py", str(port)],
+        "Flask app, @sockets.route echo, monkey-patched, run(app, log=None), SOCKETS_MAX_MESSAGE_SIZE 2 MiB",
+    ),
+    Server(
+        "ours-gunicorn",
+        "Flask-Sockets, gunicorn -k flask_sockets_gunicorn.worker",
+        gunicorn("flask_sockets_gunicorn.worker", "flask_app:app"),
+        "same app, gunicorn -w 1 --worker-connections 20000, no access log",
+    ),
+    Server(
+        "flask-sock",
+        "flask-sock, gunicorn -k gevent",
+        gunicorn("gevent", "flask_sock_app:app"),
+        "flask-sock (simple-websocket) echo, gunicorn -k gevent -w 1 --worker-connections 20000",
+    ),
+    Server(
+        "websockets",
+        "websockets (asyncio server)",
+        lambda port: [PY, "websockets_server.py", str(port)],
+        "websockets.asyncio.server.serve on uvloop, max_size 2 MiB",
+    ),
+    Server(
+        "uvicorn",
+        "uvicorn + Starlette",
+        lambda port: [PY, "uvicorn_starlette.py", str(port)],
+        "uvicorn (uvloop, httptools, websockets-sansio) + Starlette WebSocketRoute, no access log",
+    ),
+    Server(
+        "picows",
+        "picows (Cython)",
+        lambda port: [PY, "picows_server.py", str(port)],
+        "picows server on uvloop, echo frame by frame (no UTF-8 check): the practical Python ceiling",
+    ),
+]
+SERVER_NAMES = [s.name for s in SERVERS]
+
+#: Python distributions whose versions go in the results.
+DISTRIBUTIONS = [
+    "flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn", "flask", "werkzeug",
+    "gevent", "greenlet", "gevent-websocket", "gunicorn", "flask-sock", "simple-websocket", "wsproto",
+    "websockets", "uvicorn", "httptools", "starlette", "uvloop", "picows", "aiofastnet", "psutil", "py-spy",
+]  # fmt: skip
+
+_live: set[subprocess.Popen[bytes]] = set()
+
+
+# -- processes ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def handshake_ok(port: int) -> bool:
+    """One real upgrade: the server (for gunicorn, its worker) answers 101."""
+    request = (
+        f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(request)
+            answer = s.recv(1024)
+            # A close frame with code 1000 (masked, as a client must).
+            s.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")
+            return answer.startswith(b"HTTP/1.1 101")
+    except OSError:
+        return False
+
+
+def pinned(cpu: int, nice: int) -> list[str]:
+    """The prefix that pins a command to ``cpu`` (and renices it, if asked)."""
+    return (["nice", "-n", str(nice)] if nice else []) + ["taskset", "-c", str(cpu)]
+
+
+def start_server(server: Server, port: int, cpu: int, log: Path, nice: int = 0) -> subprocess.Popen[bytes]:
+    command = [*pinned(cpu, nice), *server.command(port)]
+    env = dict(os.environ)
+    if server.pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (server.pythonpath, env.get("PYTHONPATH", "")) if p)
+    with log.open("ab") as out:
+        out.write(f"$ {shlex.join(command)}\n".encode())
+        out.flush()
+        process = subprocess.Popen(
+            command, cwd=SERVERS_DIR, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )  # fmt: skip
+    _live.add(process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {process.returncode} (see {log})")
+        if handshake_ok(port):
+            time.sleep(0.3)  # let the probe's connection end
+            return process
+        time.sleep(0.1)
+    stop_server(process)
+    raise RuntimeError(f"{server.name} did not answer a handshake within 30 s (see {log})")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 10 s."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers in the group (gunicorn workers)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    _live.discard(process)
+
+
+def stop_all(*_: object) -> None:
+    for process in list(_live):
+        stop_server(process)
+
+
+def on_signal(signum: int, frame: object) -> None:
+    stop_all()
+    raise SystemExit(128 + signum)
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's (so the servers' and the load generator's) open
+    file limit to ``needed``, or as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(needed, hard)))
+        except (ValueError, OSError):  # raising the hard limit needs privileges
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# -- one measurement ---------------------------------------------------------
+
+
+def measure(server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int]) -> dict[str, t.Any]:
+    port = free_port()
+    log = RESULTS / "logs" / f"{server.name}-{workload}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"")
+    process = start_server(server, port, cpus[0], log, args.nice)
+    profiler = None
+    try:
+        command = [
+            *pinned(cpus[1], args.nice), PY, str(LOADGEN), workload, f"ws://127.0.0.1:{port}/echo",
+            "--server-pid", str(process.pid), "--warmup", str(args.warmup), "--duration", str(args.duration),
+        ]  # fmt: skip
+        if workload == "idle":
+            command += ["--connections", str(args.idle_connections), "--hold", str(args.hold)]
+        budget = args.warmup + args.duration + 60 + (args.hold + 240 if workload == "idle" else 0)
+        if server.name in args.profile:
+            profiler = start_profiler(server, workload, process.pid, args, cpus[1])
+        started = time.monotonic()
+        done = subprocess.run(command, capture_output=True, timeout=budget, cwd=ROOT)
+        result: dict[str, t.Any]
+        if done.returncode != 0 or not done.stdout.strip():
+            result = {"error": f"load generator exited with {done.returncode}", "stderr": done.stderr.decode()[-2000:]}
+            try:
+                result.update(json.loads(done.stdout.decode().strip().splitlines()[-1]))
+            except (ValueError, IndexError):
+                pass
+        else:
+            result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        result["wall_seconds"] = time.monotonic() - started
+        if process.poll() is not None:
+            result.setdefault("error", f"server exited with {process.returncode} during the run")
+    except subprocess.TimeoutExpired:
+        result = {"error": f"load generator did not finish within {budget:.0f} s"}
+    finally:
+        if profiler is not None:
+            finish_profiler(profiler)
+        stop_server(process)
+    server_log = log.read_text(errors="replace")
+    if "Traceback" in server_log or "error" in result:
+        result["server_log_tail"] = server_log[-2000:]
+    return result
+
+
+def start_profiler(
+    server: Server, workload: str, pid: int, args: argparse.Namespace, cpu: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """py-spy the server process tree during warm-up and window, as collapsed stacks."""
+    out = RESULTS / "profiles" / f"{server.name}-{workload}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(PY).parent / "py-spy")
+    seconds = int(args.warmup + args.duration)
+    command = [
+        "taskset", "-c", str(cpu), spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
+        "--rate", "200", "--format", "raw", "--duration", str(seconds), "--output", str(out),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _live.add(process)
+    return process, out
+
+
+def finish_profiler(profiler: tuple[subprocess.Popen[bytes], Path]) -> None:
+    process, out = profiler
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        pass
+    stop_server(process)
+    if out.exists():
+        print(f"    profile: {out.relative_to(ROOT)} ({report.profile_summary(out, 3)})", flush=True)
+
+
+# -- the run -----------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def machine() -> dict[str, t.Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        memory = 0
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout)
+    except OSError:
+        commit, dirty = "", False
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "memory_mib": memory,
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "git_commit": commit + (" (with local changes)" if dirty else ""),
+    }
+
+
+def command_line(args: argparse.Namespace) -> str:
+    rest = shlex.join(sys.argv[1:])
+    if os.environ.get("HATCH_ENV_ACTIVE") == "bench":
+        if args.idle10k:
+            rest = shlex.join(a for a in sys.argv[1:] if a != "--idle10k")
+            return f"hatch run bench:idle10k {rest}".strip()
+        return f"hatch run bench:all {rest}".strip()
+    return f"python bench/run.py {rest}".strip()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default=",".join(SERVER_NAMES), help=f"comma-separated, from {SERVER_NAMES}")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {list(WORKLOADS)}")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each window")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds in each measurement window")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="run the throughput workloads N times, interleaved; the table shows the best run",
+    )
+    parser.add_argument("--idle-connections", type=int, default=5000)
+    parser.add_argument("--hold", type=float, default=0.0, help="idle: seconds to hold the connections open")
+    parser.add_argument("--idle10k", action="store_true", help="the long idle mode: 10,000 connections held 45 s")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run servers and load generator at this niceness (negative needs root): less disturbance from"
+        " other jobs, at their expense",
+    )
+    parser.add_argument("--profile", default="", help="comma-separated servers to record with py-spy")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=TREE",
+        help="also run our selected servers with the packages of another checkout TREE (its packages/*/src"
+        " first on PYTHONPATH), as SERVER+NAME: measures a change against this tree in the same run",
+    )
+    parser.add_argument("--output", type=Path, help="the JSON file (default bench/results/latest.json)")
+    parser.add_argument("--no-markdown", action="store_true", help="do not rewrite bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    args.servers = [s for s in args.servers.split(",") if s]
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    args.profile = [s for s in args.profile.split(",") if s]
+    variants = {}
+    for spec in args.variant:
+        name, sep, tree = spec.partition("=")
+        if not sep or not name or not Path(tree, "packages").is_dir():
+            parser.error(f"--variant wants NAME=TREE with TREE/packages/*/src, not {spec!r}")
+        variants[name] = str(Path(tree).resolve())
+    args.variant = variants
+    for name in args.servers + [p.split("+")[0] for p in args.profile]:
+        if name not in SERVER_NAMES:
+            parser.error(f"unknown server {name!r}; choose from {SERVER_NAMES}")
+    for name in args.workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}; choose from {list(WORKLOADS)}")
+    if args.idle10k:
+        if "--servers" not in " ".join(sys.argv if argv is None else argv):
+            args.servers = ["ours-gevent", "ours-gunicorn", BASELINE]
+        args.workloads = ["idle"]
+        args.repeat = 1
+        args.idle_connections = 10_000 if args.idle_connections == 5000 else args.idle_connections
+        args.hold = args.hold or 45.0
+    if args.output is None:
+        args.output = RESULTS / ("idle10k.json" if args.idle10k else "latest.json")
+    return args
+
+
+def pick_cpus() -> tuple[int, int]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        print(f"warning: only CPU {cpus} available; server and load generator will share it", file=sys.stderr)
+        return cpus[0], cpus[0]
+    return cpus[0], cpus[1]
+
+
+#: The figure that picks the best of several runs: (key, higher is better).
+HEADLINE = {
+    "small": ("round_trips_per_s", True),
+    "large": ("mb_per_s", True),
+    "handshake": ("connections_per_s", True),
+    "idle": ("rss_per_connection", False),
+}
+
+
+def best_result(workload: str, runs: list[dict[str, t.Any]]) -> dict[str, t.Any]:
+    """The best of the runs by the workload's headline figure. Noise on a
+    shared machine (other jobs taking the CPU) only ever makes a server look
+    slower, so the best run is the least disturbed one."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return runs[-1]
+    key, higher = HEADLINE[workload]
+    best = dict((max if higher else min)(good, key=lambda r: r[key]))
+    best["runs"] = len(runs)
+    best["all_" + key] = [r.get(key) for r in runs]
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    fd_limit = raise_fd_limit(max(args.idle_connections + 1000, 4096))
+    cpus = pick_cpus()
+    # The runner only waits; keep it off the server's CPU.
+    os.sched_setaffinity(0, {cpus[1]})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    servers = []
+    for s in SERVERS:
+        if s.name not in args.servers:
+            continue
+        servers.append(s)
+        if s.name.startswith("ours-"):
+            for name, tree in args.variant.items():
+                path = os.pathsep.join(str(p) for p in sorted(Path(tree, "packages").glob("*/src")))
+                servers.append(
+                    dataclasses.replace(
+                        s, name=f"{s.name}+{name}", label=f"{s.label} [{name}]", pythonpath=path,
+                        notes=f"{s.notes}; packages from {tree}",
+                    )
+                )  # fmt: skip
+    started = time.monotonic()
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    print(f"bench: {len(servers)} servers x {len(args.workloads)} workloads x {args.repeat}; server on CPU {cpus[0]},"
+          f" load generator on CPU {cpus[1]}; fd limit {fd_limit}", flush=True)  # fmt: skip
+    width = max(len(s.name) for s in servers)
+    raw: dict[str, dict[str, list[dict[str, t.Any]]]] = {s.name: {w: [] for w in args.workloads} for s in servers}
+    try:
+        for repeat in range(args.repeat):
+            for workload in args.workloads:
+                if workload == "idle" and repeat > 0:
+                    continue  # memory does not suffer from CPU noise: once is enough
+                for server in servers:
+                    tag = f"[{repeat + 1}/{args.repeat}] " if args.repeat > 1 else ""
+                    print(f"  {tag}{workload:<9} {server.name:<{width}}", end=" ", flush=True)
+                    try:
+                        result = measure(server, workload, args, cpus)
+                    except RuntimeError as e:
+                        result = {"error": str(e)}
+                    raw[server.name][workload].append(result)
+                    print(report.one_line(workload, result), flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted; writing what was measured", file=sys.stderr)
+    finally:
+        stop_all()
+    wall = time.monotonic() - started
+    data = {
+        "meta": {
+            "date": started_at.isoformat(timespec="seconds"),
+            "command": command_line(args),
+            "argv": [sys.executable, *sys.argv],
+            "wall_seconds": round(wall, 1),
+            "machine": machine(),
+            "versions": versions(),
+            "cpus": {"server": cpus[0], "load_generator": cpus[1]},
+            "fd_limit": fd_limit,
+            "settings": {
+                "warmup_s": args.warmup,
+                "duration_s": args.duration,
+                "repeat": args.repeat,
+                "idle_connections": args.idle_connections,
+                "idle_hold_s": args.hold,
+                "workloads": args.workloads,
+                "variants": args.variant,
+                "nice": args.nice,
+            },
+            "baseline": BASELINE,
+        },
+        "servers": {
+            s.name: {
+                "label": s.label,
+                "notes": s.notes,
+                "command": "cd bench/servers && taskset -c CPU "
+                + shlex.join(s.command(65432)).replace(PY, "python").replace("65432", "PORT"),
+                "results": {w: best_result(w, runs) for w, runs in raw[s.name].items() if runs},
+                "runs": raw[s.name],
+            }
+            for s in servers
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(data, indent=2) + "\n")
+    print()
+    print(report.text_table(data))
+    print(f"\nraw figures: {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    if not args.no_markdown:
+        path = report.write_markdown()
+        print(f"table: {path.relative_to(ROOT)}")
+    print(f"wall time: {wall:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
