@@ -119,6 +119,28 @@ def serve() -> t.Iterator[t.Callable[..., Server]]:
             sys.stderr.write(f"\n--- error log of the test server:\n{errors.getvalue()}")
 
 
+@pytest.fixture
+def devserve() -> t.Iterator[t.Callable[..., Server]]:
+    """``devserve(app)`` runs ``app`` on Werkzeug's threaded development server
+    (as ``app.run()`` does) on a free loopback port for the rest of the test."""
+    from werkzeug.serving import make_server
+
+    servers = []
+
+    def start(app: t.Any) -> Server:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return Server("127.0.0.1", server.server_port)
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+
+
 @dataclasses.dataclass
 class Process:
     """A server subprocess; ``output()`` has what it printed so far (after stop)."""

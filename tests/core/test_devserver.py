@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import sys
-import threading
 import time
 
 import pytest
@@ -16,31 +15,10 @@ from flask import abort
 from websockets.exceptions import ConnectionClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-from werkzeug.serving import make_server
 
 from flask_sockets import Sockets
 from tests.conftest import EXAMPLES
-from tests.conftest import Server
 from tests.conftest import wait_until
-
-
-@pytest.fixture
-def devserve():
-    """``devserve(app)`` runs ``app`` on Werkzeug's threaded development server."""
-    servers = []
-
-    def start(app: Flask) -> Server:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return Server("127.0.0.1", server.server_port)
-
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def dev_app(**config) -> tuple[Flask, list]:

@@ -19,7 +19,6 @@ from flask import request
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect
-from werkzeug.serving import make_server
 
 from flask_sockets import CLOSE_SLOW_CONSUMER
 from flask_sockets import MessageQueueUnavailable
@@ -350,25 +349,6 @@ def test_messages_for_a_closed_or_unaccepted_socket_are_dropped() -> None:
 
 
 # -- real servers: gevent (in a thread) and Werkzeug's development server ----------
-
-
-@pytest.fixture
-def devserve() -> t.Iterator[t.Callable[[Flask], Server]]:
-    """``devserve(app)`` runs ``app`` on Werkzeug's threaded development server."""
-    servers = []
-
-    def start(app: Flask) -> Server:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return Server("127.0.0.1", server.server_port)
-
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def http_post(server: Server, path: str, body: str) -> str:

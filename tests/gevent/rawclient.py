@@ -8,6 +8,26 @@ import socket
 import struct
 
 
+def encode_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, length: int | None = None, mask: bool = True
+) -> bytes:
+    """A client frame, as the client wants it; ``length`` may lie about the payload's size."""
+    n = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | rsv << 4 | opcode
+    mask_bit = 0x80 if mask else 0
+    if n < 126:
+        header = struct.pack("!BB", first, mask_bit | n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    if mask:
+        key = os.urandom(4)
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        header += key
+    return header + payload
+
+
 class RawClient:
     def __init__(self, host: str, port: int, path: str = "/", timeout: float = 5.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -27,30 +47,11 @@ class RawClient:
         self.status = int(head.split(b" ", 2)[1])
 
     def send_frame(
-        self,
-        opcode: int,
-        payload: bytes,
-        *,
-        fin: bool = True,
-        rsv: int = 0,
-        length: int | None = None,
+        self, opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, length: int | None = None,
         mask: bool = True,
     ) -> None:
         """Send one frame; ``length`` may lie about the payload's size."""
-        n = len(payload) if length is None else length
-        first = (0x80 if fin else 0) | rsv << 4 | opcode
-        mask_bit = 0x80 if mask else 0
-        if n < 126:
-            header = struct.pack("!BB", first, mask_bit | n)
-        elif n < 1 << 16:
-            header = struct.pack("!BBH", first, mask_bit | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, mask_bit | 127, n)
-        if mask:
-            key = os.urandom(4)
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-            header += key
-        self.sock.sendall(header + payload)
+        self.sock.sendall(encode_frame(opcode, payload, fin=fin, rsv=rsv, length=length, mask=mask))
 
     def _read(self, n: int) -> bytes:
         while len(self.buffer) < n:

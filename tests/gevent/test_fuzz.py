@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import struct
 
 import pytest
 from flask import Flask
@@ -17,6 +15,7 @@ from websockets.sync.client import connect
 
 from flask_sockets import Sockets
 from tests.gevent.rawclient import RawClient
+from tests.gevent.rawclient import encode_frame
 
 # Mostly well-formed frames (so the server gets deep into its state machine),
 # with every field sometimes wrong: reserved opcodes and bits, unmasked
@@ -36,20 +35,7 @@ mutations = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max
 
 
 def encode(opcode: int, fin: bool, rsv: int, masked: bool, payload: bytes, lie: int) -> bytes:
-    n = max(0, len(payload) + lie)
-    first = (0x80 if fin else 0) | rsv << 4 | opcode
-    mask_bit = 0x80 if masked else 0
-    if n < 126:
-        header = struct.pack("!BB", first, mask_bit | n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if masked:
-        key = os.urandom(4)
-        header += key
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + payload
+    return encode_frame(opcode, payload, fin=fin, rsv=rsv, length=max(0, len(payload) + lie), mask=masked)
 
 
 @settings(
