@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,8 @@ from websockets.sync.client import connect
 
 from .conftest import ROOT
 from .conftest import TIMEOUT
+from .seed import classic_port
+from .seed import seed_examples
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -267,33 +268,6 @@ def test_bump_without_packaging(copy_root: Path):
 # --- slow: wheels in a fresh virtualenv --------------------------------------
 
 #: The first example of the original Flask-Sockets README, verbatim.
-README_EXAMPLE = """\
-from flask import Flask
-from flask_sockets import Sockets
-
-
-app = Flask(__name__)
-sockets = Sockets(app)
-
-
-@sockets.route('/echo')
-def echo_socket(ws):
-    while not ws.closed:
-        message = ws.receive()
-        ws.send(message)
-
-
-@app.route('/')
-def hello():
-    return 'Hello World!'
-
-
-if __name__ == "__main__":
-    from gevent import pywsgi
-    from geventwebsocket.handler import WebSocketHandler
-    server = pywsgi.WSGIServer(('', 5000), app, handler_class=WebSocketHandler)
-    server.serve_forever()
-"""
 
 GUNICORN_APP = """\
 from flask import Flask
@@ -449,42 +423,18 @@ def assert_echoes(url: str) -> None:
         assert ws.recv(timeout=TIMEOUT) == b"\x00\x01binary"
 
 
-def port_is_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` now. Like gevent's server,
-    ignore connections lingering in TIME_WAIT from an earlier test."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
-def test_readme_example_is_the_seed_readme():
-    """README_EXAMPLE is a verbatim copy of the original README's first example."""
-    candidates = [
-        ROOT.parent / "shared" / "seed" / "Flask-Sockets-README.rst",
-        Path("/work/shared/seed/Flask-Sockets-README.rst"),
-    ]
-    seed = next((p for p in candidates if p.is_file()), None)
-    if seed is None:
-        pytest.skip("the seed README is not on this machine")
-    block = re.search(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", seed.read_text(encoding="utf-8"))
-    assert block is not None
-    assert textwrap.dedent(block.group(1)).strip() == README_EXAMPLE.strip()
-
-
 @pytest.mark.slow
 def test_readme_example_runs_from_the_wheels(installed: Installed, spawn, tmp_path: Path):
-    if not port_is_free(5000):
-        pytest.skip("port 5000 is taken; the README example listens on it")
+    """The seed README's first example, verbatim, serves from the installed wheels."""
     script = tmp_path / "hello.py"
-    script.write_text(README_EXAMPLE, encoding="utf-8")
-    server = spawn([str(installed.python), str(script)], port=5000, cwd=tmp_path, env=CLEAN_ENV).server
-
-    assert http_get(f"{server.http_url}/") == (200, "Hello World!")
-    assert_echoes(f"{server.ws_url}/echo")
+    script.write_text(seed_examples()[0], encoding="utf-8")
+    with classic_port() as port:
+        process = spawn([str(installed.python), str(script)], port=port, cwd=tmp_path, env=CLEAN_ENV)
+        try:
+            assert http_get(f"{process.server.http_url}/") == (200, "Hello World!")
+            assert_echoes(f"{process.server.ws_url}/echo")
+        finally:
+            process.stop()
 
 
 @pytest.mark.slow
