@@ -18,6 +18,11 @@ handshake  N loops (20), each opens a connection (TCP + upgrade), closes it
 idle       Opens N connections (5,000), one echo on each, then leaves them
            idle: server RSS per connection (growth over the RSS before them).
            With --hold, keeps them open that long, then checks each with an echo.
+fanout     Opens N connections (1,000) that join one room, then, round after
+           round, asks the server over HTTP (POST --publish-url) to publish one
+           message to the room: per round, the time from the request to the
+           last client receiving the message. --protocol socketio speaks
+           Engine.IO 4 / Socket.IO 5 over the WebSocket (for Flask-SocketIO).
 """
 
 from __future__ import annotations
@@ -275,10 +280,10 @@ async def open_clients(
     return clients
 
 
-async def close_all(clients: list[EchoClient], concurrency: int = 500) -> None:
+async def close_all(clients: t.Sequence[EchoClient | FanoutClient], concurrency: int = 500) -> None:
     limit = asyncio.Semaphore(concurrency)
 
-    async def one(client: EchoClient) -> None:
+    async def one(client: EchoClient | FanoutClient) -> None:
         async with limit:
             await client.close()
 
@@ -507,12 +512,213 @@ async def idle(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-WORKLOADS = {"small": small, "large": large, "handshake": handshake, "idle": idle}
+class Fanout:
+    """The state of the fan-out rounds, shared by all clients."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.round = -1
+        self.remaining = 0
+        self.times: list[int] = []  # ns at which each client got this round's message
+        self.done: asyncio.Future[None] | None = None
+        self.errors: list[str] = []
+        self.error_count = 0
+
+    def error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < 20:
+            self.errors.append(message)
+
+    def start(self, number: int) -> asyncio.Future[None]:
+        self.round = number
+        self.remaining = self.count
+        self.times = []
+        self.done = asyncio.get_running_loop().create_future()
+        return self.done
+
+    def got(self, number: int, now: int) -> None:
+        if number != self.round:
+            self.error(f"message of round {number} arrived in round {self.round}")
+            return
+        self.times.append(now)
+        self.remaining -= 1
+        if self.remaining == 0 and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
+class FanoutClient(WSListener):  # type: ignore[misc]
+    """A member of the room. With ``socketio``, speaks just enough of
+    Engine.IO 4 / Socket.IO 5 over the WebSocket transport: answers the open
+    packet with a namespace CONNECT (``40``), takes the server's ``40{...}``
+    as "joined", answers pings (``2`` -> ``3``), and reads events
+    ``42["fanout", "<round>:..."]``. Without it, the server says ``joined``
+    and then sends the bare messages ``<round>:...``."""
+
+    def __init__(self, fanout: Fanout, socketio: bool) -> None:
+        self.fanout = fanout
+        self.socketio = socketio
+        self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last = -1
+        self.closing = False
+        self.disconnected = False
+        self.transport: WSTransport | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.disconnected = True
+        if not self.closing:
+            self.fanout.error("a client was disconnected")
+        if not self.joined.done():
+            self.joined.set_exception(ConnectionError("disconnected before joining"))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        now = perf_counter_ns()
+        if frame.msg_type is WSMsgType.CLOSE:
+            if not self.closing:
+                self.fanout.error(f"server closed: {frame.get_close_code()} {frame.get_close_reason()!r}")
+            transport.disconnect()
+            return
+        if frame.msg_type is not WSMsgType.TEXT:
+            return  # picows answers pings itself
+        text = frame.get_payload_as_utf8_text()
+        if self.socketio:
+            if text.startswith("42"):
+                event, text = json.loads(text[2:])
+            elif text.startswith("2"):
+                transport.send(WSMsgType.TEXT, b"3")  # Engine.IO ping -> pong
+                return
+            elif text.startswith("0"):
+                transport.send(WSMsgType.TEXT, b"40")  # Engine.IO open -> connect to namespace /
+                return
+            elif text.startswith("40"):
+                self.joined.set_result(None)
+                return
+            else:
+                self.fanout.error(f"unexpected Socket.IO packet {text[:40]!r}")
+                return
+        elif text == "joined":
+            self.joined.set_result(None)
+            return
+        number, _, _ = text.partition(":")
+        if int(number) <= self.last:
+            self.fanout.error(f"round {number} again after {self.last}")
+        self.last = int(number)
+        self.fanout.got(int(number), now)
+
+    async def close(self) -> None:
+        transport = self.transport
+        if transport is None or self.disconnected:
+            return
+        self.closing = True
+        try:
+            transport.send_close(WSCloseCode.OK)
+            await asyncio.wait_for(transport.wait_disconnected(), TIMEOUT)
+        except (asyncio.TimeoutError, OSError):
+            transport.disconnect(graceful=False)
+
+
+async def post(url: str, body: bytes) -> tuple[int, asyncio.Task[int]]:
+    """Connect to ``url`` and send a POST of ``body``; returns the send time
+    (ns, taken after the TCP connect) and a task reading the status code."""
+    host, _, rest = url.removeprefix("http://").partition(":")
+    port, _, path = rest.partition("/")
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), TIMEOUT)
+    request = (
+        f"POST /{path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+    async def status() -> int:
+        try:
+            line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+            await asyncio.wait_for(reader.read(), TIMEOUT)
+        finally:
+            writer.close()
+        return int(line.split()[1]) if line.startswith(b"HTTP/1.") else 0
+
+    sent = perf_counter_ns()
+    writer.write(request)
+    return sent, asyncio.ensure_future(status())
+
+
+async def fanout(args: argparse.Namespace) -> dict[str, object]:
+    state = Fanout(args.connections)
+    socketio = args.protocol == "socketio"
+    clients = [FanoutClient(state, socketio) for _ in range(args.connections)]
+    limit = asyncio.Semaphore(args.concurrency)
+    results = await asyncio.gather(
+        *(connect(args.url, lambda *_, c=c: c, limit) for c in clients), return_exceptions=True
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise SystemExit(report({"error": f"{len(failed)} of {len(clients)} connections failed: {failed[0]!r}"}))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.joined for c in clients)), args.open_timeout)
+    except (asyncio.TimeoutError, ConnectionError) as e:
+        joined = sum(1 for c in clients if c.joined.done() and not c.joined.exception())
+        raise SystemExit(report({"error": f"only {joined} of {len(clients)} clients joined the room: {e!r}"})) from None
+    await asyncio.sleep(0.5)  # let the server finish its part of the handshakes
+    window = Window(args.server_pid)
+    all_ms: list[float] = []
+    first_ms: list[float] = []
+    each_ms: list[int] = []
+    missed = 0
+    padding = "x" * max(0, args.size - 8)
+    for number in range(args.warmup_rounds + args.rounds):
+        measured = number >= args.warmup_rounds
+        if number == args.warmup_rounds:
+            window.start()
+        done = state.start(number)
+        sent, status = await post(args.publish_url, f"{number:07d}:{padding}".encode())
+        try:
+            await asyncio.wait_for(asyncio.shield(done), TIMEOUT)
+        except asyncio.TimeoutError:
+            missed += state.remaining
+            state.error(f"round {number}: {state.remaining} of {state.count} clients got nothing in {TIMEOUT:.0f} s")
+        code = await status
+        if code not in (200, 204):
+            state.error(f"round {number}: POST answered {code}")
+        if measured and state.times:
+            times = sorted(state.times)
+            all_ms.append((times[-1] - sent) / 1e6)
+            first_ms.append((times[0] - sent) / 1e6)
+            each_ms += [x - sent for x in times]
+        await asyncio.sleep(args.gap)
+    usage = window.stop()
+    await close_all(clients)
+    all_sorted = sorted(all_ms)
+    each_ms.sort()
+    median_all = percentile([int(x * 1e6) for x in all_sorted], 0.5)
+    return {
+        "connections": args.connections,
+        "rounds": args.rounds,
+        "message_bytes": len(f"{0:07d}:{padding}"),
+        "protocol": args.protocol,
+        "all_received_p50_ms": median_all,
+        "all_received_p90_ms": percentile([int(x * 1e6) for x in all_sorted], 0.9),
+        "all_received_max_ms": all_sorted[-1] if all_sorted else float("nan"),
+        "first_received_p50_ms": percentile(sorted(int(x * 1e6) for x in first_ms), 0.5),
+        "delivery_p50_ms": percentile(each_ms, 0.5),
+        "deliveries_per_s": args.connections / (median_all / 1e3) if all_sorted and median_all else 0.0,
+        # Server CPU time per published message (the HTTP request, the publish and
+        # every delivery): what the fan-out costs the server, whatever else runs.
+        "server_cpu_ms_per_round": usage["server_cpu"] * usage["seconds"] * 1e3 / args.rounds,
+        "missed": missed,
+        **usage,
+        "errors": state.errors,
+        "error_count": state.error_count,
+    }
+
+
+WORKLOADS = {"small": small, "large": large, "handshake": handshake, "idle": idle, "fanout": fanout}
 DEFAULTS = {
     "small": {"connections": 50, "size": 32},
     "large": {"connections": 4, "size": 1024 * 1024},
     "handshake": {"connections": 20, "size": 0},
     "idle": {"connections": 5000, "size": 32},
+    "fanout": {"connections": 1000, "size": 32},
 }
 
 
@@ -542,7 +748,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="idle: connections opened at once")
     parser.add_argument("--settle", type=float, default=3.0, help="idle: seconds before reading RSS")
     parser.add_argument("--hold", type=float, default=0.0, help="idle: seconds to keep the connections open")
-    parser.add_argument("--open-timeout", type=float, default=180.0, help="idle: seconds to open them all")
+    parser.add_argument("--open-timeout", type=float, default=180.0, help="idle, fanout: seconds to open them all")
+    parser.add_argument("--publish-url", help="fanout: the URL to POST each round's message to")
+    parser.add_argument("--protocol", choices=("plain", "socketio"), default="plain", help="fanout: the client's")
+    parser.add_argument("--rounds", type=int, default=30, help="fanout: measured rounds")
+    parser.add_argument("--warmup-rounds", type=int, default=3, help="fanout: rounds before the measured ones")
+    parser.add_argument("--gap", type=float, default=0.05, help="fanout: seconds between rounds")
     args = parser.parse_args()
     for key, value in DEFAULTS[args.workload].items():
         if getattr(args, key) is None:

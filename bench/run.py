@@ -10,6 +10,7 @@ step has a deadline, and every process started here is stopped at the end
     hatch run bench:all                                # everything (~9 minutes)
     hatch run bench:all --servers ours-gevent,gevent-websocket --workloads small
     hatch run bench:all --profile ours-gevent          # py-spy the server too
+    hatch run bench:all --workloads fanout             # only the fan-out (rooms vs Flask-SocketIO)
     hatch run bench:idle10k                            # 10,000 idle connections, held 45 s
 """
 
@@ -23,6 +24,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,7 +45,14 @@ import report  # noqa: E402
 
 PY = sys.executable
 BASELINE = "gevent-websocket"
-WORKLOADS = ("small", "large", "handshake", "idle")
+#: Echo workloads run against the echo servers, the fan-out workload against
+#: the fan-out servers (rooms and Flask-SocketIO, each in-process and through Redis).
+ECHO_WORKLOADS = ("small", "large", "handshake", "idle")
+FANOUT_WORKLOADS = ("fanout",)
+WORKLOADS = ECHO_WORKLOADS + FANOUT_WORKLOADS
+#: The environment variable that gives fan-out servers started with --redis
+#: the URL of the run's redis-server.
+REDIS_URL_VARIABLE = "BENCH_REDIS_URL"
 
 
 @dataclasses.dataclass
@@ -54,6 +63,14 @@ class Server:
     notes: str
     #: Prepended to the server's PYTHONPATH (--variant: our packages from another tree).
     pythonpath: str = ""
+    #: The workloads this server takes part in.
+    workloads: tuple[str, ...] = ECHO_WORKLOADS
+    #: The WebSocket URL path the clients connect to.
+    path: str = "/echo"
+    #: How the fan-out clients talk to it: "plain" WebSocket messages or "socketio".
+    protocol: str = "plain"
+    #: Needs the run's redis-server (its URL in $BENCH_REDIS_URL).
+    redis: bool = False
 
 
 def gunicorn(worker: str, app: str) -> t.Callable[[int], list[str]]:
@@ -64,6 +81,16 @@ def gunicorn(worker: str, app: str) -> t.Callable[[int], list[str]]:
         "-b", f"127.0.0.1:{port}", "--log-level", "warning", app,
     ]  # fmt: skip
 
+
+def fanout(script: str, redis: bool = False) -> t.Callable[[int], list[str]]:
+    return lambda port: [PY, script, str(port), *(["--redis"] if redis else [])]
+
+
+FANOUT_PLAIN: dict[str, t.Any] = {"workloads": FANOUT_WORKLOADS, "path": "/fanout"}
+#: Socket.IO clients connect with the WebSocket transport straight away.
+FANOUT_SOCKETIO: dict[str, t.Any] = {
+    "workloads": FANOUT_WORKLOADS, "path": "/socket.io/?EIO=4&transport=websocket", "protocol": "socketio",
+}  # fmt: skip
 
 SERVERS = [
     Server(
@@ -108,6 +135,37 @@ SERVERS = [
         lambda port: [PY, "picows_server.py", str(port)],
         "picows server on uvloop, echo frame by frame (no UTF-8 check): the practical Python ceiling",
     ),
+    Server(
+        "ours-rooms",
+        "Flask-Sockets rooms, in-process",
+        fanout("fanout_ours.py"),
+        "Flask app on flask_sockets_gevent.run: sockets.join(ws, 'bench'), POST /publish -> sockets.publish",
+        **FANOUT_PLAIN,
+    ),
+    Server(
+        "ours-rooms-redis",
+        "Flask-Sockets rooms, through Redis",
+        fanout("fanout_ours.py", redis=True),
+        "the same app with --redis: SOCKETS_MESSAGE_QUEUE = $BENCH_REDIS_URL, the run's redis-server",
+        redis=True,
+        **FANOUT_PLAIN,
+    ),
+    Server(
+        "flask-socketio",
+        "Flask-SocketIO, in-process",
+        fanout("fanout_socketio.py"),
+        "Flask-SocketIO on socketio.run (gevent, gevent-websocket): join_room('bench') on connect,"
+        " POST /publish -> socketio.emit(..., to='bench')",
+        **FANOUT_SOCKETIO,
+    ),
+    Server(
+        "flask-socketio-redis",
+        "Flask-SocketIO, through Redis",
+        fanout("fanout_socketio.py", redis=True),
+        "the same app with --redis: SocketIO(message_queue=$BENCH_REDIS_URL), the run's redis-server",
+        redis=True,
+        **FANOUT_SOCKETIO,
+    ),
 ]
 SERVER_NAMES = [s.name for s in SERVERS]
 
@@ -116,6 +174,7 @@ DISTRIBUTIONS = [
     "flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn", "flask", "werkzeug",
     "gevent", "greenlet", "gevent-websocket", "gunicorn", "flask-sock", "simple-websocket", "wsproto",
     "websockets", "uvicorn", "httptools", "starlette", "uvloop", "picows", "aiofastnet", "psutil", "py-spy",
+    "flask-socketio", "python-socketio", "python-engineio", "redis",
 ]  # fmt: skip
 
 _live: set[subprocess.Popen[bytes]] = set()
@@ -130,10 +189,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def handshake_ok(port: int) -> bool:
+def handshake_ok(port: int, path: str = "/echo") -> bool:
     """One real upgrade: the server (for gunicorn, its worker) answers 101."""
     request = (
-        f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
     try:
@@ -152,9 +211,15 @@ def pinned(cpu: int, nice: int) -> list[str]:
     return (["nice", "-n", str(nice)] if nice else []) + ["taskset", "-c", str(cpu)]
 
 
-def start_server(server: Server, port: int, cpu: int, log: Path, nice: int = 0) -> subprocess.Popen[bytes]:
+def start_server(
+    server: Server, port: int, cpu: int, log: Path, nice: int = 0, redis_url: str | None = None
+) -> subprocess.Popen[bytes]:
     command = [*pinned(cpu, nice), *server.command(port)]
     env = dict(os.environ)
+    if server.redis:
+        if redis_url is None:
+            raise RuntimeError("needs redis-server, which is not installed (apt-get install redis-server)")
+        env[REDIS_URL_VARIABLE] = redis_url
     if server.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (server.pythonpath, env.get("PYTHONPATH", "")) if p)
     with log.open("ab") as out:
@@ -169,7 +234,7 @@ def start_server(server: Server, port: int, cpu: int, log: Path, nice: int = 0) 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{server.name} exited with {process.returncode} (see {log})")
-        if handshake_ok(port):
+        if handshake_ok(port, server.path):
             time.sleep(0.3)  # let the probe's connection end
             return process
         time.sleep(0.1)
@@ -206,6 +271,44 @@ def on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def start_redis(cpu: int, log: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    """A throw-away redis-server on a free loopback port, pinned with the
+    load generator (it does little: one PUBLISH per round, to one
+    subscriber), for the fan-out servers that go through Redis. ``None`` if
+    redis-server is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    port = free_port()
+    command = [
+        *pinned(cpu, 0), binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )  # fmt: skip
+    _live.add(process)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.1)
+    stop_server(process)
+    raise RuntimeError(f"redis-server did not answer within 10 s (see {log})")
+
+
+def redis_version() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "not installed"
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    return next((w.split("=", 1)[1] for w in out.split() if w.startswith("v=")), out.strip())
+
+
 def raise_fd_limit(needed: int) -> int:
     """Raise this process's (so the servers' and the load generator's) open
     file limit to ``needed``, or as far as the hard limit allows."""
@@ -221,21 +324,30 @@ def raise_fd_limit(needed: int) -> int:
 # -- one measurement ---------------------------------------------------------
 
 
-def measure(server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int]) -> dict[str, t.Any]:
+def measure(
+    server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int], redis_url: str | None = None
+) -> dict[str, t.Any]:
     port = free_port()
     log = RESULTS / "logs" / f"{server.name}-{workload}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")
-    process = start_server(server, port, cpus[0], log, args.nice)
+    process = start_server(server, port, cpus[0], log, args.nice, redis_url)
     profiler = None
     try:
         command = [
-            *pinned(cpus[1], args.nice), PY, str(LOADGEN), workload, f"ws://127.0.0.1:{port}/echo",
+            *pinned(cpus[1], args.nice), PY, str(LOADGEN), workload, f"ws://127.0.0.1:{port}{server.path}",
             "--server-pid", str(process.pid), "--warmup", str(args.warmup), "--duration", str(args.duration),
         ]  # fmt: skip
+        budget = args.warmup + args.duration + 60
         if workload == "idle":
             command += ["--connections", str(args.idle_connections), "--hold", str(args.hold)]
-        budget = args.warmup + args.duration + 60 + (args.hold + 240 if workload == "idle" else 0)
+            budget += args.hold + 240
+        if workload == "fanout":
+            command += [
+                "--connections", str(args.fanout_connections), "--rounds", str(args.rounds),
+                "--publish-url", f"http://127.0.0.1:{port}/publish", "--protocol", server.protocol,
+            ]  # fmt: skip
+            budget += 120
         if server.name in args.profile:
             profiler = start_profiler(server, workload, process.pid, args, cpus[1])
         started = time.monotonic()
@@ -296,7 +408,7 @@ def finish_profiler(profiler: tuple[subprocess.Popen[bytes], Path]) -> None:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
+    found = {"python": platform.python_version(), "redis-server": redis_version()}
     for name in DISTRIBUTIONS:
         try:
             found[name] = metadata.version(name)
@@ -356,6 +468,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the throughput workloads N times, interleaved; the table shows the best run",
     )
     parser.add_argument("--idle-connections", type=int, default=5000)
+    parser.add_argument("--fanout-connections", type=int, default=1000, help="fanout: clients in the room")
+    parser.add_argument("--rounds", type=int, default=30, help="fanout: messages published, one at a time")
     parser.add_argument("--hold", type=float, default=0.0, help="idle: seconds to hold the connections open")
     parser.add_argument("--idle10k", action="store_true", help="the long idle mode: 10,000 connections held 45 s")
     parser.add_argument(
@@ -419,6 +533,7 @@ HEADLINE = {
     "large": ("mb_per_s", True),
     "handshake": ("connections_per_s", True),
     "idle": ("rss_per_connection", False),
+    "fanout": ("all_received_p50_ms", False),
 }
 
 
@@ -447,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     servers = []
     for s in SERVERS:
-        if s.name not in args.servers:
+        if s.name not in args.servers or not set(s.workloads) & set(args.workloads):
             continue
         servers.append(s)
         if s.name.startswith("ours-"):
@@ -464,17 +579,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {len(servers)} servers x {len(args.workloads)} workloads x {args.repeat}; server on CPU {cpus[0]},"
           f" load generator on CPU {cpus[1]}; fd limit {fd_limit}", flush=True)  # fmt: skip
     width = max(len(s.name) for s in servers)
-    raw: dict[str, dict[str, list[dict[str, t.Any]]]] = {s.name: {w: [] for w in args.workloads} for s in servers}
+    raw: dict[str, dict[str, list[dict[str, t.Any]]]] = {
+        s.name: {w: [] for w in args.workloads if w in s.workloads} for s in servers
+    }
+    redis_url = None
+    if any(s.redis for s in servers):
+        log = RESULTS / "logs" / "redis-server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_bytes(b"")
+        redis = start_redis(cpus[1], log)
+        redis_url = redis[1] if redis is not None else None
     try:
         for repeat in range(args.repeat):
             for workload in args.workloads:
                 if workload == "idle" and repeat > 0:
                     continue  # memory does not suffer from CPU noise: once is enough
                 for server in servers:
+                    if workload not in server.workloads:
+                        continue
                     tag = f"[{repeat + 1}/{args.repeat}] " if args.repeat > 1 else ""
                     print(f"  {tag}{workload:<9} {server.name:<{width}}", end=" ", flush=True)
                     try:
-                        result = measure(server, workload, args, cpus)
+                        result = measure(server, workload, args, cpus, redis_url)
                     except RuntimeError as e:
                         result = {"error": str(e)}
                     raw[server.name][workload].append(result)
@@ -500,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                 "repeat": args.repeat,
                 "idle_connections": args.idle_connections,
                 "idle_hold_s": args.hold,
+                "fanout_connections": args.fanout_connections,
+                "fanout_rounds": args.rounds,
                 "workloads": args.workloads,
                 "variants": args.variant,
                 "nice": args.nice,
@@ -510,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
             s.name: {
                 "label": s.label,
                 "notes": s.notes,
+                "workloads": list(s.workloads),
                 "command": "cd bench/servers && taskset -c CPU "
                 + shlex.join(s.command(65432)).replace(PY, "python").replace("65432", "PORT"),
                 "results": {w: best_result(w, runs) for w, runs in raw[s.name].items() if runs},
