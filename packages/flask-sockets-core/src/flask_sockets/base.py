@@ -12,6 +12,8 @@ __all__ = ["SocketBase"]
 class SocketBase:
     """Mixin: ``send`` and ``ping`` for a class that implements ``send_frame``."""
 
+    __slots__ = ()  # adds no instance state (a subclass may use __slots__)
+
     OPCODE_CONTINUATION = 0x0
     OPCODE_TEXT = 0x1
     OPCODE_BINARY = 0x2

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import typing as t
+import weakref
 
 __all__ = ["GeventRunner", "Runner", "ThreadRunner", "current_runner"]
 
@@ -107,8 +108,18 @@ def current_runner() -> Runner:
     :class:`GeventRunner` inside a gevent greenlet, else a :class:`ThreadRunner`."""
     gevent = sys.modules.get("gevent")
     if gevent is not None and isinstance(gevent.getcurrent(), gevent.Greenlet):
-        return GeventRunner(gevent.get_hub())
-    return ThreadRunner()
+        hub = gevent.get_hub()
+        runner = _gevent_runners.get(hub)
+        if runner is None:
+            runner = _gevent_runners[hub] = GeventRunner(hub)
+        return runner
+    return _THREAD_RUNNER
+
+
+# Runners hold no per-socket state: one per hub (forgotten with the hub), and
+# one for threads, shared by every socket.
+_gevent_runners: weakref.WeakKeyDictionary[t.Any, GeventRunner] = weakref.WeakKeyDictionary()
+_THREAD_RUNNER = ThreadRunner()
 
 
 def _os_thread_ident() -> int:

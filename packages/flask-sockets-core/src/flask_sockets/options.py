@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing as t
 
 __all__ = ["DEFAULTS", "SocketOptions"]
@@ -61,15 +62,50 @@ class SocketOptions:
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any], subprotocol: str | None = None) -> SocketOptions:
-        """Read the options from a Flask config (missing keys take the defaults)."""
+        """Read the options from a Flask config (missing keys take the defaults).
 
-        def get(key: str) -> t.Any:
-            return config.get(key, DEFAULTS[key])
-
+        The config is read on every call, so changes made after ``init_app``
+        apply to the next socket; equal settings give the same (immutable)
+        object, built once.
+        """
+        get = config.get
+        settings = (
+            get("SOCKETS_MAX_MESSAGE_SIZE", DEFAULTS["SOCKETS_MAX_MESSAGE_SIZE"]),
+            get("SOCKETS_PING_INTERVAL", DEFAULTS["SOCKETS_PING_INTERVAL"]) or None,
+            get("SOCKETS_PING_TIMEOUT", DEFAULTS["SOCKETS_PING_TIMEOUT"]),
+            get("SOCKETS_CLOSE_TIMEOUT", DEFAULTS["SOCKETS_CLOSE_TIMEOUT"]),
+            subprotocol,
+        )
+        if cls is SocketOptions:
+            try:
+                return _shared_options(*settings)
+            except TypeError:  # an unhashable setting: nothing to share
+                pass
+        max_message_size, ping_interval, ping_timeout, close_timeout, subprotocol = settings
         return cls(
-            max_message_size=get("SOCKETS_MAX_MESSAGE_SIZE"),
-            ping_interval=get("SOCKETS_PING_INTERVAL") or None,
-            ping_timeout=get("SOCKETS_PING_TIMEOUT"),
-            close_timeout=get("SOCKETS_CLOSE_TIMEOUT"),
+            max_message_size=max_message_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=close_timeout,
             subprotocol=subprotocol,
         )
+
+
+@functools.lru_cache(maxsize=32, typed=True)
+def _shared_options(
+    max_message_size: int | None,
+    ping_interval: float | None,
+    ping_timeout: float,
+    close_timeout: float,
+    subprotocol: str | None,
+) -> SocketOptions:
+    """One :class:`SocketOptions` per distinct set of settings (``typed``:
+    ``20`` and ``20.0`` stay apart), so a socket request reuses it instead
+    of building one."""
+    return SocketOptions(
+        max_message_size=max_message_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        subprotocol=subprotocol,
+    )

@@ -55,30 +55,62 @@ CLOSE_SLOW_CONSUMER = 1008
 SLOW_CONSUMER_REASON = "Send queue full: the client does not read fast enough"
 #: How often a closing member checks whether its handler has ended.
 _POLL_INTERVAL = 0.02
+#: The rooms of a member that has joined none.
+_NO_ROOMS: frozenset[str] = frozenset()
 
 
 class Member:
     """One socket's part in the rooms: the rooms it is in, and its bounded
     send queue with the writer that drains it.
 
+    Every open socket is a member, and most never join a room or get a
+    message: the room set and the queue are made when first needed (and
+    the queue is dropped again once drained), so an idle member holds
+    little more than its socket.
+
     :param ws: The socket.
     :param runner: Runs the writer where the socket may be used.
     :param queue_size: Messages the queue holds before the socket is closed.
     :param close_timeout: Seconds a slow consumer's close may take before
         the connection is cut.
+    :param lock: Guards the queue and the writer state. :class:`Rooms`
+        gives all its members one (held only for a few list operations,
+        never while sending); by default the member makes its own.
     """
 
-    def __init__(self, ws: WebSocket, runner: Runner, queue_size: int, close_timeout: float) -> None:
+    __slots__ = (
+        "_lock",
+        "_pending",
+        "_writing",
+        "close_timeout",
+        "closing",
+        "ended",
+        "queue_size",
+        "rooms",
+        "runner",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        runner: Runner,
+        queue_size: int,
+        close_timeout: float,
+        lock: threading.Lock | None = None,
+    ) -> None:
         if queue_size < 1:
             raise ValueError(f"SOCKETS_SEND_QUEUE_SIZE must be at least 1, not {queue_size!r}")
         self.ws = ws
         self.runner = runner
         self.queue_size = queue_size
         self.close_timeout = close_timeout
-        #: The rooms the socket is in (guarded by the :class:`Rooms` lock).
-        self.rooms: set[str] = set()
-        self._lock = threading.Lock()
-        self._pending: collections.deque[Message] = collections.deque()
+        #: The rooms the socket is in (guarded by the :class:`Rooms` lock):
+        #: an empty frozenset until it first joins one.
+        self.rooms: set[str] | frozenset[str] = _NO_ROOMS
+        self._lock = lock if lock is not None else threading.Lock()
+        # Made by the first offer, dropped when the writer has drained it.
+        self._pending: collections.deque[Message] | None = None
         self._writing = False
         #: ``True`` once the socket is being closed or its handler ended:
         #: nothing more is queued.
@@ -92,7 +124,8 @@ class Member:
     @property
     def pending(self) -> int:
         """Messages queued and not yet handed to the socket."""
-        return len(self._pending)
+        pending = self._pending
+        return len(pending) if pending is not None else 0
 
     def offer(self, message: Message) -> bool:
         """Queue ``message`` for the socket; never blocks.
@@ -107,11 +140,14 @@ class Member:
         with self._lock:
             if self.closing:
                 return True
-            if len(self._pending) >= self.queue_size:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = collections.deque()
+            elif len(pending) >= self.queue_size:
                 self.closing = True
-                self._pending.clear()
+                self._pending = None
                 return False
-            self._pending.append(message)
+            pending.append(message)
             if self._writing:
                 return True
             self._writing = True
@@ -128,10 +164,12 @@ class Member:
         ws = self.ws
         while True:
             with self._lock:
-                if self.closing or not self._pending:
+                pending = self._pending
+                if self.closing or not pending:
+                    self._pending = None  # an idle socket keeps no empty queue
                     self._writing = False
                     return
-                message = self._pending.popleft()
+                message = pending.popleft()
             try:
                 ws.send(message)
             except (ConnectionClosed, OSError) as e:
@@ -146,7 +184,7 @@ class Member:
     def _stop(self) -> None:
         with self._lock:
             self.closing = True
-            self._pending.clear()
+            self._pending = None
             self._writing = False
 
     def close_slow(self) -> None:
@@ -179,7 +217,7 @@ class Member:
         ``close_timeout`` seconds."""
         with self._lock:
             self.ended = self.closing = True
-            self._pending.clear()
+            self._pending = None
             writing = self._writing
         if writing:
             self.runner.spawn(self._cut_if_stuck)
@@ -235,6 +273,8 @@ class Rooms:
     def __init__(self, app: Flask) -> None:
         self._config = app.config
         self._lock = threading.Lock()
+        # Shared by the members' send queues (see Member); never held with _lock.
+        self._queue_lock = threading.Lock()
         self._members: dict[int, Member] = {}
         self._rooms: dict[str, set[Member]] = {}
         self._broker: Broker | None = None
@@ -273,12 +313,14 @@ class Rooms:
         Registering a member again returns it."""
         with self._lock:
             member = self._members.get(id(ws))
+            broker = self._broker
         if member is not None:
             return member
         size = self._config.get("SOCKETS_SEND_QUEUE_SIZE", DEFAULTS["SOCKETS_SEND_QUEUE_SIZE"])
         close_timeout = self._config.get("SOCKETS_CLOSE_TIMEOUT", DEFAULTS["SOCKETS_CLOSE_TIMEOUT"])
-        member = Member(ws, current_runner(), int(size), float(close_timeout))
-        broker = self.broker
+        member = Member(ws, current_runner(), int(size), float(close_timeout), self._queue_lock)
+        if broker is None:
+            broker = self.broker
         with self._lock:
             member = self._members.setdefault(id(ws), member)
         broker.start(self._deliver)
@@ -305,7 +347,10 @@ class Rooms:
         with self._lock:
             if member.closing:
                 return
-            member.rooms.add(room)
+            if isinstance(member.rooms, set):
+                member.rooms.add(room)
+            else:  # its first room
+                member.rooms = {room}
             self._rooms.setdefault(room, set()).add(member)
         # Until the broker receives, messages published elsewhere would miss us.
         self.broker.wait_until_ready(timeout=5.0)
@@ -316,7 +361,7 @@ class Rooms:
             member = self._members.get(id(ws))
             if member is None or room not in member.rooms:
                 return
-            member.rooms.discard(room)
+            member.rooms.discard(room)  # type: ignore[union-attr]  # a room in it: a set
             self._discard(room, member)
 
     def rooms_of(self, ws: WebSocket) -> frozenset[str]:
@@ -345,7 +390,7 @@ class Rooms:
     def _remove_from_rooms(self, member: Member) -> None:
         for room in member.rooms:
             self._discard(room, member)
-        member.rooms.clear()
+        member.rooms = _NO_ROOMS
 
     def _discard(self, room: str, member: Member) -> None:
         sockets = self._rooms.get(room)

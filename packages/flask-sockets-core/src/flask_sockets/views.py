@@ -25,6 +25,8 @@ from .wsgi import is_origin_allowed
 from .wsgi import requested_subprotocols
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+    from flask import Request
     from flask.typing import ResponseReturnValue
 
     from .rooms import Rooms
@@ -71,17 +73,21 @@ def websocket_view(
 
     @functools.wraps(handler)
     def view(**kwargs: t.Any) -> ResponseReturnValue:
-        ws: WebSocket | None = request.environ.get(WSGI_WEBSOCKET_KEY)
+        # The request and the app, looked up once (each use of the proxies is a lookup).
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        ws: WebSocket | None = req.environ.get(WSGI_WEBSOCKET_KEY)
         if ws is None:
             ws = _development_server_socket()
         try:
-            _check_origin()
+            _check_origin(req, app)
             configure = getattr(ws, "configure", None)
             if configure is not None:
-                configure(SocketOptions.from_config(current_app.config, _choose_subprotocol(subprotocols)))
-            _run_handler(handler, ws, kwargs)
+                configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols)))
+            del configure  # this frame lives as long as the socket: hold nothing it needs not
+            _run_handler(app, handler, ws, kwargs)
         except ConnectionClosed:
-            current_app.logger.debug("%s: the peer closed the socket", request.path)
+            app.logger.debug("%s: the peer closed the socket", req.path)
         except OSError as e:
             # Servers that don't raise ConnectionClosed (stock gevent-websocket
             # raises its WebSocketError, an OSError) for a socket the peer has
@@ -89,31 +95,36 @@ def websocket_view(
             if not ws.closed:
                 _end_with_error(ws, e)
                 raise
-            current_app.logger.debug("%s: the peer closed the socket (%r)", request.path, e)
+            app.logger.debug("%s: the peer closed the socket (%r)", req.path, e)
         except Exception as e:
             _end_with_error(ws, e)
             raise
         _close(ws, CLOSE_NORMAL)
         # The handshake already answered the client; this response only feeds
         # after_request hooks, session saving and access logs.
-        return current_app.response_class(status=101)
+        return app.response_class(status=101)
 
     return view
 
 
-def _run_handler(handler: WebSocketHandler, ws: WebSocket, kwargs: dict[str, t.Any]) -> None:
+def _run_handler(app: Flask, handler: WebSocketHandler, ws: WebSocket, kwargs: dict[str, t.Any]) -> None:
     """Call the handler; while it runs, the socket is a member of the app's
     rooms (it gets broadcasts and can join rooms), and it leaves them all
     when the handler ends, however it ends."""
-    rooms: Rooms | None = current_app.extensions.get(ROOMS_KEY)
-    if rooms is None:  # a websocket_view on an app without Sockets
-        handler(ws, **kwargs)
-        return
-    rooms.register(ws)
+    rooms: Rooms | None = app.extensions.get(ROOMS_KEY)  # None: a websocket_view on an app without Sockets
+    if rooms is not None:
+        rooms.register(ws)
     try:
-        handler(ws, **kwargs)
+        # Without URL variables, a plain call: a ``**`` call re-enters the
+        # interpreter's C loop, and the handler's greenlet would keep that
+        # deeper C stack saved for the whole life of the connection.
+        if kwargs:
+            handler(ws, **kwargs)
+        else:
+            handler(ws)
     finally:
-        rooms.forget(ws)
+        if rooms is not None:
+            rooms.forget(ws)
 
 
 def _development_server_socket() -> WebSocket:
@@ -136,19 +147,19 @@ def _development_server_socket() -> WebSocket:
     return ws
 
 
-def _check_origin() -> None:
-    origin = request.headers.get("Origin")
-    if not is_origin_allowed(origin, request.host, current_app.config.get("SOCKETS_ALLOWED_ORIGINS")):
-        current_app.logger.warning(
-            "Refused a WebSocket from origin %r to %s (see SOCKETS_ALLOWED_ORIGINS)", origin, request.host
-        )
+def _check_origin(req: Request, app: Flask) -> None:
+    origin = req.environ.get("HTTP_ORIGIN")  # what req.headers.get("Origin") reads
+    if origin is None:  # not a browser: nothing to check (see is_origin_allowed)
+        return
+    if not is_origin_allowed(origin, req.host, app.config.get("SOCKETS_ALLOWED_ORIGINS")):
+        app.logger.warning("Refused a WebSocket from origin %r to %s (see SOCKETS_ALLOWED_ORIGINS)", origin, req.host)
         abort(403, f"WebSocket connections from {origin} are not allowed.")
 
 
-def _choose_subprotocol(supported: t.Sequence[str] | None) -> str | None:
+def _choose_subprotocol(req: Request, supported: t.Sequence[str] | None) -> str | None:
     if not supported:
         return None
-    offered = requested_subprotocols(request.environ)
+    offered = requested_subprotocols(req.environ)
     return next((protocol for protocol in supported if protocol in offered), None)
 
 

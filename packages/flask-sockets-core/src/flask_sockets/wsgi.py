@@ -24,7 +24,10 @@ def is_websocket_upgrade(environ: t.Mapping[str, t.Any]) -> bool:
     """
     if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
         return False
-    return any(token.strip(" \t") == "upgrade" for token in environ.get("HTTP_CONNECTION", "").lower().split(","))
+    connection = environ.get("HTTP_CONNECTION", "").lower()
+    if connection == "upgrade":  # the usual header: no token list to split
+        return True
+    return any(token.strip(" \t") == "upgrade" for token in connection.split(","))
 
 
 def requested_subprotocols(environ: t.Mapping[str, t.Any]) -> list[str]:

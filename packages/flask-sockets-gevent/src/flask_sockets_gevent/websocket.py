@@ -35,7 +35,7 @@ import time
 import typing as t
 
 import gevent
-from gevent.lock import RLock
+from gevent.lock import Semaphore
 from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
@@ -122,6 +122,31 @@ def is_valid_close_code(code: int) -> bool:
 class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
     """A server-side WebSocket connection (see the module docstring)."""
 
+    # Slots: an open socket lives as long as its connection, and thousands
+    # may be idle at once. ``__dict__`` stays, for attributes an app sets.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_buffer",
+        "_decoder",
+        "_keepalive",
+        "_last_heard",
+        "_opcode",
+        "_parts",
+        "_reader",
+        "_registry",
+        "_send_lock",
+        "_size",
+        "accepted",
+        "close_code",
+        "close_reason",
+        "close_timeout",
+        "max_message_size",
+        "ping_interval",
+        "ping_timeout",
+        "subprotocol",
+    )
+
     handler: WebSocketHandler
     # Set to None once the connection is closed.
     stream: t.Any
@@ -147,11 +172,12 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self.ping_timeout: float = _DEFAULTS.ping_timeout
         #: Seconds :meth:`close` waits for the peer's close frame.
         self.close_timeout: float = _DEFAULTS.close_timeout
-        self._send_lock = RLock()
+        # Held while a frame goes out. Not re-entrant: nothing sends while holding it.
+        self._send_lock = Semaphore()
         self._buffer = bytearray()
         # The message being assembled; kept across receive() timeouts.
         self._opcode: int | None = None
-        self._parts: list[t.Any] = []
+        self._parts: list[t.Any] | None = None  # a list while a fragmented message comes in
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         self._reader: t.Any = None
@@ -265,10 +291,10 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         """Read until the buffer holds at least ``n`` bytes. Interrupting it
         (a timeout) loses nothing: bytes only ever move into the buffer."""
         buffer = self._buffer
-        recv = self.handler.socket.recv
+        sock = self.handler.socket  # (not its bound recv: that would live as long as the wait)
         while len(buffer) < n:
             # gevent's recv waits without holding a buffer, then reads what is there.
-            chunk = recv(max(n - len(buffer), _READ_SIZE))
+            chunk = sock.recv(max(n - len(buffer), _READ_SIZE))
             if not chunk:
                 raise _PeerGone()
             buffer += chunk
@@ -336,15 +362,16 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
                 if self._opcode is not None:
                     raise ProtocolError("New message started before the previous one ended")
                 self._opcode = opcode
+                self._parts = []
                 if opcode == self.OPCODE_TEXT:
                     self._decoder = codecs.getincrementaldecoder("utf-8")()
             self._size += len(payload)
             decoder = self._decoder
-            self._parts.append(decoder.decode(payload, fin) if decoder is not None else payload)
+            parts = t.cast("list[t.Any]", self._parts)  # a message is under way
+            parts.append(decoder.decode(payload, fin) if decoder is not None else payload)
             if fin:
-                parts = self._parts
                 message = "".join(parts) if decoder is not None else b"".join(parts)
-                self._opcode, self._parts, self._size, self._decoder = None, [], 0, None
+                self._opcode, self._parts, self._size, self._decoder = None, None, 0, None
                 return message
 
     def _on_close_frame(self, payload: bytes) -> None:
