@@ -28,6 +28,7 @@ from flask_sockets.brokers import RedisBroker
 from flask_sockets.brokers import decode_message
 from flask_sockets.brokers import encode_message
 from flask_sockets.brokers import redacted
+from flask_sockets.concurrency import current_runner
 from flask_sockets.rooms import SLOW_CONSUMER_REASON
 from flask_sockets.rooms import Rooms
 from flask_sockets.testing import SocketTestClient
@@ -107,7 +108,34 @@ def make_app(**config: t.Any) -> tuple[Flask, Sockets]:
     def count(room: str) -> str:
         return str(sockets.count(room))
 
+    @app.post("/flood/<room>")
+    def flood(room: str) -> str:
+        """Publish numbered 16 KiB messages to ``room`` from the server's own
+        greenlet (or thread) while the room has 2 members (at most 1,500):
+        how many, and the slowest publish."""
+        published, slowest = publish_while_two(sockets, room, current_runner().sleep)
+        return json.dumps({"published": published, "slowest": slowest})
+
     return app, sockets
+
+
+def publish_while_two(
+    sockets: Sockets, room: str, sleep: t.Callable[[float], object], **options: t.Any
+) -> tuple[int, float]:
+    """Publish ``"<number> <time> <16 KiB>"`` to ``room`` every millisecond
+    while it has two members (at most 1,500 messages or 20 s): how many were
+    published, and the longest a publish took."""
+    payload = "x" * 16384
+    slowest = 0.0
+    published = 0
+    deadline = time.monotonic() + 20
+    while sockets.count(room, **options) == 2 and published < 1500 and time.monotonic() < deadline:
+        before = time.monotonic()
+        sockets.publish(room, f"{published} {before} {payload}", **options)
+        slowest = max(slowest, time.monotonic() - before)
+        published += 1
+        sleep(0.001)
+    return published, slowest
 
 
 # -- in-process, with the test client --------------------------------------------
@@ -351,10 +379,10 @@ def test_messages_for_a_closed_or_unaccepted_socket_are_dropped() -> None:
 # -- real servers: gevent (in a thread) and Werkzeug's development server ----------
 
 
-def http_post(server: Server, path: str, body: str) -> str:
+def http_post(server: Server, path: str, body: str, timeout: float = 5) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(urllib.request.Request(server.http_url + path, body.encode()), timeout=5) as r:
+    with urllib.request.urlopen(urllib.request.Request(server.http_url + path, body.encode()), timeout=timeout) as r:
         return t.cast(str, r.read().decode())
 
 
@@ -403,13 +431,15 @@ def slow_client(server: Server, room: str) -> t.ContextManager[ClientConnection]
     return join(server, room, sock=raw, max_queue=1)
 
 
-def test_slow_consumer_is_closed_while_the_others_receive_on_time(any_server: t.Any) -> None:
+@pytest.mark.parametrize("publisher", ["thread", "server"])
+def test_slow_consumer_is_closed_while_the_others_receive_on_time(any_server: t.Any, publisher: str) -> None:
     """A client that stops reading is closed with 1008 once its queue is full;
     the publisher never waits, and another member gets every message in
-    order and on time meanwhile."""
+    order and on time meanwhile. The publisher is another thread, or a
+    view in the server (on the gevent server, where rooms send straight to
+    sockets that can take a message without waiting)."""
     app, sockets = make_app(SOCKETS_SEND_QUEUE_SIZE=16, SOCKETS_CLOSE_TIMEOUT=2.0)
     server = any_server(app)
-    payload = "x" * 16384
     with join(server, "a") as fast, slow_client(server, "a") as slow:
         received: list[tuple[float, str]] = []
 
@@ -425,15 +455,11 @@ def test_slow_consumer_is_closed_while_the_others_receive_on_time(any_server: t.
 
         reader = threading.Thread(target=read_fast)
         reader.start()
-        slowest_publish = 0.0
-        published = 0
-        deadline = time.monotonic() + 20
-        while sockets.count("a", app=app) == 2 and published < 1500 and time.monotonic() < deadline:
-            before = time.monotonic()
-            sockets.publish("a", f"{published} {before} {payload}", app=app)
-            slowest_publish = max(slowest_publish, time.monotonic() - before)
-            published += 1
-            time.sleep(0.001)
+        if publisher == "thread":
+            published, slowest_publish = publish_while_two(sockets, "a", time.sleep, app=app)
+        else:
+            report = json.loads(http_post(server, "/flood/a", "", timeout=30))
+            published, slowest_publish = report["published"], report["slowest"]
         assert sockets.count("a", app=app) == 1, f"the slow client is still a member after {published} messages"
         sockets.publish("a", "end", app=app)
         # The slow client reads again: what was sent before, then the close frame.

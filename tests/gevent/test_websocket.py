@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
+import time
 
 import gevent
 import pytest
@@ -12,8 +14,11 @@ from flask import request
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from flask_sockets import ConnectionClosed as SocketClosed
 from flask_sockets import Sockets
+from flask_sockets_gevent.websocket import frame_header
 from tests.conftest import wait_until
+from tests.gevent.rawclient import RawClient
 
 
 @pytest.fixture
@@ -162,3 +167,65 @@ def test_seed_snippet_with_stock_handler_still_works(serve):
     with connect(f"{server.ws_url}/echo") as ws:
         ws.send("stock")
         assert ws.recv(timeout=5) == "stock"
+
+
+@pytest.mark.parametrize(
+    ("frame", "limit"),
+    [
+        pytest.param(16000, 5_000, id="16 KB frames: the kernel takes part of the last one"),
+        pytest.param(100, 2_000_000, id="small frames: the kernel takes nothing more"),
+    ],
+)
+def test_send_nowait_never_waits_and_keeps_frames_whole(app_and_sockets, serve, frame, limit):
+    """send_nowait (the fan-out path of rooms) sends while the kernel takes
+    the frames, returns False instead of waiting once it does not, finishes
+    a frame the kernel took only part of before any other goes out, and
+    refuses what it cannot send without waiting."""
+    app, sockets = app_and_sockets
+    results = {}
+    filled = threading.Event()
+
+    @sockets.route("/nowait")
+    def nowait(ws):
+        results["before accept"] = ws.send_nowait("x")
+        ws.accept()
+        results["over 16 KiB"] = ws.send_nowait("y" * (16 * 1024 + 1))
+        sent, slowest = 0, 0.0
+        while sent < limit:  # far more than loopback buffers hold
+            started = time.monotonic()
+            went = ws.send_nowait(f"{sent:06d}".encode() + b"z" * frame)
+            slowest = max(slowest, time.monotonic() - started)
+            if not went:
+                break
+            sent += 1
+        results.update(sent=sent, slowest=slowest)
+        filled.set()
+        ws.send("end")  # waits: for the client to read, and behind any frame begun
+        assert ws.receive() is None
+        try:
+            ws.send_nowait("after the close")
+        except SocketClosed:
+            results["after close"] = "ConnectionClosed"
+
+    server = serve(app)
+    client = RawClient(server.host, server.port, "/nowait", timeout=10)
+    try:
+        assert client.status == 101
+        assert filled.wait(20), "send_nowait kept going (or waited) with a client that reads nothing"
+        assert results["before accept"] is False and results["over 16 KiB"] is False
+        assert 0 < results["sent"] < limit
+        assert results["slowest"] < 1.0
+        payloads = (f"{number:06d}".encode() + b"z" * frame for number in range(results["sent"]))
+        expected = b"".join(frame_header(0x2, len(p)) + p for p in payloads) + frame_header(0x1, 3) + b"end"
+        received = bytearray(client.buffer)
+        while len(received) < len(expected):
+            chunk = client.sock.recv(1 << 20)
+            assert chunk, "the server closed the connection"
+            received += chunk
+        assert received == expected, "frames were lost, cut or interleaved"
+        client.buffer = b""
+        client.send_frame(0x8, struct.pack("!H", 1000))
+        assert client.read_close()[0] == 1000
+    finally:
+        client.close()
+    wait_until(lambda: "after close" in results)

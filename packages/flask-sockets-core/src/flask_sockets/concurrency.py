@@ -30,6 +30,11 @@ class Runner(t.Protocol):
         call from any thread or greenlet; never blocks."""
         ...
 
+    def here(self) -> bool:
+        """Whether the caller may use the socket directly (it runs where the
+        socket lives)."""
+        ...
+
     def sleep(self, seconds: float) -> None:
         """Sleep in the runner's own way (from work it started)."""
         ...
@@ -44,6 +49,9 @@ class ThreadRunner:
     """Work in new daemon threads: for sockets that any thread may use (the
     development server's, the test client's). In a process gevent has
     monkey-patched, these threads are greenlets."""
+
+    def here(self) -> bool:
+        return True  # these sockets may be used from any thread
 
     def spawn(self, function: t.Callable[..., object], *args: t.Any) -> None:
         threading.Thread(target=function, args=args, name="flask-sockets writer", daemon=True).start()
@@ -76,8 +84,13 @@ class GeventRunner:
         self.hub = hub
         self._spawn_raw = gevent.spawn_raw
 
+    def here(self) -> bool:
+        """Whether the caller runs in the hub's thread (in one of its
+        greenlets, or the hub itself)."""
+        return bool(self.hub.thread_ident == _os_thread_ident())
+
     def spawn(self, function: t.Callable[..., object], *args: t.Any) -> None:
-        if self.hub.thread_ident == _os_thread_ident():
+        if self.here():
             self._spawn_raw(function, *args)
         else:
             self.hub.loop.run_callback_threadsafe(self._spawn_raw, function, *args)

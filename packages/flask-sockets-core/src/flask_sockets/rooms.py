@@ -142,6 +142,8 @@ class Member:
                 return True
             pending = self._pending
             if pending is None:
+                if not self._writing and self._sent_now(message):
+                    return True
                 pending = self._pending = collections.deque()
             elif len(pending) >= self.queue_size:
                 self.closing = True
@@ -156,6 +158,26 @@ class Member:
         except Exception as e:  # the socket's hub or interpreter is shutting down
             logger.debug("%r: cannot start a writer (%r); dropping its queue", self, e)
             self._stop()
+        return True
+
+    def _sent_now(self, message: Message) -> bool:
+        """With nothing queued or being written: send ``message`` at once if
+        the socket can take it without waiting (``ws.send_nowait``, which
+        the gevent socket has) and the caller runs where the socket lives,
+        saving a writer per message. Called with the lock held; never blocks.
+
+        :returns: ``False`` if the message still has to be queued.
+        """
+        send_nowait = getattr(self.ws, "send_nowait", None)
+        if send_nowait is None or not self.runner.here():
+            return False
+        try:
+            return bool(send_nowait(message))
+        except (ConnectionClosed, OSError) as e:
+            logger.debug("%r: the socket is gone (%r)", self, e)
+        except Exception:
+            logger.exception("%r: sending a published message failed", self)
+        self.closing = True  # as _stop() does; the lock is held
         return True
 
     def _write(self) -> None:

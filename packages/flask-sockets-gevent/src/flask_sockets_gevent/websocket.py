@@ -23,6 +23,10 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
   gevent-websocket's ``WebSocketError`` and
   :exc:`flask_sockets.ConnectionClosed` catch.
 - Frames sent from several greenlets are never interleaved.
+- :meth:`WebSocket.send_nowait` sends a small message only if that takes no
+  waiting, so a publisher fanning a message out to many sockets
+  (:mod:`flask_sockets.rooms`) can write to each directly instead of
+  starting a greenlet per socket.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import typing as t
 
 import gevent
 from gevent.lock import Semaphore
+from gevent.socket import socket as GeventSocket
 from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
@@ -405,6 +410,64 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         elif not isinstance(message, bytes):
             message = bytes(message)
         self._write(opcode, message)
+
+    def send_nowait(self, message: str | bytes) -> bool:
+        """Send a message (text for ``str``, binary otherwise) only if that
+        takes no waiting: for publishers that must never block, such as
+        :mod:`flask_sockets.rooms` fanning a message out to many sockets.
+        Call it from the socket's own hub; it never switches greenlets.
+
+        :returns: ``True`` if the frame went out (when the kernel took only
+            part of it, a greenlet sends the rest, and later frames follow
+            it); ``False`` if nothing was sent because that would wait:
+            the handshake is not answered yet, another greenlet is sending,
+            the kernel's send buffer is full, the message is over 16 KiB,
+            or the connection is TLS. Send it the usual way then.
+        :raises ConnectionClosed: If the socket is closed or the peer is gone.
+        """
+        if self.closed:
+            raise ConnectionClosed("Connection is already closed")
+        sock = self.handler.socket
+        # gevent's TLS socket waits whatever timeout send() is given.
+        if not self.accepted or type(sock) is not GeventSocket or not self._send_lock.acquire(blocking=False):
+            return False
+        handed_over = False
+        try:
+            if isinstance(message, str):
+                opcode, payload = self.OPCODE_TEXT, message.encode("utf-8")
+            else:
+                opcode, payload = self.OPCODE_BINARY, bytes(message)
+            if len(payload) > _SINGLE_WRITE_LIMIT:
+                return False
+            data = frame_header(opcode, len(payload)) + payload
+            try:
+                # gevent.socket.send(data, flags, timeout): with timeout 0.0 it raises instead of waiting.
+                sent = sock.send(data, 0, 0.0)  # type: ignore[call-arg]
+            except BlockingIOError:
+                return False
+            except OSError as e:
+                self._drop(CLOSE_ABNORMAL)
+                raise ConnectionClosed(f"Socket is dead: {e}") from e
+            if sent < len(data):
+                # The frame has begun: it must be finished before any other.
+                gevent.spawn_raw(self._finish_write, memoryview(data)[sent:])
+                handed_over = True
+            return True
+        finally:
+            if not handed_over:
+                self._send_lock.release()
+
+    def _finish_write(self, rest: memoryview) -> None:
+        """Send the rest of a frame :meth:`send_nowait` began, then release
+        the send lock it holds for us."""
+        try:
+            self.handler.socket.sendall(rest)
+        except BaseException as e:
+            self._drop(CLOSE_ABNORMAL)  # a frame cut short leaves the stream unusable
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._send_lock.release()
 
     def _write(self, opcode: int, payload: bytes) -> None:
         header = frame_header(opcode, len(payload))
