@@ -431,8 +431,9 @@ def generated(data: dict[str, t.Any], idle10k: dict[str, t.Any] | None) -> str:
             " over the rounds); *first received*: to the first client. *Server CPU per message*: the server's CPU"
             " time over the rounds / rounds (the HTTP request, the publish, every delivery; other jobs on the"
             " machine barely move it); the same for the load generator, which reads 1,000 messages per round: where"
-            " it comes close to the all-received time, the load generator limits the figure, a lower bound. The ratio is the all-received time over Flask-SocketIO's with the same"
-            " backend, in the same run (lower is better). Errors: messages missed, duplicated or out of order.",
+            " it comes close to the all-received time, the load generator limits the figure, a lower bound. The"
+            " ratio is the all-received time over Flask-SocketIO's with the same backend, in the same run (lower is"
+            " better). Errors: messages missed, duplicated or out of order.",
             "",
             *md_table(fanout_rows(data)),
         ]
