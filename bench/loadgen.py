@@ -69,7 +69,27 @@ class Run:
             self.errors.append(message)
 
 
-class EchoClient(WSListener):  # type: ignore[misc]
+class Client(WSListener):  # type: ignore[misc]
+    """What every client here has: its transport, and a bounded close."""
+
+    transport: WSTransport | None = None
+    closing = False
+    disconnected = False
+
+    async def close(self) -> None:
+        """Close handshake, then wait for the TCP close (bounded)."""
+        transport = self.transport
+        if transport is None or self.disconnected:
+            return
+        self.closing = True
+        try:
+            transport.send_close(WSCloseCode.OK)
+            await asyncio.wait_for(transport.wait_disconnected(), TIMEOUT)
+        except (asyncio.TimeoutError, OSError):
+            transport.disconnect(graceful=False)
+
+
+class EchoClient(Client):
     """Sends a message, waits for the whole echo, repeats while the run lasts."""
 
     def __init__(self, run: Run, payload: bytes, msg_type: WSMsgType, loop_forever: bool) -> None:
@@ -78,7 +98,7 @@ class EchoClient(WSListener):  # type: ignore[misc]
         self.size = len(payload)
         self.msg_type = msg_type
         self.loop_forever = loop_forever
-        self.transport: WSTransport | None = None
+        self.transport = None
         self.received = 0
         self.sent_at = 0
         self.checked = False
@@ -149,17 +169,6 @@ class EchoClient(WSListener):  # type: ignore[misc]
         self.sent_at = now
         transport.send(self.msg_type, self.payload)
 
-    async def close(self) -> None:
-        """Close handshake, then wait for the TCP close (bounded)."""
-        transport = self.transport
-        if transport is None or self.disconnected:
-            return
-        self.closing = True
-        try:
-            transport.send_close(WSCloseCode.OK)
-            await asyncio.wait_for(transport.wait_disconnected(), TIMEOUT)
-        except (asyncio.TimeoutError, OSError):
-            transport.disconnect(graceful=False)
 
 
 # -- measuring ---------------------------------------------------------------
@@ -280,10 +289,10 @@ async def open_clients(
     return clients
 
 
-async def close_all(clients: t.Sequence[EchoClient | FanoutClient], concurrency: int = 500) -> None:
+async def close_all(clients: t.Sequence[Client], concurrency: int = 500) -> None:
     limit = asyncio.Semaphore(concurrency)
 
-    async def one(client: EchoClient | FanoutClient) -> None:
+    async def one(client: Client) -> None:
         async with limit:
             await client.close()
 
@@ -546,7 +555,7 @@ class Fanout:
             self.done.set_result(None)
 
 
-class FanoutClient(WSListener):  # type: ignore[misc]
+class FanoutClient(Client):
     """A member of the room. With ``socketio``, speaks just enough of
     Engine.IO 4 / Socket.IO 5 over the WebSocket transport: answers the open
     packet with a namespace CONNECT (``40``), takes the server's ``40{...}``
@@ -561,7 +570,7 @@ class FanoutClient(WSListener):  # type: ignore[misc]
         self.last = -1
         self.closing = False
         self.disconnected = False
-        self.transport: WSTransport | None = None
+        self.transport = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -607,16 +616,6 @@ class FanoutClient(WSListener):  # type: ignore[misc]
         self.last = int(number)
         self.fanout.got(int(number), now)
 
-    async def close(self) -> None:
-        transport = self.transport
-        if transport is None or self.disconnected:
-            return
-        self.closing = True
-        try:
-            transport.send_close(WSCloseCode.OK)
-            await asyncio.wait_for(transport.wait_disconnected(), TIMEOUT)
-        except (asyncio.TimeoutError, OSError):
-            transport.disconnect(graceful=False)
 
 
 async def post(url: str, body: bytes) -> tuple[int, asyncio.Task[int]]:

@@ -7,7 +7,7 @@ bench/RESULTS.md. Each server gets a fresh process for each workload. Every
 step has a deadline, and every process started here is stopped at the end
 (or on Ctrl+C).
 
-    hatch run bench:all                                # everything (~9 minutes)
+    hatch run bench:all                                # everything (~10 minutes)
     hatch run bench:all --servers ours-gevent,gevent-websocket --workloads small
     hatch run bench:all --profile ours-gevent          # py-spy the server too
     hatch run bench:all --workloads fanout             # only the fan-out (rooms vs Flask-SocketIO)
