@@ -11,7 +11,10 @@ Back-pressure: a member has a bounded send queue
 (``SOCKETS_SEND_QUEUE_SIZE`` messages). Publishing only appends to it; a
 writer next to the socket (a greenlet in the socket's gevent hub, or a
 thread on the development server; see :mod:`flask_sockets.concurrency`)
-sends the queued messages, one at a time, in order. A client that does not
+sends the queued messages, one at a time, in order. A fan-out's common
+case skips the queue: a socket with nothing queued whose connection can
+take the message at once (``ws.send_nowait``, on the gevent socket) gets
+it straight from a publisher running in the socket's hub. A client that does not
 read fast enough fills its queue: it is then closed with
 :data:`CLOSE_SLOW_CONSUMER` (1008) and :data:`SLOW_CONSUMER_REASON`, leaves
 its rooms at once, and its queue is dropped. The other members, and the
@@ -74,8 +77,9 @@ class Member:
     :param close_timeout: Seconds a slow consumer's close may take before
         the connection is cut.
     :param lock: Guards the queue and the writer state. :class:`Rooms`
-        gives all its members one (held only for a few list operations,
-        never while sending); by default the member makes its own.
+        gives all its members one (held only for a few list operations and
+        non-blocking sends, never while waiting); by default the member
+        makes its own.
     """
 
     __slots__ = (
