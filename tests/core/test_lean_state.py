@@ -1,14 +1,18 @@
-"""What the per-connection savings must not change: options read from the
-config on every socket (shared when equal), rooms members whose queue and
-room set are made only when needed, handlers with and without URL variables,
-and ``websocket_view`` on an app without :class:`Sockets`."""
+"""What the per-connection and per-message savings must not change: options
+read from the config on every socket (shared when equal), rooms members
+whose queue and room set are made only when needed and that send straight
+to a socket that can take a message without waiting, handlers with and
+without URL variables, and ``websocket_view`` on an app without
+:class:`Sockets`."""
 
 from __future__ import annotations
 
 import typing as t
 
+import pytest
 from flask import Flask
 
+from flask_sockets import ConnectionClosed
 from flask_sockets import SocketOptions
 from flask_sockets import Sockets
 from flask_sockets import websocket_view
@@ -139,6 +143,69 @@ def test_rooms_of_a_member_that_joined_and_left() -> None:
     rooms.forget(ws)  # type: ignore[arg-type]
     assert rooms.rooms_of(ws) == frozenset()  # type: ignore[arg-type]
     assert (rooms.count("b"), rooms.sockets) == (0, 0)
+
+
+class _DirectSocket(_Socket):
+    """A socket with ``send_nowait``, as the gevent socket has: takes a
+    message at once while ``room`` lasts, then says it would have to wait."""
+
+    def __init__(self, room: int, error: Exception | None = None) -> None:
+        super().__init__()
+        self.room = room
+        self.error = error
+        self.direct: list[t.Any] = []
+
+    def send_nowait(self, message: t.Any) -> bool:
+        if self.error is not None:
+            raise self.error
+        if self.room <= 0:
+            return False
+        self.room -= 1
+        self.direct.append(message)
+        return True
+
+
+class _HereRunner(_Runner):
+    def __init__(self, here: bool) -> None:
+        super().__init__()
+        self._here = here
+
+    def here(self) -> bool:
+        return self._here
+
+
+def test_member_sends_straight_to_a_socket_that_takes_it_without_waiting() -> None:
+    ws, runner = _DirectSocket(room=2), _HereRunner(here=True)
+    member = Member(ws, runner, queue_size=4, close_timeout=1.0)  # type: ignore[arg-type]
+    assert member.offer("a") and member.offer("b")
+    assert ws.direct == ["a", "b"] and runner.work == [] and member._pending is None
+    assert member.offer("c")  # the socket would wait now: queued for a writer
+    assert ws.direct == ["a", "b"] and member.pending == 1 and len(runner.work) == 1
+    ws.room = 10
+    assert member.offer("d")  # a writer is on its way: behind it, in order
+    runner.run()
+    assert ws.direct == ["a", "b"] and ws.sent == ["c", "d"]
+    assert member.offer("e")  # idle again: straight out
+    assert ws.direct == ["a", "b", "e"] and runner.work == []
+
+
+def test_member_queues_when_the_publisher_runs_elsewhere() -> None:
+    ws, runner = _DirectSocket(room=10), _HereRunner(here=False)
+    member = Member(ws, runner, queue_size=4, close_timeout=1.0)  # type: ignore[arg-type]
+    assert member.offer("a")
+    assert ws.direct == [] and member.pending == 1
+    runner.run()
+    assert ws.sent == ["a"]
+
+
+@pytest.mark.parametrize("error", [ConnectionClosed("gone"), OSError("reset"), RuntimeError("bug")])
+def test_member_stops_when_sending_straight_fails(error: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    ws, runner = _DirectSocket(room=10, error=error), _HereRunner(here=True)
+    member = Member(ws, runner, queue_size=4, close_timeout=1.0)  # type: ignore[arg-type]
+    assert member.offer("a")  # the publisher never sees the error
+    assert member.closing and member.pending == 0 and runner.work == []
+    assert member.offer("b") and member.pending == 0
+    assert ("sending a published message failed" in caplog.text) == isinstance(error, RuntimeError)
 
 
 # -- the view ------------------------------------------------------------------------
