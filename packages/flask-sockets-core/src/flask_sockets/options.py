@@ -18,8 +18,14 @@ DEFAULTS: dict[str, t.Any] = {
     "SOCKETS_PING_INTERVAL": 20.0,
     # Seconds to wait for the pong before closing with 1011.
     "SOCKETS_PING_TIMEOUT": 20.0,
-    # Seconds ``close()`` waits for the peer's close frame.
+    # Seconds ``close()`` waits for the peer's close frame, and that a
+    # connection failed by the server (1002, 1007, 1009, 1011) goes on reading
+    # and discarding what the peer still sends, so that the close frame arrives.
     "SOCKETS_CLOSE_TIMEOUT": 5.0,
+    # Seconds a send may go without progress (a peer that reads nothing)
+    # before the connection is cut and ``send()`` raises ``ConnectionClosed``;
+    # ``None``: wait forever.
+    "SOCKETS_SEND_TIMEOUT": 20.0,
     # Browser origins allowed to open sockets: ``None`` for same-origin only
     # (requests without an Origin header, i.e. non-browser clients, always
     # pass), ``'*'`` for any origin, or a list of origins such as
@@ -57,6 +63,9 @@ class SocketOptions:
     ping_timeout: float = DEFAULTS["SOCKETS_PING_TIMEOUT"]
     #: Seconds ``close()`` waits for the peer's close frame.
     close_timeout: float = DEFAULTS["SOCKETS_CLOSE_TIMEOUT"]
+    #: Seconds a send may make no progress before the connection is cut,
+    #: or ``None`` to wait forever.
+    send_timeout: float | None = DEFAULTS["SOCKETS_SEND_TIMEOUT"]
     #: The subprotocol negotiated for this route, sent when the socket is accepted.
     subprotocol: str | None = None
 
@@ -74,6 +83,7 @@ class SocketOptions:
             get("SOCKETS_PING_INTERVAL", DEFAULTS["SOCKETS_PING_INTERVAL"]) or None,
             get("SOCKETS_PING_TIMEOUT", DEFAULTS["SOCKETS_PING_TIMEOUT"]),
             get("SOCKETS_CLOSE_TIMEOUT", DEFAULTS["SOCKETS_CLOSE_TIMEOUT"]),
+            get("SOCKETS_SEND_TIMEOUT", DEFAULTS["SOCKETS_SEND_TIMEOUT"]) or None,
             subprotocol,
         )
         if cls is SocketOptions:
@@ -81,12 +91,13 @@ class SocketOptions:
                 return _shared_options(*settings)
             except TypeError:  # an unhashable setting: nothing to share
                 pass
-        max_message_size, ping_interval, ping_timeout, close_timeout, subprotocol = settings
+        max_message_size, ping_interval, ping_timeout, close_timeout, send_timeout, subprotocol = settings
         return cls(
             max_message_size=max_message_size,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
+            send_timeout=send_timeout,
             subprotocol=subprotocol,
         )
 
@@ -97,6 +108,7 @@ def _shared_options(
     ping_interval: float | None,
     ping_timeout: float,
     close_timeout: float,
+    send_timeout: float | None,
     subprotocol: str | None,
 ) -> SocketOptions:
     """One :class:`SocketOptions` per distinct set of settings (``typed``:
@@ -107,5 +119,6 @@ def _shared_options(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
+        send_timeout=send_timeout,
         subprotocol=subprotocol,
     )

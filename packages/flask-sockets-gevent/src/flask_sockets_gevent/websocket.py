@@ -12,7 +12,18 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
   checked with the standard library's incremental UTF-8 decoder, once,
   frame by frame (invalid text fails fast with 1007).
 - The announced length of every frame is checked against
-  ``max_message_size`` before its payload is read (over it: 1009).
+  ``max_message_size`` before its payload is read (over it: 1009). A
+  fragmented message is assembled in one buffer, and may have at most one
+  fragment per 64 bytes of the limit (over it: 1009), so what one message
+  can make the server hold is bounded by the limit, whatever its fragments.
+- A connection whose frames keep arriving yields to the other greenlets
+  every few dozen frames: a client flooding frames cannot starve the rest.
+- When the server fails a connection (1002, 1007, 1009, a keepalive
+  timeout), it sends its close frame, half-closes TCP and reads and
+  discards what the peer still sends, up to ``close_timeout``, so that no
+  unread data makes the kernel reset the connection and lose the close frame.
+- A send that makes no progress for ``send_timeout`` seconds (a peer that
+  reads nothing) cuts the connection and raises :exc:`ConnectionClosed`.
 - ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
   only the reason) and waits, bounded, for the peer's close frame. The
   peer's close code and reason are kept in ``close_code`` and ``close_reason``.
@@ -32,6 +43,7 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import socket
 import struct
@@ -72,6 +84,12 @@ _SINGLE_WRITE_LIMIT = 16 * 1024
 _READ_SIZE = 64 * 1024
 # Payloads are unmasked in blocks of this many bytes (a multiple of 4).
 _UNMASK_BLOCK = 16 * 1024
+# A fragmented message may have one fragment per this many bytes of the
+# size limit, and at least _MIN_FRAGMENTS.
+_BYTES_PER_FRAGMENT = 64
+_MIN_FRAGMENTS = 16
+# Frames read from one connection before its reader yields to the hub.
+_FRAMES_PER_YIELD = 32
 
 
 class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type: ignore[misc]
@@ -84,6 +102,18 @@ class MessageTooBig(ProtocolError):  # type: ignore[misc]
 
 class _PeerGone(Exception):
     """The TCP connection ended in the middle of the protocol."""
+
+
+class _SendTimeout(Exception):
+    """A send made no progress for ``send_timeout`` seconds."""
+
+
+def max_fragments(max_message_size: int | None) -> int | None:
+    """How many fragments a message may have under ``max_message_size``:
+    one per 64 bytes of the limit, at least 16 (``None``: no limit)."""
+    if max_message_size is None:
+        return None
+    return max(_MIN_FRAGMENTS, max_message_size // _BYTES_PER_FRAGMENT)
 
 
 def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
@@ -134,10 +164,12 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         "__weakref__",
         "_buffer",
         "_decoder",
+        "_fragments",
+        "_frames_left",
         "_keepalive",
         "_last_heard",
+        "_message",
         "_opcode",
-        "_parts",
         "_reader",
         "_registry",
         "_send_lock",
@@ -149,6 +181,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         "max_message_size",
         "ping_interval",
         "ping_timeout",
+        "send_timeout",
         "subprotocol",
     )
 
@@ -177,14 +210,22 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self.ping_timeout: float = _DEFAULTS.ping_timeout
         #: Seconds :meth:`close` waits for the peer's close frame.
         self.close_timeout: float = _DEFAULTS.close_timeout
+        #: Seconds a send may make no progress before the connection is cut
+        #: (``None``: wait forever).
+        self.send_timeout: float | None = _DEFAULTS.send_timeout
         # Held while a frame goes out. Not re-entrant: nothing sends while holding it.
         self._send_lock = Semaphore()
         self._buffer = bytearray()
         # The message being assembled; kept across receive() timeouts.
         self._opcode: int | None = None
-        self._parts: list[t.Any] | None = None  # a list while a fragmented message comes in
+        # While a fragmented message comes in: its payload so far (text is
+        # decoded into a StringIO as it comes, binary goes into a bytearray),
+        # and how many fragments it had.
+        self._message: t.Any = None
         self._size = 0
+        self._fragments = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+        self._frames_left = _FRAMES_PER_YIELD
         self._reader: t.Any = None
         self._last_heard = time.monotonic()
         # A hub timer while the peer is active; a greenlet only while a ping is out.
@@ -204,6 +245,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self.ping_interval = options.ping_interval
         self.ping_timeout = options.ping_timeout
         self.close_timeout = options.close_timeout
+        self.send_timeout = options.send_timeout
         if options.subprotocol is not None:
             self.subprotocol = options.subprotocol
 
@@ -274,6 +316,8 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         except gevent.Timeout as e:
             if e is not timer:
                 raise
+            if self.closed:  # the time ran out while the connection was closing
+                return None
             raise TimeoutError(f"no message within {timeout} seconds") from None
 
     def _receive(self) -> str | bytes | None:
@@ -288,6 +332,8 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self._fail(CLOSE_PROTOCOL_ERROR, str(e))
         except (_PeerGone, OSError):
             self._drop(CLOSE_ABNORMAL)
+        except ConnectionClosed:  # a pong could not be sent: the socket is closed already
+            pass
         finally:
             self._reader = None
         return None
@@ -306,6 +352,14 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
 
     def _read_frame(self) -> tuple[bool, int, bytes]:
         """Read one whole frame: ``(fin, opcode, unmasked payload)``."""
+        if self._frames_left:
+            self._frames_left -= 1
+        else:
+            # A peer whose frames keep coming must not starve the other
+            # connections: let them run. Nothing is read yet, so a timeout
+            # raised here loses nothing.
+            self._frames_left = _FRAMES_PER_YIELD
+            gevent.sleep(0)
         buffer = self._buffer
         self._fill(2)
         first, second = buffer[0], buffer[1]
@@ -353,9 +407,13 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
                 self._on_close_frame(payload)
                 return None
             if opcode == self.OPCODE_PING:
-                self.send_frame(payload, self.OPCODE_PONG)
+                if not self.closed:
+                    self.send_frame(payload, self.OPCODE_PONG)
                 continue
             if opcode == self.OPCODE_PONG:
+                continue
+            if self.closed:
+                # We sent our close frame: what comes before the peer's is discarded.
                 continue
             if fin and self._opcode is None and opcode != self.OPCODE_CONTINUATION:
                 # A whole message in one frame, the usual case: no assembly.
@@ -363,21 +421,30 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             if opcode == self.OPCODE_CONTINUATION:
                 if self._opcode is None:
                     raise ProtocolError("Continuation frame without a message to continue")
+                self._fragments += 1
+                most = max_fragments(self.max_message_size)
+                if most is not None and self._fragments > most:
+                    raise MessageTooBig(f"Message in over {most} fragments")
             else:
                 if self._opcode is not None:
                     raise ProtocolError("New message started before the previous one ended")
-                self._opcode = opcode
-                self._parts = []
+                self._opcode, self._fragments = opcode, 1
                 if opcode == self.OPCODE_TEXT:
                     self._decoder = codecs.getincrementaldecoder("utf-8")()
+                    self._message = io.StringIO()
+                else:
+                    self._message = bytearray()
+            # One buffer per message: a fragment costs its payload, nothing more.
             self._size += len(payload)
             decoder = self._decoder
-            parts = t.cast("list[t.Any]", self._parts)  # a message is under way
-            parts.append(decoder.decode(payload, fin) if decoder is not None else payload)
+            if decoder is not None:
+                self._message.write(decoder.decode(payload, fin))
+            else:
+                self._message += payload
             if fin:
-                message = "".join(parts) if decoder is not None else b"".join(parts)
-                self._opcode, self._parts, self._size, self._decoder = None, None, 0, None
-                return message
+                message = self._message.getvalue() if decoder is not None else bytes(self._message)
+                self._opcode, self._message, self._size, self._fragments, self._decoder = None, None, 0, 0, None
+                return t.cast("str | bytes", message)
 
     def _on_close_frame(self, payload: bytes) -> None:
         if len(payload) == 1:
@@ -461,37 +528,69 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         """Send the rest of a frame :meth:`send_nowait` began, then release
         the send lock it holds for us."""
         try:
-            self.handler.socket.sendall(rest)
+            self._send_all(self.handler.socket, rest)
         except BaseException as e:
-            self._drop(CLOSE_ABNORMAL)  # a frame cut short leaves the stream unusable
+            self._write_failed(e)
             if not isinstance(e, Exception):
                 raise
         finally:
             self._send_lock.release()
 
     def _write(self, opcode: int, payload: bytes) -> None:
-        header = frame_header(opcode, len(payload))
         with self._send_lock:
-            if self.closed:
-                raise ConnectionClosed("Connection is already closed")
-            sock = self.handler.socket
+            self._write_locked(opcode, payload)
+
+    def _write_locked(self, opcode: int, payload: bytes) -> None:
+        """Send one frame; the caller holds the send lock."""
+        if self.closed:
+            raise ConnectionClosed("Connection is already closed")
+        sock = self.handler.socket
+        header = frame_header(opcode, len(payload))
+        try:
+            if len(payload) <= _SINGLE_WRITE_LIMIT:
+                self._send_all(sock, header + payload)
+            else:  # two writes, not a copy of the payload
+                self._send_all(sock, header)
+                self._send_all(sock, payload)
+        except BaseException as e:
+            self._write_failed(e)
+            if isinstance(e, _SendTimeout):
+                raise ConnectionClosed(f"The peer read nothing for {self.send_timeout} seconds") from None
+            if isinstance(e, OSError):
+                raise ConnectionClosed(f"Socket is dead: {e}") from e
+            raise
+
+    def _send_all(self, sock: t.Any, data: bytes | memoryview) -> None:
+        """Send all of ``data``. When the kernel does not take it at once,
+        each wait for the peer to read more is bounded by ``send_timeout``
+        (:exc:`_SendTimeout`); the peer reading counts as hearing from it."""
+        sent = 0
+        if type(sock) is GeventSocket:  # (gevent's TLS socket would wait despite the 0.0)
             try:
-                if len(payload) <= _SINGLE_WRITE_LIMIT:
-                    # One send() nearly always takes it all; sendall() the rest.
-                    data = header + payload
-                    sent = sock.send(data)
-                    if sent < len(data):
-                        sock.sendall(memoryview(data)[sent:])
-                else:
-                    sock.sendall(header)
-                    sock.sendall(payload)
-            except BaseException as e:
-                # A write cut short (the peer left, or a timeout interrupted
-                # us) leaves the stream unusable.
-                self._drop(CLOSE_ABNORMAL)
-                if isinstance(e, OSError):
-                    raise ConnectionClosed(f"Socket is dead: {e}") from e
-                raise
+                # One non-blocking send nearly always takes it all: no timer then.
+                sent = sock.send(data, 0, 0.0)  # type: ignore[call-arg]
+            except BlockingIOError:
+                pass
+            if sent == len(data):
+                return
+        rest = memoryview(data)[sent:]
+        timeout = self.send_timeout
+        while rest:
+            if timeout is None:
+                sent = sock.send(rest)
+            else:
+                with gevent.Timeout(timeout, _SendTimeout):
+                    sent = sock.send(rest)
+            rest = rest[sent:]
+            self._last_heard = time.monotonic()
+
+    def _write_failed(self, error: BaseException) -> None:
+        """A frame was cut short (the peer left, it read nothing for
+        ``send_timeout``, or the sender was interrupted): the stream is
+        unusable. A peer that reads nothing is cut off, which wakes the reader."""
+        self._drop(CLOSE_ABNORMAL)
+        if isinstance(error, _SendTimeout):
+            self._shutdown()
 
     # -- closing --------------------------------------------------------------
 
@@ -506,50 +605,114 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         if isinstance(message, str):
             # Never cut a character in half.
             message = message.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
-        if not self._send_close(code, message):
-            return
-        current = gevent.getcurrent()
-        if self._reader is None or self._reader is current:
-            # Nobody else is reading: wait for the peer's close frame here.
-            self._await_close_frame()
+        if self._send_close(code, message):
+            self._finish_closing(failed=False)
         self._drop(None)
 
-    def _send_close(self, code: int, reason: bytes) -> bool:
-        """Send a close frame; ``False`` if the connection is already gone."""
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455, 7.1.7) for what the peer did: send
+        a close frame, then nothing more, and let the peer finish (see
+        :meth:`_finish_closing`)."""
         try:
-            self._write(self.OPCODE_CLOSE, struct.pack("!H", code) + reason[:123])
+            if self._send_close(code, reason.encode("utf-8")[:123], lock_timeout=self.close_timeout):
+                self._finish_closing(failed=True)
+        finally:
+            self._drop(None)
+
+    def _send_close(self, code: int, reason: bytes, lock_timeout: float | None = None) -> bool:
+        """Send a close frame; ``False`` if the connection is already gone.
+        With ``lock_timeout``, a send that holds the lock longer than that
+        gets the connection cut instead."""
+        payload = struct.pack("!H", code) + reason[:123]
+        try:
+            if lock_timeout is None:
+                self._write(self.OPCODE_CLOSE, payload)
+            elif self._send_lock.acquire(timeout=lock_timeout):
+                try:
+                    self._write_locked(self.OPCODE_CLOSE, payload)
+                finally:
+                    self._send_lock.release()
+            else:
+                self.abort()
+                return False
         except ConnectionClosed:
             return False
         self.closed = True
         return True
 
-    def _await_close_frame(self) -> None:
+    def _finish_closing(self, failed: bool) -> None:
+        """After our close frame, wait at most ``close_timeout`` for the peer
+        to finish, reading what it still sends: closing a socket that has
+        unread data makes the kernel reset the connection, and the peer then
+        loses our close frame.
+
+        After a graceful close, frames are read (data discarded) until the
+        peer's close frame. After a failure (``failed``), frames may no longer
+        make sense: TCP is half-closed at once (RFC 6455, 7.1.1), which tells
+        the peer we are done, and everything is discarded until its end of
+        the connection. If another greenlet is reading, it does the reading
+        (:meth:`_read_message` discards data once we are closed) and the
+        connection is cut when the time is up.
+        """
+        reader = self._reader
+        if reader is not None and reader is not gevent.getcurrent():
+            if failed:
+                self._shutdown(socket.SHUT_WR)
+            timer = gevent.get_hub().loop.timer(self.close_timeout, ref=False)
+            timer.start(self._shutdown)
+            return
         # False: on expiry, leave the block silently (gevent's documented idiom).
         with gevent.Timeout(self.close_timeout, False):  # type: ignore[arg-type]
-            try:
-                while True:
-                    _, opcode, payload = self._read_frame()
-                    if opcode == self.OPCODE_CLOSE:
-                        if len(payload) >= 2:
-                            self.close_code = int.from_bytes(payload[:2], "big")
-                            self.close_reason = payload[2:].decode("utf-8", "replace")
-                        return
-            except (ProtocolError, UnicodeDecodeError, _PeerGone, OSError):
+            if not failed and self._await_close_frame():
                 return
+            self._discard_input()
+        if failed:
+            self._shutdown()
+
+    def _await_close_frame(self) -> bool:
+        """Read frames until the peer's close frame (its code and reason go
+        in ``close_code`` and ``close_reason``); ``False`` if frames stopped
+        making sense before it came, ``True`` otherwise."""
+        try:
+            while True:
+                _, opcode, payload = self._read_frame()
+                if opcode == self.OPCODE_CLOSE:
+                    if len(payload) >= 2:
+                        self.close_code = int.from_bytes(payload[:2], "big")
+                        self.close_reason = payload[2:].decode("utf-8", "replace")
+                    return True
+        except (ProtocolError, UnicodeDecodeError):
+            return False
+        except (_PeerGone, OSError):
+            return True
+
+    def _discard_input(self) -> None:
+        """Half-close TCP, then read and drop what comes until the peer's
+        end of the connection."""
+        self._buffer.clear()
+        sock = self.handler.socket
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(_READ_SIZE):
+                pass
+        except OSError:
+            pass
 
     def abort(self) -> None:
         """Cut the TCP connection without a close frame (close code 1006).
         A handler blocked in ``receive()`` gets ``None``."""
         self._drop(CLOSE_ABNORMAL)
-        try:
-            self.handler.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self._shutdown()
 
-    def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455, 7.1.7): send a close frame and stop."""
-        self._send_close(code, reason.encode("utf-8")[:123])
-        self._drop(None)
+    def _shutdown(self, how: int = socket.SHUT_RDWR) -> None:
+        """Shut the TCP connection down (if it is still there): a greenlet
+        waiting on it wakes up."""
+        sock = getattr(self.handler, "socket", None)  # pywsgi drops it once the request is over
+        if sock is not None:
+            try:
+                sock.shutdown(how)
+            except OSError:
+                pass
 
     def _drop(self, close_code: int | None) -> None:
         """Mark the connection closed without sending anything more."""
@@ -590,21 +753,30 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
 
     def _keep_alive(self) -> None:
         """Ping a peer that has been silent for ``ping_interval`` seconds; if
-        nothing comes back within ``ping_timeout``, close with 1011 and wake
-        the reader (its ``receive()`` returns ``None``)."""
+        nothing comes back within ``ping_timeout``, fail the connection with
+        1011 (the reader's ``receive()`` returns ``None``).
+
+        The ping waits at most ``ping_timeout`` behind a send in progress: a
+        send that goes on that long either makes progress (the peer reads,
+        which counts as hearing from it) or is cut by ``send_timeout``."""
         sent_at = time.monotonic()
         try:
-            self.ping(os.urandom(4))
+            if self._send_lock.acquire(timeout=self.ping_timeout):
+                try:
+                    self._write_locked(self.OPCODE_PING, os.urandom(4))
+                finally:
+                    self._send_lock.release()
         except ConnectionClosed:
             return
-        gevent.sleep(self.ping_timeout)
+        remaining = sent_at + self.ping_timeout - time.monotonic()
+        if remaining > 0:
+            gevent.sleep(remaining)
         if self.closed:
             return
         if self._last_heard < sent_at:
             self.close_code = CLOSE_INTERNAL_ERROR
             self.close_reason = "keepalive ping timeout"
             self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-            self.abort()
             return
         self._keepalive = None
         interval = t.cast(float, self.ping_interval)
