@@ -207,7 +207,7 @@ def test_a_flooding_connection_does_not_starve_the_others(start, kind, flood):
             attacker.join(TIMEOUT)
             client.close()
     median = statistics.median(round_trips)
-    print(f"\n{kind} {flood} flood: {sent[0]} frames sent; victim {len(round_trips)} echoes, median {median * 1e3:.1f} ms")
+    print(f"\n{kind} {flood} flood: {sent[0]} frames; {len(round_trips)} echoes, median {median * 1e3:.1f} ms")
     assert sent[0] >= 20_000, "the attacker did not flood"
     assert len(round_trips) >= 10
     assert median < 0.25
