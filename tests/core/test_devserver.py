@@ -140,6 +140,24 @@ def test_message_size_limit_closes_1009(devserve):
     assert e.value.rcvd.code == 1009
 
 
+def test_fragment_flood_closes_1009(devserve):
+    """Empty fragments count too: one message may have at most one fragment
+    per 64 bytes of the limit (here 16, the floor)."""
+    from tests.gevent.rawclient import RawClient
+
+    app, _ = dev_app(SOCKETS_MAX_MESSAGE_SIZE=100)
+    server = devserve(app)
+    client = RawClient(server.host, server.port, "/echo")
+    try:
+        client.send_frame(0x2, b"", fin=False)
+        for _ in range(15):
+            client.send_frame(0x0, b"", fin=False)
+        client.send_frame(0x0, b"", fin=True)  # the 17th
+        assert client.read_close() == (1009, "Message in over 16 fragments")
+    finally:
+        client.close()
+
+
 def test_receive_timeout_and_subprotocol(devserve):
     """receive(timeout=...) raises TimeoutError and the socket stays usable; subprotocols negotiate."""
     app, _ = dev_app()

@@ -23,6 +23,7 @@ from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
 from .options import SocketOptions
+from .options import max_fragments
 
 __all__ = ["WERKZEUG_SOCKET_KEY", "DevWebSocket", "HandshakeRefused"]
 
@@ -125,6 +126,10 @@ class DevWebSocket(SocketBase):
                         self._size += len(event.data)
                         if self.max_message_size is not None and self._size > self.max_message_size:
                             self._fail(CLOSE_TOO_BIG, f"Message over {self.max_message_size} bytes")
+                            return None
+                        most = max_fragments(self.max_message_size)
+                        if most is not None and len(self._parts) >= most:
+                            self._fail(CLOSE_TOO_BIG, f"Message in over {most} fragments")
                             return None
                         self._parts.append(event.data)
                         if event.message_finished:

@@ -6,13 +6,14 @@ import dataclasses
 import functools
 import typing as t
 
-__all__ = ["DEFAULTS", "SocketOptions"]
+__all__ = ["DEFAULTS", "SocketOptions", "max_fragments"]
 
 #: The config keys Flask-Sockets reads, with their defaults. ``init_app``
 #: sets each one with ``app.config.setdefault``.
 DEFAULTS: dict[str, t.Any] = {
     # Largest message (text or binary, all fragments together) a peer may
-    # send, in bytes; ``None`` for no limit. Over it: close 1009.
+    # send, in bytes; ``None`` for no limit. Over it: close 1009. It also
+    # bounds the fragments of one message (see ``max_fragments``).
     "SOCKETS_MAX_MESSAGE_SIZE": 1024 * 1024,
     # Seconds of silence from the peer before the server pings it; ``None`` or 0: never.
     "SOCKETS_PING_INTERVAL": 20.0,
@@ -122,3 +123,23 @@ def _shared_options(
         send_timeout=send_timeout,
         subprotocol=subprotocol,
     )
+
+
+#: A message may come in one fragment per this many bytes of the size limit...
+BYTES_PER_FRAGMENT = 64
+#: ... and in at least this many.
+MIN_FRAGMENTS = 16
+
+
+def max_fragments(max_message_size: int | None) -> int | None:
+    """How many fragments one incoming message may have under the size limit
+    ``max_message_size``: one per 64 bytes of it, at least 16 (16,384 for the
+    default 1 MiB); ``None`` for no limit. A peer sending more gets 1009.
+
+    Each fragment costs the server work and bookkeeping even when it is
+    empty, so a limit on bytes alone would let a peer send millions of empty
+    fragments; a real message is rarely cut finer than 64 bytes.
+    """
+    if max_message_size is None:
+        return None
+    return max(MIN_FRAGMENTS, max_message_size // BYTES_PER_FRAGMENT)

@@ -60,6 +60,7 @@ from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 import flask_sockets
 from flask_sockets.base import SocketBase
 from flask_sockets.options import SocketOptions
+from flask_sockets.options import max_fragments
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
@@ -84,10 +85,6 @@ _SINGLE_WRITE_LIMIT = 16 * 1024
 _READ_SIZE = 64 * 1024
 # Payloads are unmasked in blocks of this many bytes (a multiple of 4).
 _UNMASK_BLOCK = 16 * 1024
-# A fragmented message may have one fragment per this many bytes of the
-# size limit, and at least _MIN_FRAGMENTS.
-_BYTES_PER_FRAGMENT = 64
-_MIN_FRAGMENTS = 16
 # Frames read from one connection before its reader yields to the hub.
 _FRAMES_PER_YIELD = 32
 
@@ -106,14 +103,6 @@ class _PeerGone(Exception):
 
 class _SendTimeout(Exception):
     """A send made no progress for ``send_timeout`` seconds."""
-
-
-def max_fragments(max_message_size: int | None) -> int | None:
-    """How many fragments a message may have under ``max_message_size``:
-    one per 64 bytes of the limit, at least 16 (``None``: no limit)."""
-    if max_message_size is None:
-        return None
-    return max(_MIN_FRAGMENTS, max_message_size // _BYTES_PER_FRAGMENT)
 
 
 def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
