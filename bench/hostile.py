@@ -336,18 +336,28 @@ class Attacker:
         self.started = perf_counter()
         self._scan(rest)
         watcher = asyncio.ensure_future(self._watch(sock))
-        try:
-            await loop.sock_sendall(sock, self.first)
-            self.sent += len(self.first)
-            while self.closed_code is None and perf_counter() < until:
-                if self.max_frames is not None and self.frames_sent >= self.max_frames:
-                    break
-                await asyncio.wait_for(loop.sock_sendall(sock, self.chunk), max(0.01, until - perf_counter()))
-                self.sent += len(self.chunk)
-        except asyncio.TimeoutError:
-            pass  # the server stopped reading: the deadline ends the flood
-        except OSError as e:
-            self._closed(ABNORMAL, type(e).__name__)
+
+        async def flood() -> None:
+            try:
+                await loop.sock_sendall(sock, self.first)
+                self.sent += len(self.first)
+                while self.closed_code is None and perf_counter() < until:
+                    if self.max_frames is not None and self.frames_sent >= self.max_frames:
+                        break
+                    await asyncio.wait_for(loop.sock_sendall(sock, self.chunk), max(0.01, until - perf_counter()))
+                    self.sent += len(self.chunk)
+            except asyncio.TimeoutError:
+                pass  # the server stopped reading: the deadline ends the flood
+            except OSError as e:
+                self._closed(ABNORMAL, type(e).__name__)
+
+        # The server's close frame ends the flood at once (a send blocked on a
+        # server that no longer reads would otherwise wait for its TCP close).
+        sender = asyncio.ensure_future(flood())
+        await asyncio.wait([sender, watcher], return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done():
+            sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
         if self.closed_code is None:
             # The server may still be reading what is in flight: a close frame may yet come.
             await asyncio.wait([watcher], timeout=self.linger)
@@ -892,7 +902,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.workload != "slowloris" and args.scenario not in SCENARIOS[args.workload]:
         parser.error(f"unknown scenario {args.scenario!r} for {args.workload}: {SCENARIOS[args.workload]}")
     if args.deadline is None:
-        args.deadline = {"fragments": 15.0, "oversize": 60.0, "slowloris": 30.0, "firehose": 50.0}.get(
+        args.deadline = {"fragments": 15.0, "oversize": 45.0, "slowloris": 30.0, "firehose": 40.0}.get(
             args.workload, 0.0
         )
     return args

@@ -494,6 +494,10 @@ def write_markdown(path: Path = MARKDOWN) -> Path:
 HOSTILE = ("fairness", "fragments", "oversize", "slowloris", "firehose")
 #: The fairness target: the victim's median round trip under attack, on our servers.
 VICTIM_P50_TARGET_MS = 50.0
+#: ... and no single wait longer than this: the median of the round trips
+#: completed says nothing of a victim stalled for most of the window, whose
+#: few completed echoes came fast once the server closed the attacker.
+VICTIM_LONGEST_TARGET_MS = 1000.0
 
 
 def _num(value: t.Any, spec: str = "{:,.0f}", none: str = "-") -> str:
@@ -591,7 +595,8 @@ def hostile_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]]]]:
     window = data["meta"]["settings"].get("fairness_window_s", 5.0)
     rows: list[list[str]] = [[
         "Server", "Attack", f"victim echoes in {window:g} s", "p50 ms", "p90 ms", "p99 ms",
-        "longest wait ms", f"p50 < {VICTIM_P50_TARGET_MS:g} ms", "what the server did to the attackers",
+        "longest wait ms", f"p50 < {VICTIM_P50_TARGET_MS:g} ms, no wait > {VICTIM_LONGEST_TARGET_MS / 1e3:g} s",
+        "what the server did to the attackers",
         "victim served again after (s)", "load generator CPU",
     ]]  # fmt: skip
     for name, scenario, r in _scenario_rows(data, "fairness"):
@@ -601,7 +606,11 @@ def hostile_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]]]]:
             continue
         p50 = r.get("victim_p50_ms")
         longest = max((v for v in (r.get("victim_max_ms"), r.get("victim_stalled_ms")) if v is not None), default=None)
-        met = "yes" if p50 is not None and p50 < VICTIM_P50_TARGET_MS else "**no**"
+        met = (
+            "yes"
+            if p50 is not None and p50 < VICTIM_P50_TARGET_MS and (longest or 0.0) <= VICTIM_LONGEST_TARGET_MS
+            else "**no**"
+        )
         recovered = r.get("victim_recovered_after_s")
         rows.append([
             name, scenario, f"{r['victim_echoes']:,}", _num(p50, "{:.2f}"), _num(r.get("victim_p90_ms"), "{:.2f}"),
@@ -612,7 +621,7 @@ def hostile_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]]]]:
     if len(rows) > 1:
         out.append(("fairness", rows))
     rows = [[
-        "Server", "Flood", "frames sent", "for (s)", "server RSS before (MiB)", "peak growth (MiB)",
+        "Server", "Flood", "frames sent", "connections open (s)", "server RSS before (MiB)", "peak growth (MiB)",
         "growth after they left (MiB)", "server's closes", "closed after (s, frames), at most", "server CPU",
     ]]  # fmt: skip
     for name, scenario, r in _scenario_rows(data, "fragments"):
@@ -705,7 +714,8 @@ HOSTILE_TEXT = {
     " attackers flood on their own connections, as fast as the server reads them: `fragments-N`: N connections"
     " each send one never-ending binary message as 1-byte continuation frames; `frames-N`: N connections send"
     " complete 8-byte binary messages and read (and discard) the echoes. Victim figures are over the round"
-    " trips completed in the window; *longest wait* includes an echo still outstanding when the window ended;"
+    " trips completed in the window; *longest wait* includes an echo still outstanding when the window ended"
+    " (the target needs both: a victim stalled for most of the window and then served fast has a small median);"
     " *served again after*: from the attackers' end (they abort their connections) to the victim's next echo.",
     "fragments": "Connections (1 or 10) each send one never-ending binary message as empty (`empty-N`, up to"
     " 3,000,000 each) or 1-byte (`byte-N`, up to 1,000,000 each) continuation frames, until the bound, the"

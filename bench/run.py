@@ -578,7 +578,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     hostile.add_argument("--scenarios", default="", help=f"comma-separated subset of {dict(SCENARIOS)}")
     hostile.add_argument("--tries", type=int, default=100, help="oversize: messages of each size")
-    hostile.add_argument("--oversize-seconds", type=float, default=60.0, help="oversize: at most, per size")
+    hostile.add_argument("--oversize-seconds", type=float, default=45.0, help="oversize: at most, per size")
     hostile.add_argument(
         "--fragment-seconds", type=float, default=15.0, help="fragments: flood deadline (bounds: 3,000,000"
         " empty or 1,000,000 1-byte fragments per connection)"
@@ -586,8 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hostile.add_argument("--slowloris-connections", type=int, default=500)
     hostile.add_argument("--slowloris-seconds", type=float, default=30.0, help="slowloris: at most")
     hostile.add_argument(
-        "--firehose-seconds", type=float, default=50.0,
-        help="firehose: how long to wait for the server to give up (websockets' keepalive gives up after ~40 s)",
+        "--firehose-seconds", type=float, default=40.0,
+        help="firehose: how long to wait for the server to give up",
     )  # fmt: skip
     parser.add_argument(
         "--nice",
