@@ -12,6 +12,8 @@ step has a deadline, and every process started here is stopped at the end
     hatch run bench:all --profile ours-gevent          # py-spy the server too
     hatch run bench:all --workloads fanout             # only the fan-out (rooms vs Flask-SocketIO)
     hatch run bench:idle10k                            # 10,000 idle connections, held 45 s
+    hatch run bench:hostile                            # hostile clients (~9 minutes), not in bench:all
+    hatch run bench:hostile --workloads fairness --tries 20
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ ROOT = BENCH.parent
 SERVERS_DIR = BENCH / "servers"
 RESULTS = BENCH / "results"
 LOADGEN = BENCH / "loadgen.py"
+HOSTILE = BENCH / "hostile.py"
 
 sys.path.insert(0, str(BENCH))
 import report  # noqa: E402
+from hostile import SCENARIOS  # noqa: E402
 
 PY = sys.executable
 BASELINE = "gevent-websocket"
@@ -49,7 +53,15 @@ BASELINE = "gevent-websocket"
 #: the fan-out servers (rooms and Flask-SocketIO, each in-process and through Redis).
 ECHO_WORKLOADS = ("small", "large", "handshake", "idle")
 FANOUT_WORKLOADS = ("fanout",)
-WORKLOADS = ECHO_WORKLOADS + FANOUT_WORKLOADS
+#: Hostile clients (bench/hostile.py) against servers held to the default
+#: limits; each workload has scenarios, each run on a fresh server. Not part
+#: of the default run (they take ~9 minutes): hatch run bench:hostile.
+HOSTILE_WORKLOADS = tuple(SCENARIOS)
+WORKLOADS = ECHO_WORKLOADS + FANOUT_WORKLOADS + HOSTILE_WORKLOADS
+DEFAULT_WORKLOADS = ECHO_WORKLOADS + FANOUT_WORKLOADS
+#: The servers of a hostile run unless --servers says otherwise (raw
+#: gevent-websocket and uvicorn take part too when named).
+HOSTILE_SERVERS = ("ours-gevent", "ours-gunicorn", "websockets")
 #: The environment variable that gives fan-out servers started with --redis
 #: the URL of the run's redis-server.
 REDIS_URL_VARIABLE = "BENCH_REDIS_URL"
@@ -71,6 +83,8 @@ class Server:
     protocol: str = "plain"
     #: Needs the run's redis-server (its URL in $BENCH_REDIS_URL).
     redis: bool = False
+    #: What the server keeps to with BENCH_DEFAULT_LIMITS=1 (the hostile workloads).
+    limits: str = ""
 
 
 def gunicorn(worker: str, app: str) -> t.Callable[[int], list[str]]:
@@ -86,6 +100,9 @@ def fanout(script: str, redis: bool = False) -> t.Callable[[int], list[str]]:
     return lambda port: [PY, script, str(port), *(["--redis"] if redis else [])]
 
 
+#: The echo servers that also take the hostile workloads (they have a /firehose route).
+ECHO_AND_HOSTILE = ECHO_WORKLOADS + HOSTILE_WORKLOADS
+
 FANOUT_PLAIN: dict[str, t.Any] = {"workloads": FANOUT_WORKLOADS, "path": "/fanout"}
 #: Socket.IO clients connect with the WebSocket transport straight away.
 FANOUT_SOCKETIO: dict[str, t.Any] = {
@@ -98,18 +115,24 @@ SERVERS = [
         "gevent-websocket (raw)",
         lambda port: [PY, "gevent_websocket_raw.py", str(port)],
         "stock geventwebsocket.handler.WebSocketHandler on gevent.pywsgi, plain WSGI echo app (the baseline)",
+        workloads=ECHO_AND_HOSTILE,
+        limits="no message size limit, no keepalive pings (gevent-websocket 0.10.1 has neither)",
     ),
     Server(
         "ours-gevent",
         "Flask-Sockets, flask_sockets_gevent.run",
         lambda port: [PY, "ours_gevent.py", str(port)],
         "Flask app, @sockets.route echo, monkey-patched, run(app, log=None), SOCKETS_MAX_MESSAGE_SIZE 2 MiB",
+        workloads=ECHO_AND_HOSTILE,
+        limits="the defaults: SOCKETS_MAX_MESSAGE_SIZE 1 MiB, SOCKETS_PING_INTERVAL 20 s, SOCKETS_PING_TIMEOUT 20 s",
     ),
     Server(
         "ours-gunicorn",
         "Flask-Sockets, gunicorn -k flask_sockets_gunicorn.worker",
         gunicorn("flask_sockets_gunicorn.worker", "flask_app:app"),
         "same app, gunicorn -w 1 --worker-connections 20000, no access log",
+        workloads=ECHO_AND_HOSTILE,
+        limits="the defaults: SOCKETS_MAX_MESSAGE_SIZE 1 MiB, SOCKETS_PING_INTERVAL 20 s, SOCKETS_PING_TIMEOUT 20 s",
     ),
     Server(
         "flask-sock",
@@ -122,12 +145,16 @@ SERVERS = [
         "websockets (asyncio server)",
         lambda port: [PY, "websockets_server.py", str(port)],
         "websockets.asyncio.server.serve on uvloop, max_size 2 MiB",
+        workloads=ECHO_AND_HOSTILE,
+        limits="max_size 1 MiB, ping_interval 20 s, ping_timeout 20 s (its defaults), open_timeout 10 s (its default)",
     ),
     Server(
         "uvicorn",
         "uvicorn + Starlette",
         lambda port: [PY, "uvicorn_starlette.py", str(port)],
         "uvicorn (uvloop, httptools, websockets-sansio) + Starlette WebSocketRoute, no access log",
+        workloads=ECHO_AND_HOSTILE,
+        limits="ws_max_size 1 MiB (its default is 16 MiB), ws_ping_interval 20 s, ws_ping_timeout 20 s (its defaults)",
     ),
     Server(
         "picows",
@@ -212,10 +239,22 @@ def pinned(cpu: int, nice: int) -> list[str]:
 
 
 def start_server(
-    server: Server, port: int, cpu: int, log: Path, nice: int = 0, redis_url: str | None = None
+    server: Server,
+    port: int,
+    cpu: int,
+    log: Path,
+    nice: int = 0,
+    redis_url: str | None = None,
+    default_limits: bool = False,
 ) -> subprocess.Popen[bytes]:
+    """Start ``server`` on ``port`` and wait for it to answer a handshake.
+    ``default_limits``: keep the default limits (``BENCH_DEFAULT_LIMITS=1``,
+    read by the server scripts) instead of the echo workloads' 2 MiB."""
     command = [*pinned(cpu, nice), *server.command(port)]
     env = dict(os.environ)
+    env.pop("BENCH_DEFAULT_LIMITS", None)
+    if default_limits:
+        env["BENCH_DEFAULT_LIMITS"] = "1"
     if server.redis:
         if redis_url is None:
             raise RuntimeError("needs redis-server, which is not installed (apt-get install redis-server)")
@@ -376,6 +415,57 @@ def measure(
     return result
 
 
+def measure_hostile(
+    server: Server, workload: str, scenario: str, args: argparse.Namespace, cpus: tuple[int, int]
+) -> dict[str, t.Any]:
+    """One hostile scenario against a fresh server held to the default limits."""
+    port = free_port()
+    log = RESULTS / "logs" / f"{server.name}-{workload}-{scenario}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"")
+    process = start_server(server, port, cpus[0], log, args.nice, default_limits=True)
+    command = [
+        *pinned(cpus[1], args.nice), PY, str(HOSTILE), workload, f"ws://127.0.0.1:{port}{server.path}",
+        "--server-pid", str(process.pid), "--scenario", scenario, "--duration", str(args.duration),
+    ]  # fmt: skip
+    deadline = {
+        "fragments": args.fragment_seconds, "oversize": args.oversize_seconds,
+        "slowloris": args.slowloris_seconds, "firehose": args.firehose_seconds,
+    }.get(workload)  # fmt: skip
+    if deadline is not None:
+        command += ["--deadline", str(deadline)]
+    budget = {"fairness": args.duration + 60}.get(workload, (deadline or 0) + 60)
+    if workload == "oversize":
+        command += ["--tries", str(args.tries)]
+    if workload == "slowloris":
+        command += ["--connections", str(args.slowloris_connections)]
+    if workload == "firehose":
+        command += ["--server-log", str(log)]
+    started = time.monotonic()
+    result: dict[str, t.Any]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=budget, cwd=ROOT)
+        try:
+            result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            result = {}
+        if done.returncode != 0 or not result:
+            result.setdefault("error", f"load generator exited with {done.returncode}")
+            result["stderr"] = done.stderr.decode()[-2000:]
+        result["wall_seconds"] = time.monotonic() - started
+        if process.poll() is not None:
+            # A hostile client may well kill a server: that is a finding, not a harness error.
+            result["server_exited"] = process.returncode
+    except subprocess.TimeoutExpired:
+        result = {"error": f"load generator did not finish within {budget:.0f} s"}
+    finally:
+        stop_server(process)
+    server_log = log.read_text(errors="replace")
+    if "Traceback" in server_log or "error" in result or "server_exited" in result:
+        result["server_log_tail"] = server_log[-2000:]
+    return result
+
+
 def start_profiler(
     server: Server, workload: str, pid: int, args: argparse.Namespace, cpu: int
 ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -451,14 +541,20 @@ def command_line(args: argparse.Namespace) -> str:
         if args.idle10k:
             rest = shlex.join(a for a in sys.argv[1:] if a != "--idle10k")
             return f"hatch run bench:idle10k {rest}".strip()
+        if args.hostile:
+            rest = shlex.join(a for a in sys.argv[1:] if a != "--hostile")
+            return f"hatch run bench:hostile {rest}".strip()
         return f"hatch run bench:all {rest}".strip()
     return f"python bench/run.py {rest}".strip()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default=",".join(SERVER_NAMES), help=f"comma-separated, from {SERVER_NAMES}")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {list(WORKLOADS)}")
+    parser.add_argument("--servers", help=f"comma-separated, from {SERVER_NAMES} (default: all)")
+    parser.add_argument(
+        "--workloads",
+        help=f"comma-separated, from {list(WORKLOADS)} (default: all but the hostile ones, {list(HOSTILE_WORKLOADS)})",
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each window")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds in each measurement window")
     parser.add_argument(
@@ -472,6 +568,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=30, help="fanout: messages published, one at a time")
     parser.add_argument("--hold", type=float, default=0.0, help="idle: seconds to hold the connections open")
     parser.add_argument("--idle10k", action="store_true", help="the long idle mode: 10,000 connections held 45 s")
+    hostile = parser.add_argument_group(
+        "hostile workloads", f"{list(HOSTILE_WORKLOADS)}, run on their own (hatch run bench:hostile); --duration is"
+        " the fairness window"
+    )  # fmt: skip
+    hostile.add_argument(
+        "--hostile", action="store_true",
+        help=f"the hostile workloads, against {list(HOSTILE_SERVERS)} unless --servers says otherwise",
+    )  # fmt: skip
+    hostile.add_argument("--scenarios", default="", help=f"comma-separated subset of {dict(SCENARIOS)}")
+    hostile.add_argument("--tries", type=int, default=100, help="oversize: messages of each size")
+    hostile.add_argument("--oversize-seconds", type=float, default=45.0, help="oversize: at most, per size")
+    hostile.add_argument(
+        "--fragment-seconds", type=float, default=15.0, help="fragments: flood deadline (bounds: 3,000,000"
+        " empty or 1,000,000 1-byte fragments per connection)"
+    )  # fmt: skip
+    hostile.add_argument("--slowloris-connections", type=int, default=500)
+    hostile.add_argument("--slowloris-seconds", type=float, default=30.0, help="slowloris: at most")
+    hostile.add_argument(
+        "--firehose-seconds", type=float, default=40.0,
+        help="firehose: how long to wait for the server to give up",
+    )  # fmt: skip
     parser.add_argument(
         "--nice",
         type=int,
@@ -491,8 +608,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="the JSON file (default bench/results/latest.json)")
     parser.add_argument("--no-markdown", action="store_true", help="do not rewrite bench/RESULTS.md")
     args = parser.parse_args(argv)
+    explicit_servers = args.servers is not None
+    if args.workloads is None:
+        args.workloads = ",".join(HOSTILE_WORKLOADS if args.hostile else DEFAULT_WORKLOADS)
+    if args.servers is None:
+        args.servers = ",".join(HOSTILE_SERVERS if args.hostile else SERVER_NAMES)
     args.servers = [s for s in args.servers.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.profile = [s for s in args.profile.split(",") if s]
     variants = {}
     for spec in args.variant:
@@ -507,15 +630,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in args.workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {list(WORKLOADS)}")
+    hostile_chosen = [w for w in args.workloads if w in HOSTILE_WORKLOADS]
+    if hostile_chosen:
+        if len(hostile_chosen) != len(args.workloads):
+            parser.error("run the hostile workloads on their own: hatch run bench:hostile [--workloads ...]")
+        args.hostile = True
+        if not explicit_servers:
+            args.servers = list(HOSTILE_SERVERS)
+        known = {s for w in hostile_chosen for s in SCENARIOS[w]}
+        for name in args.scenarios:
+            if name not in known:
+                parser.error(f"unknown scenario {name!r}; the chosen workloads have {sorted(known)}")
+        args.repeat = 1
     if args.idle10k:
-        if "--servers" not in " ".join(sys.argv if argv is None else argv):
+        if not explicit_servers:
             args.servers = ["ours-gevent", "ours-gunicorn", BASELINE]
         args.workloads = ["idle"]
         args.repeat = 1
         args.idle_connections = 10_000 if args.idle_connections == 5000 else args.idle_connections
         args.hold = args.hold or 45.0
     if args.output is None:
-        args.output = RESULTS / ("idle10k.json" if args.idle10k else "latest.json")
+        args.output = RESULTS / ("idle10k.json" if args.idle10k else "hostile.json" if args.hostile else "latest.json")
     return args
 
 
@@ -535,7 +670,10 @@ HEADLINE = {**report.HEADLINE, "idle": ("rss_per_connection", False)}
 def best_result(workload: str, runs: list[dict[str, t.Any]]) -> dict[str, t.Any]:
     """The best of the runs by the workload's headline figure. Noise on a
     shared machine (other jobs taking the CPU) only ever makes a server look
-    slower, so the best run is the least disturbed one."""
+    slower, so the best run is the least disturbed one. Hostile workloads run
+    once (their result holds one entry per scenario)."""
+    if workload in HOSTILE_WORKLOADS:
+        return runs[-1]
     good = [r for r in runs if "error" not in r]
     if not good:
         return runs[-1]
@@ -546,11 +684,30 @@ def best_result(workload: str, runs: list[dict[str, t.Any]]) -> dict[str, t.Any]
     return best
 
 
+def run_hostile(
+    server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int], width: int
+) -> dict[str, t.Any]:
+    """Every chosen scenario of a hostile workload, each on a fresh server:
+    ``{"scenarios": {name: result}}``."""
+    scenarios: dict[str, t.Any] = {}
+    for scenario in SCENARIOS[workload]:
+        if args.scenarios and scenario not in args.scenarios:
+            continue
+        print(f"  {workload:<9} {scenario:<11} {server.name:<{width}}", end=" ", flush=True)
+        try:
+            result = measure_hostile(server, workload, scenario, args, cpus)
+        except RuntimeError as e:
+            result = {"error": str(e)}
+        scenarios[scenario] = result
+        print(report.hostile_line(workload, result), flush=True)
+    return {"scenarios": scenarios}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    fd_limit = raise_fd_limit(max(args.idle_connections + 1000, 4096))
+    fd_limit = raise_fd_limit(max(args.idle_connections + 1000, args.slowloris_connections + 1000, 4096))
     cpus = pick_cpus()
     # The runner only waits; keep it off the server's CPU.
     os.sched_setaffinity(0, {cpus[1]})
@@ -592,6 +749,9 @@ def main(argv: list[str] | None = None) -> int:
                 for server in servers:
                     if workload not in server.workloads:
                         continue
+                    if workload in HOSTILE_WORKLOADS:
+                        raw[server.name][workload].append(run_hostile(server, workload, args, cpus, width))
+                        continue
                     tag = f"[{repeat + 1}/{args.repeat}] " if args.repeat > 1 else ""
                     print(f"  {tag}{workload:<9} {server.name:<{width}}", end=" ", flush=True)
                     try:
@@ -626,6 +786,21 @@ def main(argv: list[str] | None = None) -> int:
                 "workloads": args.workloads,
                 "variants": args.variant,
                 "nice": args.nice,
+                **(
+                    {
+                        "hostile": True,
+                        "scenarios": args.scenarios or "all",
+                        "fairness_window_s": args.duration,
+                        "oversize_tries": args.tries,
+                        "oversize_seconds": args.oversize_seconds,
+                        "fragment_seconds": args.fragment_seconds,
+                        "slowloris_connections": args.slowloris_connections,
+                        "slowloris_seconds": args.slowloris_seconds,
+                        "firehose_seconds": args.firehose_seconds,
+                    }
+                    if args.hostile
+                    else {}
+                ),
             },
             "baseline": BASELINE,
         },
@@ -633,6 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             s.name: {
                 "label": s.label,
                 "notes": s.notes,
+                **({"limits": s.limits} if args.hostile else {}),
                 "workloads": list(s.workloads),
                 "command": "cd bench/servers && taskset -c CPU "
                 + shlex.join(s.command(65432)).replace(PY, "python").replace("65432", "PORT"),
@@ -645,10 +821,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(data, indent=2) + "\n")
     print()
-    print(report.text_table(data))
+    print(report.hostile_text(data) if args.hostile else report.text_table(data))
     print(f"\nraw figures: {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
     if not args.no_markdown:
-        path = report.write_markdown()
+        path = report.write_hostile_markdown(args.output) if args.hostile else report.write_markdown()
         print(f"table: {path.relative_to(ROOT)}")
     print(f"wall time: {wall:.0f} s")
     return 0

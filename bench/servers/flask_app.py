@@ -1,5 +1,9 @@
 """Our stack: a Flask app with a ``@sockets.route`` echo.
 
+``/firehose`` (the hostile ``firehose`` workload): after one message from
+the client, sends 64 KiB binary messages until sending fails (see
+``hostile_common``).
+
 Served by ``ours_gevent.py`` (``flask_sockets_gevent.run``) and by
 ``gunicorn -k flask_sockets_gunicorn.worker -w 1 flask_app:app``. This module
 does not monkey-patch: the run script does it first, the gunicorn worker
@@ -9,12 +13,18 @@ does it itself.
 from __future__ import annotations
 
 from flask import Flask
+from hostile_common import FIREHOSE_PAYLOAD
+from hostile_common import Firehose
+from hostile_common import default_limits
+from hostile_common import ended_by
 
 from flask_sockets import Sockets
 
 app = Flask(__name__)
-# The 1 MiB workload sends exactly 1 MiB; the default limit is 1 MiB, so leave room.
-app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 2 * 1024 * 1024
+if not default_limits():
+    # The 1 MiB workload sends exactly 1 MiB; the default limit is 1 MiB, so leave room.
+    # The hostile workloads (BENCH_DEFAULT_LIMITS=1) keep every default: 1 MiB, pings 20 s / 20 s.
+    app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 2 * 1024 * 1024
 sockets = Sockets(app)
 
 
@@ -25,3 +35,21 @@ def echo(ws):  # type: ignore[no-untyped-def]
         if message is None:
             break
         ws.send(message)
+
+
+@sockets.route("/firehose")
+def firehose(ws):  # type: ignore[no-untyped-def]
+    ws.receive()
+    hose = Firehose()
+    error: BaseException | None = None
+    try:
+        while hose.more():
+            ws.send(FIREHOSE_PAYLOAD)
+            hose.sent()
+    except Exception as e:  # the connection is gone: the handler ends
+        error = e
+    except BaseException as e:  # a timeout or a kill: report it, let it go on
+        error = e
+        raise
+    finally:
+        hose.done(ended_by(error))

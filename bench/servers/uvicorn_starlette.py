@@ -1,11 +1,24 @@
 """uvicorn (uvloop, httptools, its default ``websockets`` sans-I/O protocol)
-with a Starlette echo route: python uvicorn_starlette.py PORT"""
+with a Starlette echo route: python uvicorn_starlette.py PORT
+
+``/firehose`` (the hostile ``firehose`` workload): after one message from the
+client, sends 64 KiB binary messages until sending fails. With
+``BENCH_DEFAULT_LIMITS=1`` (the hostile workloads) the message limit is
+1 MiB (uvicorn's own default is 16 MiB), otherwise 2 MiB; pings every 20 s,
+20 s timeout (uvicorn's defaults) either way.
+"""
 
 from __future__ import annotations
 
 import sys
 
 import uvicorn
+from hostile_common import FIREHOSE_PAYLOAD
+from hostile_common import PING_INTERVAL
+from hostile_common import PING_TIMEOUT
+from hostile_common import Firehose
+from hostile_common import ended_by
+from hostile_common import max_message_size
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -24,7 +37,25 @@ async def echo(websocket: WebSocket) -> None:
             await websocket.send_bytes(message["bytes"])
 
 
-app = Starlette(routes=[WebSocketRoute("/echo", echo)])
+async def firehose(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.receive()
+    hose = Firehose()
+    error: BaseException | None = None
+    try:
+        while hose.more():
+            await websocket.send_bytes(FIREHOSE_PAYLOAD)
+            hose.sent()
+    except Exception as e:  # the connection is gone: the handler ends
+        error = e
+    except BaseException as e:  # cancelled: report it, let it go on
+        error = e
+        raise
+    finally:
+        hose.done(ended_by(error))
+
+
+app = Starlette(routes=[WebSocketRoute("/echo", echo), WebSocketRoute("/firehose", firehose)])
 
 if __name__ == "__main__":
     uvicorn.run(
@@ -34,5 +65,7 @@ if __name__ == "__main__":
         log_level="warning",
         access_log=False,
         lifespan="off",
-        ws_max_size=2 * 1024 * 1024,
+        ws_max_size=max_message_size(),
+        ws_ping_interval=PING_INTERVAL,
+        ws_ping_timeout=PING_TIMEOUT,
     )
