@@ -263,3 +263,35 @@ def test_keepalive_leaves_an_answering_peer_alone(serve):
         time.sleep(1.0)
         ws.send("hi")
         assert ws.recv(timeout=5) == "still here: hi"
+
+
+def test_an_exception_while_unmasking_leaves_the_buffer_usable(monkeypatch):
+    """An exception raised while a large payload is unmasked (gunicorn raises
+    SystemExit from its signal handler on a worker timeout) keeps a view of
+    the read buffer alive in its traceback; the socket carries on with a copy,
+    so closing it afterwards does not fail with BufferError."""
+    import types
+
+    import flask_sockets_gevent.websocket as websocket
+    from tests.gevent.rawclient import encode_frame
+
+    class Interrupted(BaseException):
+        pass
+
+    kept = []
+
+    def interrupted(payload, mask):
+        kept.append(memoryview(payload))  # as a traceback would keep it
+        raise Interrupted()
+
+    stream = types.SimpleNamespace(write=None, read=None)
+    ws = websocket.WebSocket({}, stream, types.SimpleNamespace(socket=None, server=None))
+    ws._buffer += encode_frame(BINARY, b"x" * 100_000) + encode_frame(BINARY, b"next")
+    monkeypatch.setattr(websocket, "unmask", interrupted)
+    with pytest.raises(Interrupted):
+        ws._read_frame()
+    monkeypatch.undo()
+    ws._buffer += b""  # resizable
+    del ws._buffer[:0]
+    assert ws._read_frame() == (True, BINARY, b"x" * 100_000)
+    assert ws._read_frame() == (True, BINARY, b"next")

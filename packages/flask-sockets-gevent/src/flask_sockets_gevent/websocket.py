@@ -105,7 +105,7 @@ class _SendTimeout(Exception):
     """A send made no progress for ``send_timeout`` seconds."""
 
 
-def unmask(payload: bytes | memoryview, mask: bytes) -> bytes:
+def unmask(payload: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455, 5.3).
 
     One big-integer XOR per 16 KiB block: the integers stay in the CPU
@@ -382,9 +382,18 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             raise MessageTooBig(f"Message over {limit} bytes")
         end = start + 4 + length
         self._fill(end)
-        mask = bytes(buffer[start : start + 4])
-        with memoryview(buffer) as view:  # released before the buffer shrinks
-            payload = unmask(view[start + 4 : end], mask)
+        if length <= _UNMASK_BLOCK:
+            payload = unmask(buffer[start + 4 : end], buffer[start : start + 4])  # (copies: faster when small)
+        else:
+            with memoryview(buffer) as view:
+                try:
+                    payload = unmask(view[start + 4 : end], buffer[start : start + 4])
+                except BaseException:
+                    # Such as gunicorn's SystemExit on a worker timeout: the
+                    # slice lives on in the traceback and keeps the buffer
+                    # exported, so it could not be resized. Go on with a copy.
+                    self._buffer = bytearray(buffer)
+                    raise
         del buffer[:end]
         self._last_heard = time.monotonic()
         return fin, opcode, payload
