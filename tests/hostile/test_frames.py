@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 import typing as t
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -30,8 +31,8 @@ from tests.gevent.rawclient import encode_frame
 from .servers import KINDS
 from .servers import assert_no_traceback
 from .servers import get
+from .servers import launch
 from .servers import rss
-from .servers import start as start_server
 
 TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
 MiB = 1024 * 1024
@@ -43,20 +44,30 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def start(spawn: t.Callable[..., Process]) -> t.Iterator[t.Callable[..., Process]]:
-    """``start(kind, **config)`` serves the hostile app (see
-    :func:`.servers.start`); after the test, each server must have printed
+def start(tmp_path: Path) -> t.Iterator[t.Callable[..., Process]]:
+    """``start(kind, **config)`` serves the hostile app with that config (see
+    :func:`.servers.launch`); after the test, each server must have printed
     no traceback."""
     started: list[Process] = []
 
     def start(kind: str, **config: object) -> Process:
-        process = start_server(spawn, kind, **config)
+        process = launch(kind, tmp_path / f"server-{len(started)}.log", **config)
         started.append(process)
         return process
 
     yield start
     for process in started:
         assert_no_traceback(process)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def default_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Process]:
+    """The hostile app with default settings, shared by the tests of this
+    module that need nothing else (one server start per kind, not per test);
+    it must have printed no traceback when they are done."""
+    process = launch(request.param, tmp_path_factory.mktemp("server") / "server.log")
+    yield process
+    assert_no_traceback(process)
 
 
 def server_pid(process: Process) -> int:
@@ -137,12 +148,12 @@ class Flood:
 
 @pytest.mark.parametrize("connections", [1, 4])
 @pytest.mark.parametrize("fragment_size", [0, 1])
-def test_fragment_floods_are_closed_1009_and_memory_stays_bounded(start, kind, fragment_size, connections):
+def test_fragment_floods_are_closed_1009_and_memory_stays_bounded(default_server, fragment_size, connections):
     """Floods of 0- and 1-byte fragments of one message are closed with 1009
     after at most one fragment per 64 bytes of the 1 MiB limit (16,384), and
     what the server holds stays within 2x the limit (plus 2 MiB) per flooding
     connection. Before: never closed, 65-137 bytes of RSS per 1-byte fragment."""
-    process = start(kind)
+    process = default_server
     pid = server_pid(process)
     with connect(process.server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:  # warm up
         ws.send("hello")
@@ -214,12 +225,12 @@ def test_a_flooding_connection_does_not_starve_the_others(start, kind, flood):
 
 
 @pytest.mark.parametrize("size_mib", [2, 4, 20])
-def test_oversized_messages_close_1009_every_time(start, kind, size_mib):
+def test_oversized_messages_close_1009_every_time(default_server, size_mib):
     """A `websockets` client sending 2, 4 or 20 MiB against the 1 MiB limit
     sees the 1009 close frame every time: the server reads and discards the
     rest of the message instead of resetting the connection under it.
     Before: 1006 in 34-65% of tries."""
-    process = start(kind)
+    process = default_server
     message, tries, codes = b"x" * (size_mib * MiB), 30, []
     for _ in range(tries):
         with connect(process.server.ws_url + "/echo", open_timeout=TIMEOUT, max_size=None) as ws:
