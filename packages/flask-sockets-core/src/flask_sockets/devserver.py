@@ -92,7 +92,12 @@ class DevWebSocket(SocketBase):
 
     def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
         """Send ``101 Switching Protocols`` (done implicitly by the first
-        send, receive or close). A second call does nothing."""
+        send, receive or close). A second call does nothing.
+
+        If the client is already gone (reset, broken pipe), the socket
+        counts as accepted with ``close_code`` 1006 and the connection is
+        shut down: the next ``receive()`` returns ``None`` and a send raises
+        :exc:`~flask_sockets.ConnectionClosed`."""
         if self.accepted:
             return
         if subprotocol is not None:
@@ -101,8 +106,15 @@ class DevWebSocket(SocketBase):
         lines += [
             f"{name}: {value}" for name, value in handshake_response_headers(self.environ, self.subprotocol, headers)
         ]
-        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.accepted = True
+        try:
+            self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        except OSError:
+            self.close_code = CLOSE_ABNORMAL
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # -- receiving ------------------------------------------------------------
 

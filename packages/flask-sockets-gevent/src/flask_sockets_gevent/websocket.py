@@ -218,7 +218,11 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             return
         if subprotocol is not None:
             self.subprotocol = subprotocol
-        self.handler.send_handshake(self.subprotocol, headers)
+        try:
+            self.handler.send_handshake(self.subprotocol, headers)
+        except OSError:
+            self._handshake_failed()
+            return
         self.accepted = True
         self._take_over_input()
         self._registry = getattr(self.handler.server, "websockets", None)
@@ -231,6 +235,19 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             pass
         if self.ping_interval:
             self._arm_keepalive(self.ping_interval)
+
+    def _handshake_failed(self) -> None:
+        """The client left (reset, broken pipe) before the ``101`` went out.
+        The socket counts as accepted, so no HTTP response follows, and
+        ``close_code`` is 1006. The connection is shut down, so the next
+        ``receive()`` finds it gone and returns ``None`` (marking the socket
+        closed) and a send raises :exc:`ConnectionClosed`."""
+        self.accepted = True
+        self.close_code = CLOSE_ABNORMAL
+        try:
+            self.handler.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _take_over_input(self) -> None:
         """From now on read frames straight from the socket: move whatever

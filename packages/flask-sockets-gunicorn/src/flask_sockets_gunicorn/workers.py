@@ -15,6 +15,24 @@ __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSock
 class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore[misc]
     """Our WebSocket handler with gunicorn's environ additions and access log."""
 
+    def log_request(self) -> None:
+        # gunicorn's access log reads the environ and the response headers,
+        # which a request refused before it was parsed (400, 408, 431) does
+        # not have.
+        if getattr(self, "response_headers", None) is None:
+            self.__dict__["response_headers"] = []
+        if self.environ is None:
+            address = self.client_address
+            self.__dict__["environ"] = {
+                "REMOTE_ADDR": str(address[0]) if isinstance(address, tuple) else "-",
+                "REQUEST_METHOD": self.command or "-",
+                "RAW_URI": self.path or "-",
+                "PATH_INFO": self.path or "-",
+                "QUERY_STRING": "",
+                "SERVER_PROTOCOL": self.request_version or "-",
+            }
+        super().log_request()
+
 
 class GunicornWebSocketServer(GracefulShutdownMixin, PyWSGIServer):  # type: ignore[misc]
     """gunicorn's gevent server; on a graceful stop every open socket is closed with 1001."""
