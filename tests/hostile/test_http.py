@@ -113,6 +113,7 @@ MALFORMED = [
     pytest.param(header_block(HOST, "Transfer-Encoding: gzip, chunked"), 400, id="te-not-chunked"),
     # Upgrades (RFC 6455 4.2.1), which have no body.
     pytest.param(http_upgrade("/echo", "Content-Length: 5") + b"hello", 400, id="upgrade-with-length"),
+    pytest.param(http_upgrade("/echo", "Content-Length: 5"), 400, id="upgrade-with-length-never-sent"),
     pytest.param(http_upgrade("/echo", "Transfer-Encoding: chunked") + b"0\r\n\r\n", 400, id="upgrade-chunked"),
     pytest.param(http_upgrade("/echo", version="HTTP/1.0"), 400, id="upgrade-http-1.0"),
     pytest.param(http_upgrade("/echo").replace(b"Version: 13", b"Version: 8"), 426, id="upgrade-version-8"),

@@ -109,6 +109,10 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
             # Plain HTTP: pywsgi's own path (skipping gevent-websocket's).
             super(_BaseHandler, self).run_application()
             return None
+        # The connection closes after an upgrade, answered or refused: pywsgi
+        # must not wait to drain a body (one announced by a refused upgrade
+        # may never come).
+        self.wsgi_input = pywsgi.Input(self.rfile, 0)
         rejection = check_handshake(self.environ)
         if rejection is not None:
             self._send_plain_response(*rejection)
