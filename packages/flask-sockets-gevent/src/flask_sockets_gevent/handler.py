@@ -17,8 +17,8 @@ Differences from gevent-websocket 0.10.1:
   ``binascii.Error`` escape on bad base64).
 - Upgrades are recognised exactly as Werkzeug's router does
   (:func:`flask_sockets.is_websocket_upgrade`).
-- Oversized request headers get ``431`` and a one-line log entry instead
-  of gevent's ``400`` with a traceback.
+- Oversized request headers get ``431`` (gevent: ``400``, sometimes with a
+  traceback).
 - Access-log lines are written for WebSocket requests too, from the
   numeric status code (the original Flask-Sockets worker compared ``str``
   with ``bytes`` there and raised ``TypeError``). A client that leaves
