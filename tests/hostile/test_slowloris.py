@@ -97,6 +97,19 @@ def test_a_silent_connection_is_dropped_too(serve):
     assert http_status(response) in (None, 408)
 
 
+def test_a_body_that_never_comes_does_not_hold_the_connection(serve):
+    """A request announcing a body it never sends, to a view that does not
+    read it: answered, then closed after the handshake timeout (pywsgi
+    would wait for the body forever)."""
+    target = http_gevent_target(serve, handshake_timeout=HANDSHAKE_TIMEOUT)
+    started = time.monotonic()
+    with http_connect(target.server, timeout=GIVE_UP) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
+        response = http_read_until_close(sock, GIVE_UP)
+    assert http_status(response) == 200
+    assert time.monotonic() - started < 3 * HANDSHAKE_TIMEOUT
+
+
 def test_a_websocket_outlives_the_handshake_timeout(serve):
     """The timeout covers only the request head: an open socket stays open."""
     from websockets.sync.client import connect

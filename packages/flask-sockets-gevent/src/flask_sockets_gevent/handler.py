@@ -107,7 +107,10 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
     def run_application(self) -> None:
         if not is_websocket_upgrade(self.environ):
             # Plain HTTP: pywsgi's own path (skipping gevent-websocket's).
-            super(_BaseHandler, self).run_application()
+            try:
+                super(_BaseHandler, self).run_application()
+            finally:
+                self._drain_body()
             return None
         # The connection closes after an upgrade, answered or refused: pywsgi
         # must not wait to drain a body (one announced by a refused upgrade
@@ -269,6 +272,26 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         if isinstance(ex, HeadersTooLarge):
             return "431", _HEADERS_TOO_LARGE
         return "400", _BAD_REQUEST
+
+    def _drain_body(self) -> None:
+        """Read what is left of a request body the app did not read, as
+        pywsgi does to keep the connection, but for at most the handshake
+        timeout: a body that was announced and never comes closes the
+        connection instead of holding it forever."""
+        body: t.Any = self.wsgi_input
+        limit = self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
+        if body is None or limit is None:
+            return
+        timer = gevent.Timeout(limit)
+        try:
+            with timer:
+                body._discard()
+        except gevent.Timeout as e:
+            if e is not timer:
+                raise
+            logger.debug("%s: request body not received in time", self._client())
+            self.close_connection = True
+            self.wsgi_input = pywsgi.Input(self.rfile, 0)
 
     def _timed_out(self) -> None:
         """The current phase's timer fired: close the connection, with a
