@@ -44,7 +44,9 @@ def test_worker_class_and_handler_mro():
     mro = handler.__mro__
     assert mro.index(flask_sockets_gevent.WebSocketHandler) < mro.index(PyWSGIHandler)
     assert handler.run_application is flask_sockets_gevent.WebSocketHandler.run_application
-    assert handler.log_request is flask_sockets_gevent.WebSocketHandler.log_request
+    # The gunicorn handler only fills in what gunicorn's access log reads, then calls ours.
+    assert handler.log_request is workers.GunicornWebSocketHandler.log_request
+    assert mro.index(workers.GunicornWebSocketHandler) < mro.index(flask_sockets_gevent.WebSocketHandler)
     assert handler.get_environ is PyWSGIHandler.get_environ
     assert flask_sockets.worker is flask_sockets_gunicorn.worker
 

@@ -93,7 +93,12 @@ class DevWebSocket(SocketBase):
 
     def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
         """Send ``101 Switching Protocols`` (done implicitly by the first
-        send, receive or close). A second call does nothing."""
+        send, receive or close). A second call does nothing.
+
+        If the client is already gone (reset, broken pipe), the socket
+        counts as accepted and is closed with ``close_code`` 1006: the
+        ``receive()`` that accepted returns ``None`` and a send raises
+        :exc:`~flask_sockets.ConnectionClosed`."""
         if self.accepted:
             return
         if subprotocol is not None:
@@ -102,8 +107,11 @@ class DevWebSocket(SocketBase):
         lines += [
             f"{name}: {value}" for name, value in handshake_response_headers(self.environ, self.subprotocol, headers)
         ]
-        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.accepted = True
+        try:
+            self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        except OSError:
+            self.abort()
 
     # -- receiving ------------------------------------------------------------
 
@@ -115,9 +123,11 @@ class DevWebSocket(SocketBase):
         from wsproto.events import Message
         from wsproto.events import Ping
 
-        self.accept()
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
+        self.accept()
+        if self.closed:  # the client left before the 101
+            return None
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._receive_lock:
             while True:

@@ -27,9 +27,11 @@ def check_handshake(environ: t.Mapping[str, t.Any]) -> Rejection | None:
 
     :returns: ``None`` for a valid version-13 handshake, else the
         ``(status, headers, body)`` to refuse it with: 400 for a non-GET or
-        HTTP/1.0 upgrade or a missing, badly encoded or wrong-length
-        ``Sec-WebSocket-Key``; 426 with ``Sec-WebSocket-Version: 13`` for any
-        other version.
+        HTTP/1.0 upgrade, an upgrade with a body (``Content-Length`` over 0
+        or any ``Transfer-Encoding``: the bytes after the headers are
+        WebSocket frames, there is no room for a body) or a missing, badly
+        encoded or wrong-length ``Sec-WebSocket-Key``; 426 with
+        ``Sec-WebSocket-Version: 13`` for any other version.
     """
 
     def reject(status: str, body: str, headers: list[tuple[str, str]] | None = None) -> Rejection:
@@ -39,6 +41,8 @@ def check_handshake(environ: t.Mapping[str, t.Any]) -> Rejection | None:
         return reject("400 Bad Request", "A WebSocket upgrade must use GET.")
     if environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
         return reject("400 Bad Request", "A WebSocket upgrade needs HTTP/1.1.")
+    if environ.get("HTTP_TRANSFER_ENCODING") is not None or environ.get("CONTENT_LENGTH", "0").strip() not in ("", "0"):
+        return reject("400 Bad Request", "A WebSocket upgrade has no body.")
     if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
         return reject(
             "426 Upgrade Required",

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from .handler import WebSocketHandler as WebSocketHandler
+from .server import ConnectionLimitsMixin as ConnectionLimitsMixin
 from .server import GracefulShutdownMixin as GracefulShutdownMixin
 from .server import WebSocketServer as WebSocketServer
 from .server import make_server as make_server
@@ -26,6 +27,7 @@ from .websocket import WebSocket as WebSocket
 
 __all__ = [
     "ConnectionClosed",
+    "ConnectionLimitsMixin",
     "GracefulShutdownMixin",
     "WebSocket",
     "WebSocketHandler",

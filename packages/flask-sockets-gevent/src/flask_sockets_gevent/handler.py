@@ -17,18 +17,32 @@ Differences from gevent-websocket 0.10.1:
   ``binascii.Error`` escape on bad base64).
 - Upgrades are recognised exactly as Werkzeug's router does
   (:func:`flask_sockets.is_websocket_upgrade`).
-- Oversized request headers get ``431`` and a one-line log entry instead
-  of gevent's ``400`` with a traceback.
+- Oversized request headers get ``431`` (gevent: ``400``, sometimes with a
+  traceback).
 - Access-log lines are written for WebSocket requests too, from the
   numeric status code (the original Flask-Sockets worker compared ``str``
-  with ``bytes`` there and raised ``TypeError``).
+  with ``bytes`` there and raised ``TypeError``). A client that leaves
+  before the ``101`` could be written is logged with status ``499`` (the
+  upgrade was not completed), not as an error.
+- Every request head is read strictly (:mod:`flask_sockets_gevent._http`,
+  RFC 9112): malformed request lines and header lines, folded lines,
+  control characters, ambiguous body framing and a connection that ends
+  inside the head get ``400`` and are never dispatched; a peer that resets
+  meanwhile ends the connection quietly. Client errors are logged at DEBUG
+  on the ``flask_sockets_gevent`` logger, never in the server's error log.
+- The request line and headers must arrive within the server's
+  ``handshake_timeout`` (``408``, then close), and an idle keep-alive
+  connection is closed after ``keepalive_timeout``.
 """
 
 from __future__ import annotations
 
-import http.client
+import io
+import logging
+import time
 import typing as t
 
+import gevent
 from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
 from geventwebsocket.websocket import Stream
@@ -38,16 +52,43 @@ from flask_sockets import is_websocket_upgrade
 from flask_sockets.handshake import check_handshake
 from flask_sockets.handshake import handshake_response_headers
 
+from ._http import HeadersTooLarge
+from ._http import check_framing
+from ._http import check_request_line
+from ._http import read_header_block
 from .websocket import WebSocket
 
-__all__ = ["WebSocketHandler"]
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "HANDSHAKE_NOT_SENT_STATUS",
+    "WebSocketHandler",
+]
+
+logger = logging.getLogger("flask_sockets_gevent")
+
+#: Seconds a client has to send its request line and headers, when the
+#: server does not say (``server.handshake_timeout``).
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds an idle keep-alive connection is kept, when the server does not
+#: say (``server.keepalive_timeout``).
+DEFAULT_KEEPALIVE_TIMEOUT = 5.0
+#: The status the access log shows for an upgrade whose ``101`` could not be
+#: written because the client had gone (nginx's "client closed request").
+HANDSHAKE_NOT_SENT_STATUS = "499 Client Closed Request"
 
 
-class _HeadersTooLarge(ValueError):
-    """The request headers are over gevent's limits."""
+#: gevent's parser of a header block into the message pywsgi and gunicorn use.
+_headers_factory: t.Callable[..., t.Any] = pywsgi.headers_factory  # type: ignore[attr-defined]
 
 
-_HEADERS_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+def _error_response(status: str) -> bytes:
+    return f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode("ascii")
+
+
+_BAD_REQUEST = _error_response("400 Bad Request")
+_HEADERS_TOO_LARGE = _error_response("431 Request Header Fields Too Large")
+_REQUEST_TIMEOUT = _error_response("408 Request Timeout")
 
 
 class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
@@ -66,8 +107,15 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
     def run_application(self) -> None:
         if not is_websocket_upgrade(self.environ):
             # Plain HTTP: pywsgi's own path (skipping gevent-websocket's).
-            super(_BaseHandler, self).run_application()
+            try:
+                super(_BaseHandler, self).run_application()
+            finally:
+                self._drain_body()
             return None
+        # The connection closes after an upgrade, answered or refused: pywsgi
+        # must not wait to drain a body (one announced by a refused upgrade
+        # may never come).
+        self.wsgi_input = pywsgi.Input(self.rfile, 0)
         rejection = check_handshake(self.environ)
         if rejection is not None:
             self._send_plain_response(*rejection)
@@ -108,7 +156,11 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         self.write(body)
 
     def send_handshake(self, subprotocol: str | None, headers: t.Sequence[tuple[str, str]]) -> None:
-        """Answer the upgrade with ``101 Switching Protocols``."""
+        """Answer the upgrade with ``101 Switching Protocols``.
+
+        :raises OSError: If the client is gone (reset, broken pipe); the
+            access log then shows :data:`HANDSHAKE_NOT_SENT_STATUS`.
+        """
         response_headers = handshake_response_headers(self.environ, subprotocol, headers)
         super(_BaseHandler, self).start_response("101 Switching Protocols", response_headers)
         # The connection now belongs to the WebSocket: no length, no chunking,
@@ -117,38 +169,169 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         self.response_use_chunked = False
         self.close_connection = True
         self.provided_date = True
-        self.write(b"")
+        try:
+            self.write(b"")
+        except OSError as e:
+            # pywsgi's own marker ('socket error: ...') would read as a status
+            # of 'socket' (gunicorn) or still 101 (pywsgi).
+            self._orig_status = HANDSHAKE_NOT_SENT_STATUS
+            self.status = HANDSHAKE_NOT_SENT_STATUS.encode("latin-1")
+            self.code = int(HANDSHAKE_NOT_SENT_STATUS[:3])
+            logger.debug("%s left before the handshake was answered: %r", self._client(), e)
+            raise
+
+    # -- reading requests: strict, bounded in time, quiet about bad clients ---
+
+    # The timer of the current phase (handshake or keep-alive wait), if any.
+    _timer: gevent.Timeout | None = None
+    # True while waiting for a keep-alive connection's next request.
+    _idle_wait = False
+    # True once a request was read on this connection.
+    _served = False
+
+    def handle(self) -> None:
+        # The first request line and headers must arrive within the
+        # handshake timeout, counted from the connection's start.
+        self._arm(self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT))
+        try:
+            super().handle()
+        except OSError as e:
+            # The peer reset while an error response was written: not an error.
+            logger.debug("%s: connection lost: %r", self._client(), e)
+        finally:
+            self._disarm()
+
+    def handle_one_request(self) -> t.Any:
+        # Nothing of the previous request on this connection may show in the
+        # log line of this one (pywsgi keeps them for error responses).
+        state = self.__dict__
+        state.update(requestline=None, command=None, path=None, request_version=None)
+        state.update(status=None, _orig_status=None, environ=None)
+        state.pop("headers", None)  # back to the class's empty message
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as e:
+            if e is not self._timer:
+                raise
+            return self._timed_out()
+        finally:
+            self._disarm()
 
     def read_requestline(self) -> str:
         # While a keep-alive connection waits for its next request, a stopping
         # server may cut it (see GracefulShutdownMixin): nothing is lost.
         idle = getattr(self.server, "idle_connections", None)
-        if idle is None:
-            return super().read_requestline()  # type: ignore[no-any-return]
-        idle.add(self.socket)
+        if idle is not None:
+            idle.add(self.socket)
         try:
-            return super().read_requestline()  # type: ignore[no-any-return]
+            if self._served:
+                self._idle_wait = True
+                self._arm(self._setting("keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT))
+                if not self.rfile.peek(1):
+                    return ""  # the client closed the connection
+                self._idle_wait = False
+                self._arm(self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT))
+            line: str = super().read_requestline()
+            if line in ("\r\n", "\n"):
+                # RFC 9112 2.2: ignore an empty line before a request line.
+                line = super().read_requestline()
+            return line
         finally:
-            idle.discard(self.socket)
+            if idle is not None:
+                idle.discard(self.socket)
+
+    def read_request(self, raw_requestline: str) -> bool:
+        check_request_line(raw_requestline)
+        super().read_request(raw_requestline)
+        # The request head is in: the app's time is its own.
+        self._disarm()
+        self._served = True
+        if self._setting("keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT) == 0:
+            self.close_connection = True
+        return True
 
     def MessageClass(self, *args: t.Any) -> t.Any:  # noqa: N802 - gevent's name
-        # gevent turns a header line over 64 KiB into an empty message with a
-        # status, and lets http.client's "more than 100 headers" error escape.
-        try:
-            message = super().MessageClass(*args)
-        except http.client.HTTPException as e:
-            raise _HeadersTooLarge(str(e)) from e
-        if getattr(message, "status", None):
-            raise _HeadersTooLarge(message.status)
+        # Header lines are checked (and bounded) here; the block that passes
+        # is parsed by gevent's own factory, the message type pywsgi and
+        # gunicorn expect.
+        block = read_header_block(args[0])
+        message = _headers_factory(io.BytesIO(block), *args[1:])
+        if getattr(message, "status", None):  # pragma: no cover - the block is bounded already
+            raise HeadersTooLarge(message.status)
+        check_framing(message, self.request_version)
         return message
 
-    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
-        # gevent's hook for unparsable requests: answer oversized headers with
-        # 431 and a one-line log (gevent: 400, sometimes with a traceback).
-        if isinstance(ex, _HeadersTooLarge):
-            self.log_error("Request headers too large (from %s): %s", self.client_address, ex)
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
+        # gevent's hook for unparsable requests: answer with a status and log
+        # at DEBUG (gevent writes to the error log, and a traceback to stderr
+        # for anything but a ValueError).
+        if isinstance(ex, OSError):
+            logger.debug("%s: connection lost while reading the request: %r", self._client(), ex)
+            return None
+        logger.debug("Bad request from %s: %s", self._client(), str(ex) or type(ex).__name__)
+        if isinstance(ex, HeadersTooLarge):
             return "431", _HEADERS_TOO_LARGE
-        return super()._handle_client_error(ex)  # type: ignore[no-any-return]
+        return "400", _BAD_REQUEST
+
+    def _drain_body(self) -> None:
+        """Read what is left of a request body the app did not read, as
+        pywsgi does to keep the connection, but for at most the handshake
+        timeout: a body that was announced and never comes closes the
+        connection instead of holding it forever."""
+        body: t.Any = self.wsgi_input
+        limit = self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
+        if body is None or limit is None:
+            return
+        timer = gevent.Timeout(limit)
+        try:
+            with timer:
+                body._discard()
+        except gevent.Timeout as e:
+            if e is not timer:
+                raise
+            logger.debug("%s: request body not received in time", self._client())
+            self.close_connection = True
+            self.wsgi_input = pywsgi.Input(self.rfile, 0)
+
+    def _timed_out(self) -> None:
+        """The current phase's timer fired: close the connection, with a
+        ``408`` if the request had begun and the answer can be written
+        without waiting."""
+        if self._idle_wait:
+            logger.debug("%s: idle keep-alive connection closed", self._client())
+            return None
+        logger.debug("%s: request head not received in time", self._client())
+        sock = self.socket
+        try:
+            sock.settimeout(0.0)
+            sock.send(_REQUEST_TIMEOUT)
+        except OSError:
+            return None
+        self._orig_status = "408 Request Timeout"
+        self.status = b"408 Request Timeout"
+        self.time_finish = time.time()
+        self.log_request()
+        return None
+
+    def _setting(self, name: str, default: float) -> float | None:
+        value: float | None = getattr(self.server, name, default)
+        return value
+
+    def _arm(self, seconds: float | None) -> None:
+        """Start the timer of a new phase (``None``: no limit)."""
+        self._disarm()
+        if seconds is not None:
+            self._timer = gevent.Timeout(seconds)
+            self._timer.start()
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
+
+    def _client(self) -> str:
+        address = self.client_address
+        return str(address[0] if isinstance(address, tuple) and address else address)
 
     def log_request(self) -> None:
         # pywsgi's own access log line (gevent-websocket's skips upgrades by

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
+import time
 import typing as t
 
 import gevent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
+from .handler import DEFAULT_HANDSHAKE_TIMEOUT
+from .handler import DEFAULT_KEEPALIVE_TIMEOUT
 from .handler import WebSocketHandler
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -18,7 +22,14 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
     from .websocket import WebSocket
 
-__all__ = ["GracefulShutdownMixin", "WebSocketServer", "make_server", "run"]
+__all__ = [
+    "ConnectionLimitsMixin",
+    "GracefulShutdownMixin",
+    "WebSocketServer",
+    "default_max_connections",
+    "make_server",
+    "run",
+]
 
 logger = logging.getLogger("flask_sockets_gevent")
 
@@ -53,9 +64,114 @@ class GracefulShutdownMixin:
                 pass
 
 
-class WebSocketServer(GracefulShutdownMixin, WSGIServer):
+#: accept() errors that mean "out of file descriptors or memory", not a bug.
+_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def default_max_connections() -> int | None:
+    """The default ``max_connections``: the soft ``RLIMIT_NOFILE`` less some
+    headroom (the larger of 32 and a tenth) for the app's own files and
+    sockets; ``None`` (no cap) where the limit is unknown or unlimited."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return None
+    return max(1, soft - max(32, soft // 10))
+
+
+class ConnectionLimitsMixin:
+    """Server mixin: the limits the handler and the accept loop enforce.
+
+    :param handshake_timeout: Seconds a client has, from connecting (or
+        from the first byte of a later request on a keep-alive connection),
+        to send its request line and headers; then ``408`` and close.
+        ``None``: no limit.
+    :param keepalive_timeout: Seconds an idle keep-alive connection waits
+        for its next request before it is closed; ``0``: no keep-alive,
+        ``None``: no limit.
+
+    It also keeps running out of file descriptors (``EMFILE``/``ENFILE`` on
+    accept) quiet: accepting pauses (0.01 s, doubling up to 1 s) and a
+    warning with a count is logged at most once per
+    :attr:`accept_error_interval` seconds, instead of gevent's traceback per
+    failed accept.
+    """
+
+    #: Seconds between two warnings about failed accepts.
+    accept_error_interval = 10.0
+
+    def __init__(
+        self,
+        *args: t.Any,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+        **kwargs: t.Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        #: Read by the handler for each connection.
+        self.handshake_timeout = handshake_timeout
+        self.keepalive_timeout = keepalive_timeout
+        #: Connections served at once: the size of the server's pool
+        #: (``None``: no cap).
+        self.max_connections: int | None = getattr(getattr(self, "pool", None), "size", None)
+        self._accept_delay = 0.0
+        self._accept_retry: t.Any = None
+        self._accept_failures = 0
+        self._accept_warned_at: float | None = None
+
+    def do_read(self) -> t.Any:
+        try:
+            args = super().do_read()  # type: ignore[misc]
+        except OSError as e:
+            if e.errno not in _RESOURCE_ERRORS:
+                raise
+            self._accept_failed(e)
+            return None
+        self._accept_delay = 0.0
+        return args
+
+    def _accept_failed(self, error: OSError) -> None:
+        """Count the failure, warn at most once per interval, and pause
+        accepting (the connection stays in the listen backlog)."""
+        self._accept_failures += 1
+        now = time.monotonic()
+        if self._accept_warned_at is None or now - self._accept_warned_at >= self.accept_error_interval:
+            logger.warning(
+                "Cannot accept connections: %s (%d failed accepts since the last warning); "
+                "retrying. Raise the open file limit (ulimit -n) or lower max_connections.",
+                error.strerror or error,
+                self._accept_failures,
+            )
+            self._accept_warned_at, self._accept_failures = now, 0
+        self._accept_delay = min(1.0, max(0.01, self._accept_delay * 2))
+        self.stop_accepting()  # type: ignore[attr-defined]
+        self._cancel_accept_retry()
+        loop = self.loop  # type: ignore[attr-defined]
+        self._accept_retry = loop.timer(self._accept_delay)
+        self._accept_retry.start(self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._cancel_accept_retry()
+        if self.started and not self.closed:  # type: ignore[attr-defined]
+            self.start_accepting()  # type: ignore[attr-defined]
+
+    def _cancel_accept_retry(self) -> None:
+        retry, self._accept_retry = self._accept_retry, None
+        if retry is not None:
+            retry.stop()
+            retry.close()
+
+    def close(self) -> None:
+        self._cancel_accept_retry()
+        super().close()  # type: ignore[misc]
+
+
+class WebSocketServer(GracefulShutdownMixin, ConnectionLimitsMixin, WSGIServer):
     """gevent's :class:`~gevent.pywsgi.WSGIServer` that closes open sockets
-    with 1001 when it stops."""
+    with 1001 when it stops, with the limits of :class:`ConnectionLimitsMixin`."""
 
 
 def make_server(
@@ -64,6 +180,9 @@ def make_server(
     port: int = 5000,
     *,
     handler_class: type[WebSocketHandler] = WebSocketHandler,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+    max_connections: int | None = None,
     **server_options: t.Any,
 ) -> WebSocketServer:
     """Create (but do not start) a :class:`WebSocketServer` (a gevent
@@ -78,11 +197,31 @@ def make_server(
         back from ``server.server_port`` after ``server.start()``).
     :param handler_class: The per-connection handler; a subclass of
         :class:`~flask_sockets_gevent.WebSocketHandler`.
+    :param handshake_timeout: Seconds a client has to send its request line
+        and headers (``408``, then close); ``None``: no limit.
+    :param keepalive_timeout: Seconds an idle HTTP keep-alive connection is
+        kept open; ``0``: no keep-alive; ``None``: no limit.
+    :param max_connections: Connections served at once (the pool's size);
+        more wait in the listen backlog until one closes. Default:
+        :func:`default_max_connections`, from the open file limit.
     :param server_options: Passed to :class:`~gevent.pywsgi.WSGIServer`
         (``certfile``/``keyfile`` for TLS, ``log``, ``error_log``, ``spawn``, ...).
     """
-    server_options.setdefault("spawn", Pool())
-    return WebSocketServer((host, port), app, handler_class=handler_class, **server_options)
+    if "spawn" in server_options:
+        if max_connections is not None:
+            raise TypeError("pass max_connections or spawn, not both")
+    else:
+        if max_connections is None:
+            max_connections = default_max_connections()
+        server_options["spawn"] = Pool(max_connections)
+    return WebSocketServer(
+        (host, port),
+        app,
+        handler_class=handler_class,
+        handshake_timeout=handshake_timeout,
+        keepalive_timeout=keepalive_timeout,
+        **server_options,
+    )
 
 
 def run(
@@ -93,6 +232,9 @@ def run(
     shutdown_timeout: float = 10.0,
     reload: bool = False,
     debug: bool = False,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+    max_connections: int | None = None,
     **server_options: t.Any,
 ) -> None:
     """Serve ``app`` until SIGINT (Ctrl+C) or SIGTERM.
@@ -104,13 +246,18 @@ def run(
     The process should be monkey-patched by gevent first
     (``from gevent import monkey; monkey.patch_all()`` at the very top of
     the main module) so that blocking calls in handlers yield to other
-    connections. Other arguments are those of :func:`make_server`.
+    connections. Other arguments (``handshake_timeout``,
+    ``keepalive_timeout``, ``max_connections``, TLS, logs) are those of
+    :func:`make_server`.
 
     :param reload: Restart the server when a Python file changes
         (Werkzeug's reloader), for development.
     :param debug: Development mode: set ``app.debug``, turn on the reloader
         and Werkzeug's interactive debugger for HTTP routes. Never in production.
     """
+    server_options.update(
+        handshake_timeout=handshake_timeout, keepalive_timeout=keepalive_timeout, max_connections=max_connections
+    )
     if debug:
         from werkzeug.debug import DebuggedApplication
 

@@ -249,7 +249,11 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             return
         if subprotocol is not None:
             self.subprotocol = subprotocol
-        self.handler.send_handshake(self.subprotocol, headers)
+        try:
+            self.handler.send_handshake(self.subprotocol, headers)
+        except OSError:
+            self._handshake_failed()
+            return
         self.accepted = True
         self._take_over_input()
         self._registry = getattr(self.handler.server, "websockets", None)
@@ -262,6 +266,14 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             pass
         if self.ping_interval:
             self._arm_keepalive(self.ping_interval)
+
+    def _handshake_failed(self) -> None:
+        """The client left (reset, broken pipe) before the ``101`` went out.
+        The socket counts as accepted, so no HTTP response follows, and is
+        closed with ``close_code`` 1006: the ``receive()`` that accepted
+        returns ``None``, and a send raises :exc:`ConnectionClosed`."""
+        self.accepted = True
+        self.abort()
 
     def _take_over_input(self) -> None:
         """From now on read frames straight from the socket: move whatever
@@ -291,9 +303,11 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             raised and the socket stays usable (nothing read is lost).
         :raises ConnectionClosed: If the socket was already closed.
         """
-        self.accept()
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
+        self.accept()
+        if self.closed:  # the client left before the 101
+            return None
         if timeout is None:
             return self._receive()
         # gevent.Timeout is a BaseException, so nothing on the way catches it

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import typing as t
+
 from gunicorn.workers.ggevent import GeventPyWSGIWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 from gunicorn.workers.ggevent import PyWSGIServer
 
+from flask_sockets_gevent import ConnectionLimitsMixin
 from flask_sockets_gevent import GracefulShutdownMixin
 from flask_sockets_gevent import WebSocketHandler
 
@@ -15,9 +19,29 @@ __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSock
 class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore[misc]
     """Our WebSocket handler with gunicorn's environ additions and access log."""
 
+    def log_request(self) -> None:
+        # gunicorn's access log reads the environ and the response headers,
+        # which a request refused before it was parsed (400, 408, 431) does
+        # not have.
+        if getattr(self, "response_headers", None) is None:
+            self.__dict__["response_headers"] = []
+        if self.environ is None:
+            address = self.client_address
+            self.__dict__["environ"] = {
+                "REMOTE_ADDR": str(address[0]) if isinstance(address, tuple) else "-",
+                "REQUEST_METHOD": self.command or "-",
+                "RAW_URI": self.path or "-",
+                "PATH_INFO": self.path or "-",
+                "QUERY_STRING": "",
+                "SERVER_PROTOCOL": self.request_version or "-",
+            }
+        super().log_request()
 
-class GunicornWebSocketServer(GracefulShutdownMixin, PyWSGIServer):  # type: ignore[misc]
-    """gunicorn's gevent server; on a graceful stop every open socket is closed with 1001."""
+
+class GunicornWebSocketServer(GracefulShutdownMixin, ConnectionLimitsMixin, PyWSGIServer):  # type: ignore[misc]
+    """gunicorn's gevent server; on a graceful stop every open socket is
+    closed with 1001. Handshake and keep-alive timeouts as
+    :class:`~flask_sockets_gevent.ConnectionLimitsMixin`."""
 
 
 class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
@@ -26,7 +50,33 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
     Use it with ``gunicorn -k flask_sockets_gunicorn.worker module:app``.
     On a graceful stop (SIGTERM, or SIGHUP reload) open sockets get close
     1001 and their handlers up to ``--graceful-timeout`` seconds to finish.
+
+    Idle keep-alive connections are closed after ``--keep-alive`` seconds
+    (``0``: no keep-alive), and each worker serves at most
+    ``--worker-connections`` connections at once (more wait in the listen
+    backlog). gunicorn has no setting for the handshake timeout; change it
+    in a subclass and pass that with ``-k module.ClassName``::
+
+        class Worker(GeventWebSocketWorker):
+            handshake_timeout = 5.0
     """
 
-    server_class = GunicornWebSocketServer
+    server_class: t.Callable[..., t.Any] = GunicornWebSocketServer
     wsgi_handler = GunicornWebSocketHandler
+
+    #: Seconds a client has to send its request line and headers (``408``,
+    #: then close); ``None``: no limit.
+    handshake_timeout: float | None = 10.0
+
+    def run(self) -> None:
+        # gunicorn builds each listener's server as server_class(sock,
+        # application=..., spawn=Pool(worker_connections), log=..., ...):
+        # hand our settings to ours the same way.
+        server_class = type(self).server_class
+        if isinstance(server_class, type) and issubclass(server_class, ConnectionLimitsMixin):
+            self.server_class = functools.partial(
+                server_class,
+                handshake_timeout=self.handshake_timeout,
+                keepalive_timeout=float(self.cfg.keepalive),
+            )
+        super().run()

@@ -1,0 +1,128 @@
+"""Strict reading of an HTTP/1.1 request head (RFC 9112), for the handler.
+
+gevent's pywsgi reads the request line leniently and hands the headers to
+:func:`http.client.parse_headers`, which accepts lines without a colon,
+folded lines, control characters in values, and a connection that ends
+before the blank line. Here the request line and every header line are
+checked first; what passes is handed to gevent's own ``headers_factory``,
+so the message object pywsgi and gunicorn use is unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEADER_LINE",
+    "BadRequest",
+    "HeadersTooLarge",
+    "IncompleteRequest",
+    "check_framing",
+    "check_request_line",
+    "read_header_block",
+]
+
+#: Longest header line, in bytes (as :mod:`http.client`).
+MAX_HEADER_LINE = 65536
+#: Most header lines in one request (as :mod:`http.client`).
+MAX_HEADERS = 100
+
+# RFC 9110 5.6.2: token = 1*tchar.
+_TCHAR = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
+# method SP request-target SP HTTP-version CRLF (a bare LF is tolerated,
+# RFC 9112 2.2). The target holds no whitespace and no control characters.
+_REQUEST_LINE = re.compile(rf"[{_TCHAR}]+ [^\x00-\x20\x7f]+ HTTP/1\.[01]\r?\n")
+# field-name ":" OWS field-value OWS: no whitespace before the colon, no
+# control characters but HT in the value (so no NUL, CR or LF), no obs-fold
+# (a line that starts with SP or HT fails the name).
+_HEADER_LINE = re.compile(rb"[" + _TCHAR.encode() + rb"]+:[\t\x20-\x7e\x80-\xff]*")
+
+
+class BadRequest(ValueError):
+    """The request is malformed: answer 400 and close."""
+
+
+class HeadersTooLarge(ValueError):
+    """A header line is over :data:`MAX_HEADER_LINE` bytes or there are more
+    than :data:`MAX_HEADERS` of them: answer 431 and close."""
+
+
+class IncompleteRequest(ValueError):
+    """The connection ended inside the request head: nothing to dispatch."""
+
+
+class _Readable(t.Protocol):
+    def readline(self, size: int = ..., /) -> bytes: ...
+
+
+def check_request_line(line: str) -> None:
+    """Check a request line as pywsgi read it (latin-1, with its line end).
+
+    :raises IncompleteRequest: If the connection ended inside it.
+    :raises BadRequest: If it is not ``method SP target SP HTTP/1.0`` (or
+        ``HTTP/1.1``): an
+        HTTP/0.9 two-word line, ``HTTP/1`` without a minor version, double
+        spaces, a method that is not a token, control characters.
+    """
+    if not line.endswith("\n"):
+        raise IncompleteRequest("The connection ended inside the request line")
+    if _REQUEST_LINE.fullmatch(line) is None:
+        raise BadRequest(f"Malformed request line: {line.rstrip()[:200]!r}")
+
+
+def read_header_block(rfile: _Readable) -> bytes:
+    """Read header lines up to the blank line and return them, checked, as
+    one block ending with the blank line.
+
+    :raises HeadersTooLarge: For a line over :data:`MAX_HEADER_LINE` bytes
+        or more than :data:`MAX_HEADERS` lines.
+    :raises BadRequest: For a line that is not ``name: value``.
+    :raises IncompleteRequest: If the connection ended before the blank line.
+    """
+    lines: list[bytes] = []
+    while True:
+        line = rfile.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise HeadersTooLarge(f"Header line over {MAX_HEADER_LINE} bytes")
+        if not line.endswith(b"\n"):
+            raise IncompleteRequest("The connection ended before the end of the headers")
+        content = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if not content:
+            lines.append(b"\r\n")
+            return b"".join(lines)
+        if len(lines) == MAX_HEADERS:
+            raise HeadersTooLarge(f"More than {MAX_HEADERS} headers")
+        if _HEADER_LINE.fullmatch(content) is None:
+            if content[:1] in (b" ", b"\t"):
+                raise BadRequest("Folded header line (obs-fold)")
+            raise BadRequest(f"Malformed header line: {content[:200]!r}")
+        lines.append(content + b"\r\n")
+
+
+def check_framing(headers: t.Any, request_version: str | None) -> None:
+    """Check how the body is delimited (RFC 9112 6): ``Content-Length`` is
+    digits only and, if repeated, the same; ``Transfer-Encoding`` is only
+    ``chunked``, never beside ``Content-Length``, never in HTTP/1.0. An
+    HTTP/1.1 request has exactly one ``Host`` (RFC 9112 3.2).
+
+    :param headers: The message from gevent's ``headers_factory``.
+    :raises BadRequest: Otherwise: two readings of one request are how
+        requests are smuggled past a proxy.
+    """
+    lengths = headers.get_all("content-length") or []
+    encodings = headers.get_all("transfer-encoding") or []
+    if lengths:
+        values = {value.strip() for value in lengths}
+        if len(values) != 1 or not all(value.isdigit() and value.isascii() for value in values):
+            raise BadRequest(f"Invalid Content-Length: {lengths!r}")
+    if encodings:
+        if lengths:
+            raise BadRequest("Both Transfer-Encoding and Content-Length")
+        if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
+            raise BadRequest(f"Unsupported Transfer-Encoding: {encodings!r}")
+        if request_version != "HTTP/1.1":
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+    if request_version == "HTTP/1.1" and len(headers.get_all("host") or []) != 1:
+        raise BadRequest("An HTTP/1.1 request needs exactly one Host header")
