@@ -299,3 +299,15 @@ def http_assert_quiet(target: HttpTarget, stderr: str = "") -> None:
         assert target.errors() == "", target.errors()
     else:
         assert "[ERROR]" not in errors, errors
+
+
+def http_keepalive_request(sock: socket.socket) -> bytes:
+    """Send ``GET /`` on a keep-alive connection and read the whole answer
+    (the app's ``/`` ends its body with ``ok``)."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    data = b""
+    while not data.endswith(b"ok"):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data

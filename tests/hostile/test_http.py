@@ -17,6 +17,7 @@ from tests.hostile.conftest import http_connect
 from tests.hostile.conftest import http_echo_works
 from tests.hostile.conftest import http_exchange
 from tests.hostile.conftest import http_get
+from tests.hostile.conftest import http_keepalive_request
 from tests.hostile.conftest import http_load_app
 from tests.hostile.conftest import http_read_until_close
 from tests.hostile.conftest import http_reset
@@ -209,11 +210,5 @@ def test_a_keepalive_connection_serves_requests_in_turn(http_target):
     """Strict reading keeps keep-alive working: three requests on one connection."""
     with http_connect(http_target.server) as sock:
         for _ in range(3):
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            data = b""
-            while not data.endswith(b"ok"):
-                chunk = sock.recv(65536)
-                assert chunk, data
-                data += chunk
-            assert http_status(data) == 200
+            assert http_status(http_keepalive_request(sock)) == 200
 

@@ -16,6 +16,7 @@ from tests.hostile.conftest import http_assert_quiet
 from tests.hostile.conftest import http_connect
 from tests.hostile.conftest import http_echo_works
 from tests.hostile.conftest import http_gevent_target
+from tests.hostile.conftest import http_keepalive_request
 from tests.hostile.conftest import http_read_until_close
 from tests.hostile.conftest import http_status
 from tests.hostile.conftest import http_upgrade
@@ -121,22 +122,12 @@ def test_a_websocket_outlives_the_handshake_timeout(serve):
         assert ws.recv(timeout=5) == "later"
 
 
-def keepalive_request(sock: socket.socket) -> bytes:
-    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    data = b""
-    while not data.endswith(b"ok"):
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
-    return data
-
-
 def idle_close_after(server: Server) -> float:
     """Make a request on a keep-alive connection, then wait: the seconds
     until the server closes it."""
     with http_connect(server, timeout=GIVE_UP) as sock:
-        assert http_status(keepalive_request(sock)) == 200
-        assert http_status(keepalive_request(sock)) == 200  # still open between requests
+        assert http_status(http_keepalive_request(sock)) == 200
+        assert http_status(http_keepalive_request(sock)) == 200  # still open between requests
         idle_since = time.monotonic()
         assert http_read_until_close(sock, GIVE_UP) == b""
         return time.monotonic() - idle_since
