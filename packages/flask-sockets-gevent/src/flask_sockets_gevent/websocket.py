@@ -702,9 +702,9 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         """Half-close TCP, then read and drop what comes until the peer's
         end of the connection."""
         self._buffer.clear()
+        self._shutdown(socket.SHUT_WR)
         sock = self.handler.socket
         try:
-            sock.shutdown(socket.SHUT_WR)
             while sock.recv(_READ_SIZE):
                 pass
         except OSError:
