@@ -438,7 +438,8 @@ def test_slow_consumer_is_closed_while_the_others_receive_on_time(any_server: t.
     order and on time meanwhile. The publisher is another thread, or a
     view in the server (on the gevent server, where rooms send straight to
     sockets that can take a message without waiting)."""
-    app, sockets = make_app(SOCKETS_SEND_QUEUE_SIZE=16, SOCKETS_CLOSE_TIMEOUT=2.0)
+    # (Uncompressed: the padding of the messages must fill the kernel's buffers.)
+    app, sockets = make_app(SOCKETS_SEND_QUEUE_SIZE=16, SOCKETS_CLOSE_TIMEOUT=2.0, SOCKETS_COMPRESSION=False)
     server = any_server(app)
     with join(server, "a") as fast, slow_client(server, "a") as slow:
         received: list[tuple[float, str]] = []
@@ -480,7 +481,7 @@ def test_slow_consumer_is_closed_while_the_others_receive_on_time(any_server: t.
 def test_a_client_that_reads_nothing_is_cut_off(any_server: t.Any) -> None:
     """If not even the close frame gets through within SOCKETS_CLOSE_TIMEOUT,
     the connection is cut: the handler ends and nothing is left behind."""
-    app, sockets = make_app(SOCKETS_SEND_QUEUE_SIZE=8, SOCKETS_CLOSE_TIMEOUT=0.5)
+    app, sockets = make_app(SOCKETS_SEND_QUEUE_SIZE=8, SOCKETS_CLOSE_TIMEOUT=0.5, SOCKETS_COMPRESSION=False)
     server = any_server(app)
     with slow_client(server, "a") as slow:
         for i in range(1500):

@@ -39,6 +39,7 @@ class SocketRouteRegistrar:
         **options: t.Any,
     ) -> None:
         subprotocols = options.pop("subprotocols", None)
+        compression = options.pop("compression", None)
         if view_func is not None:
-            view_func = websocket_view(view_func, subprotocols)
+            view_func = websocket_view(view_func, subprotocols, compression)
         self._app.add_url_rule(rule, endpoint, view_func, websocket=True, **options)

@@ -3,11 +3,12 @@
 The development server puts no socket in ``environ['wsgi.websocket']``, but
 it exposes the raw connection as ``environ['werkzeug.socket']``. For a
 WebSocket request :class:`DevWebSocket` answers the handshake on that
-connection itself and speaks the protocol with :mod:`wsproto` (a sans-I/O
-implementation), behind the same interface as the gevent socket.
+connection itself and speaks the protocol with :mod:`flask_sockets.protocol`,
+the engine the gevent server uses too (same limits, same close codes,
+permessage-deflate), behind the same interface as the gevent socket.
 
 It is meant for development: one thread per connection (the development
-server's threads), no keepalive pings. Production servers put their own
+server's threads), no keepalive pings, no send timeout. Production servers put their own
 socket in ``wsgi.websocket`` and this module is never used.
 """
 
@@ -19,11 +20,20 @@ import time
 import typing as t
 
 from .base import SocketBase
+from .compression import Deflate
+from .compression import negotiate
 from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
 from .options import SocketOptions
-from .options import max_fragments
+from .protocol import CLOSE_NO_STATUS
+from .protocol import PAUSE
+from .protocol import Close
+from .protocol import Ping
+from .protocol import ProtocolError
+from .protocol import ServerProtocol
+from .protocol import close_payload
+from .protocol import frame_header
 
 __all__ = ["WERKZEUG_SOCKET_KEY", "DevWebSocket", "HandshakeRefused"]
 
@@ -32,7 +42,6 @@ WERKZEUG_SOCKET_KEY = "werkzeug.socket"
 
 CLOSE_NORMAL = 1000
 CLOSE_ABNORMAL = 1006
-CLOSE_TOO_BIG = 1009
 _READ_SIZE = 64 * 1024
 
 
@@ -50,21 +59,19 @@ class DevWebSocket(SocketBase):
 
     Same interface as :class:`flask_sockets_gevent.WebSocket`: ``send``,
     ``receive(timeout=None)``, ``send_frame``, ``close(code, reason)``,
-    ``closed``, ``accept``, ``close_code``, ``close_reason``.
+    ``closed``, ``accept``, ``close_code``, ``close_reason``, ``compression``.
 
     :raises HandshakeRefused: If the request is not a valid handshake.
     """
 
     def __init__(self, environ: dict[str, t.Any]) -> None:
-        from wsproto.connection import Connection
-        from wsproto.connection import ConnectionType
-
         rejection = check_handshake(environ)
         if rejection is not None:
             raise HandshakeRefused(*rejection)
         self.environ = environ
         self._sock: socket.socket = environ[WERKZEUG_SOCKET_KEY]
-        self._protocol = Connection(ConnectionType.SERVER)
+        options = SocketOptions()
+        self._protocol = ServerProtocol(options.max_message_size)
         #: ``True`` once ``101 Switching Protocols`` has been sent.
         self.accepted = False
         #: ``True`` once the connection is closed or closing.
@@ -74,22 +81,34 @@ class DevWebSocket(SocketBase):
         #: The close code and reason the peer sent (1006: it vanished).
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        options = SocketOptions()
-        self.max_message_size = options.max_message_size
         self.close_timeout = options.close_timeout
         self._send_lock = threading.Lock()
         self._receive_lock = threading.Lock()
-        # The message being assembled; kept across receive() timeouts.
-        self._parts: list[t.Any] = []
-        self._size = 0
+
+    @property
+    def max_message_size(self) -> int | None:
+        """Largest incoming message in bytes, or ``None`` for no limit."""
+        return self._protocol.max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        self._protocol.max_message_size = value
+
+    @property
+    def compression(self) -> Deflate | None:
+        """The permessage-deflate parameters negotiated, or ``None``."""
+        return self._protocol.deflate
 
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`
         (pings are not sent in development)."""
-        self.max_message_size = options.max_message_size
+        self._protocol.max_message_size = options.max_message_size
         self.close_timeout = options.close_timeout
         if options.subprotocol is not None:
             self.subprotocol = options.subprotocol
+        if not self.accepted:
+            agreed = negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), options.compression)
+            self._protocol.deflate = None if agreed is None else agreed[1]
 
     def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
         """Send ``101 Switching Protocols`` (done implicitly by the first
@@ -103,6 +122,9 @@ class DevWebSocket(SocketBase):
             return
         if subprotocol is not None:
             self.subprotocol = subprotocol
+        deflate = self._protocol.deflate
+        if deflate is not None:
+            headers = [*headers, ("Sec-WebSocket-Extensions", deflate.header)]
         lines = ["HTTP/1.1 101 Switching Protocols"]
         lines += [
             f"{name}: {value}" for name, value in handshake_response_headers(self.environ, self.subprotocol, headers)
@@ -119,10 +141,6 @@ class DevWebSocket(SocketBase):
         """Return the next message (``str`` or ``bytes``), or ``None`` once the
         connection is closed. On ``timeout`` (seconds) raise
         :exc:`TimeoutError`; the socket stays usable."""
-        from wsproto.events import CloseConnection
-        from wsproto.events import Message
-        from wsproto.events import Ping
-
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
         self.accept()
@@ -130,31 +148,39 @@ class DevWebSocket(SocketBase):
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._receive_lock:
-            while True:
-                for event in self._protocol.events():
-                    if isinstance(event, Message):
-                        self._size += len(event.data)
-                        if self.max_message_size is not None and self._size > self.max_message_size:
-                            self._fail(CLOSE_TOO_BIG, f"Message over {self.max_message_size} bytes")
-                            return None
-                        most = max_fragments(self.max_message_size)
-                        if most is not None and len(self._parts) >= most:
-                            self._fail(CLOSE_TOO_BIG, f"Message in over {most} fragments")
-                            return None
-                        self._parts.append(event.data)
-                        if event.message_finished:
-                            parts, self._parts, self._size = self._parts, [], 0
-                            return "".join(parts) if isinstance(event.data, str) else b"".join(parts)
-                    elif isinstance(event, Ping):
-                        self._send(event.response())
-                    elif isinstance(event, CloseConnection):
+            try:
+                while True:
+                    event = self._next_event(deadline)
+                    if event is None:
+                        return None
+                    cls = event.__class__
+                    if cls is str or cls is bytes:
+                        if not self.closed:
+                            return t.cast("str | bytes", event)
+                    elif cls is Ping:
+                        if not self.closed:
+                            self.send_frame(event.payload, self.OPCODE_PONG)
+                    elif cls is Close:
                         self._on_close(event)
                         return None
+            except ProtocolError as e:
+                self._fail(e.code, str(e))
+                return None
+
+    def _next_event(self, deadline: float | None) -> t.Any:
+        """The engine's next event, reading as it needs; ``None`` if the
+        connection ended."""
+        protocol = self._protocol
+        while True:
+            event = protocol.next_event()
+            if event is None:
                 if not self._read(deadline):
                     return None
+            elif event is not PAUSE:
+                return event
 
     def _read(self, deadline: float | None) -> bool:
-        """Feed the next chunk from the network to the protocol; ``False``
+        """Feed the next chunk from the network to the engine; ``False``
         if the connection ended."""
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -162,7 +188,7 @@ class DevWebSocket(SocketBase):
                 raise TimeoutError("no message within the timeout")
             self._sock.settimeout(remaining)
         try:
-            data = self._sock.recv(_READ_SIZE)
+            data = self._sock.recv(max(self._protocol.bytes_needed(), _READ_SIZE))
         except TimeoutError:
             raise TimeoutError("no message within the timeout") from None
         except OSError:
@@ -174,52 +200,54 @@ class DevWebSocket(SocketBase):
             self.close_code = self.close_code or CLOSE_ABNORMAL
             self._shut_down()
             return False
-        self._protocol.receive_data(data)
+        self._protocol.buffer += data
         return True
 
-    def _on_close(self, event: t.Any) -> None:
-        from wsproto.connection import ConnectionState
-
+    def _on_close(self, event: Close) -> None:
         self.close_code, self.close_reason = event.code, event.reason
-        if self._protocol.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.OPEN):
-            # REMOTE_CLOSING: the peer closed first, echo its code. OPEN: wsproto
-            # found a protocol violation; the event carries the code to fail with.
+        if not self.closed:
+            # The peer closed first: echo its code (RFC 6455, 5.5.1).
+            reply = CLOSE_NORMAL if event.code == CLOSE_NO_STATUS else event.code
             try:
-                self._send(event.response())
+                self._send(*self._control(self.OPCODE_CLOSE, close_payload(reply)))
             except ConnectionClosed:
                 pass
         self._shut_down()
 
     # -- sending --------------------------------------------------------------
 
-    def send_frame(self, message: t.Any, opcode: int) -> None:
-        """Send one frame with ``opcode`` (text, binary, ping or pong)."""
-        from wsproto.events import BytesMessage
-        from wsproto.events import Ping
-        from wsproto.events import Pong
-        from wsproto.events import TextMessage
-
+    def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
+        """Send one frame with ``opcode`` (text, binary, ping or pong); text
+        and binary are compressed as :meth:`flask_sockets_gevent.WebSocket.send_frame`
+        says."""
         self.accept()
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
-        if opcode == self.OPCODE_TEXT:
-            text = message if isinstance(message, str) else bytes(message).decode("utf-8")
-            self._send(TextMessage(data=text))
-        elif opcode == self.OPCODE_BINARY:
-            self._send(BytesMessage(data=bytes(message)))
+        if opcode == self.OPCODE_TEXT and not isinstance(message, str):
+            bytes(message).decode("utf-8")  # text must be text: fail here, not in the peer
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        if opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            with self._send_lock:  # the compressor's state follows the order frames go out in
+                self._send_locked(*self._protocol.data_frame(opcode, payload, compress, message))
         elif opcode in (self.OPCODE_PING, self.OPCODE_PONG):
-            payload = message.encode() if isinstance(message, str) else bytes(message)
-            self._send(Ping(payload=payload) if opcode == self.OPCODE_PING else Pong(payload=payload))
+            self._send(*self._control(opcode, payload))
         else:
             raise ValueError(f"send_frame() cannot send opcode {opcode:#x}; use close() to close")
 
-    def _send(self, event: t.Any) -> None:
+    @staticmethod
+    def _control(opcode: int, payload: bytes) -> tuple[bytes, bytes]:
+        return frame_header(opcode, len(payload)), payload
+
+    def _send(self, header: bytes, payload: bytes) -> None:
         with self._send_lock:
-            try:
-                self._sock.sendall(self._protocol.send(event))
-            except OSError as e:
-                self._shut_down()
-                raise ConnectionClosed(f"Socket is dead: {e}") from e
+            self._send_locked(header, payload)
+
+    def _send_locked(self, header: bytes, payload: bytes) -> None:
+        try:
+            self._sock.sendall(header + payload)
+        except OSError as e:
+            self._shut_down()
+            raise ConnectionClosed(f"Socket is dead: {e}") from e
 
     # -- closing --------------------------------------------------------------
 
@@ -227,14 +255,11 @@ class DevWebSocket(SocketBase):
         """Send a close frame with ``code`` and ``message`` (the reason), wait
         up to ``close_timeout`` seconds for the peer's, then close the
         connection. Closing a closed socket does nothing."""
-        from wsproto.events import CloseConnection
-
         if self.closed:
             return
         self.accept()
-        reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
         try:
-            self._send(CloseConnection(code=code, reason=reason or None))
+            self._send(*self._control(self.OPCODE_CLOSE, close_payload(code, message)))
         except ConnectionClosed:
             return
         self.closed = True
@@ -247,25 +272,24 @@ class DevWebSocket(SocketBase):
         self._shut_down()
 
     def _await_close_frame(self) -> None:
-        from wsproto.events import CloseConnection
-
         deadline = time.monotonic() + self.close_timeout
         try:
             while True:
-                for event in self._protocol.events():
-                    if isinstance(event, CloseConnection):
-                        self.close_code, self.close_reason = event.code, event.reason
-                        return
-                if not self._read(deadline):
+                event = self._next_event(deadline)
+                if event is None:
                     return
-        except (TimeoutError, OSError, ValueError):
+                if event.__class__ is Close:
+                    self.close_code, self.close_reason = event.code, event.reason
+                    return
+        except (TimeoutError, OSError, ProtocolError):
             return
 
     def _fail(self, code: int, reason: str) -> None:
-        from wsproto.events import CloseConnection
-
+        """Fail the connection for what the peer did: our close frame, then
+        the end of TCP."""
+        self._protocol.reset_message()
         try:
-            self._send(CloseConnection(code=code, reason=reason))
+            self._send(*self._control(self.OPCODE_CLOSE, close_payload(code, reason)))
         except ConnectionClosed:
             pass
         self._shut_down()

@@ -104,7 +104,10 @@ class Sockets:
         :param options: ``subprotocols=['v2.chat', 'v1.chat']`` lists
             the subprotocols the route speaks, in order of preference; the
             first one the client offers is accepted (none is sent if the
-            client offers none of them). Other options go to
+            client offers none of them). ``compression=`` overrides
+            ``SOCKETS_COMPRESSION`` for this route (``False``: never
+            compress; ``True``, a dict or a
+            :class:`~flask_sockets.compression.Compression`). Other options go to
             :meth:`flask.Flask.add_url_rule` (``endpoint``, ``defaults``,
             ``subdomain``, ...). The rule only matches WebSocket requests;
             ``methods`` may only name ``GET``.
@@ -115,8 +118,8 @@ class Sockets:
         def decorator(f: F) -> F:
             if blueprint is not None:
                 # Blueprint.add_url_rule -> the app's add_url_rule, with Flask's prefixing.
-                view = websocket_view(f, options.get("subprotocols"))
-                rule_options = {k: v for k, v in options.items() if k != "subprotocols"}
+                view = websocket_view(f, options.get("subprotocols"), options.get("compression"))
+                rule_options = {k: v for k, v in options.items() if k not in ("subprotocols", "compression")}
                 blueprint.add_url_rule(rule, endpoint, view, websocket=True, **rule_options)
             else:
                 self.add_url_rule(rule, endpoint, f, **options)

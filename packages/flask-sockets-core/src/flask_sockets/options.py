@@ -6,6 +6,10 @@ import dataclasses
 import functools
 import typing as t
 
+from .compression import DEFAULT_COMPRESSION
+from .compression import Compression
+from .compression import compression_from_setting
+
 __all__ = ["DEFAULTS", "SocketOptions", "max_fragments"]
 
 #: The config keys Flask-Sockets reads, with their defaults. ``init_app``
@@ -27,6 +31,13 @@ DEFAULTS: dict[str, t.Any] = {
     # before the connection is cut and ``send()`` raises ``ConnectionClosed``;
     # ``None``: wait forever.
     "SOCKETS_SEND_TIMEOUT": 20.0,
+    # permessage-deflate (RFC 7692), when the client offers it (browsers do):
+    # ``True`` for the defaults of ``flask_sockets.compression.Compression``
+    # (no context kept between messages: no zlib memory held per connection,
+    # one shared compressor, a publish compressed once), ``False`` for off,
+    # or a dict of its fields, e.g. ``{'server_no_context_takeover': False}``.
+    # A route may override it: ``@sockets.route(rule, compression=False)``.
+    "SOCKETS_COMPRESSION": True,
     # Browser origins allowed to open sockets: ``None`` for same-origin only
     # (requests without an Origin header, i.e. non-browser clients, always
     # pass), ``'*'`` for any origin, or a list of origins such as
@@ -69,10 +80,16 @@ class SocketOptions:
     send_timeout: float | None = DEFAULTS["SOCKETS_SEND_TIMEOUT"]
     #: The subprotocol negotiated for this route, sent when the socket is accepted.
     subprotocol: str | None = None
+    #: How to answer an offer of permessage-deflate, or ``None`` to decline it.
+    compression: Compression | None = DEFAULT_COMPRESSION
 
     @classmethod
-    def from_config(cls, config: t.Mapping[str, t.Any], subprotocol: str | None = None) -> SocketOptions:
+    def from_config(
+        cls, config: t.Mapping[str, t.Any], subprotocol: str | None = None, compression: t.Any = None
+    ) -> SocketOptions:
         """Read the options from a Flask config (missing keys take the defaults).
+        ``compression``, a route's own setting, overrides ``SOCKETS_COMPRESSION``
+        unless it is ``None``.
 
         The config is read on every call, so changes made after ``init_app``
         apply to the next socket; equal settings give the same (immutable)
@@ -86,13 +103,16 @@ class SocketOptions:
             get("SOCKETS_CLOSE_TIMEOUT", DEFAULTS["SOCKETS_CLOSE_TIMEOUT"]),
             get("SOCKETS_SEND_TIMEOUT", DEFAULTS["SOCKETS_SEND_TIMEOUT"]) or None,
             subprotocol,
+            compression_from_setting(
+                get("SOCKETS_COMPRESSION", DEFAULTS["SOCKETS_COMPRESSION"]) if compression is None else compression
+            ),
         )
         if cls is SocketOptions:
             try:
                 return _shared_options(*settings)
             except TypeError:  # an unhashable setting: nothing to share
                 pass
-        max_message_size, ping_interval, ping_timeout, close_timeout, send_timeout, subprotocol = settings
+        max_message_size, ping_interval, ping_timeout, close_timeout, send_timeout, subprotocol, compression = settings
         return cls(
             max_message_size=max_message_size,
             ping_interval=ping_interval,
@@ -100,6 +120,7 @@ class SocketOptions:
             close_timeout=close_timeout,
             send_timeout=send_timeout,
             subprotocol=subprotocol,
+            compression=compression,
         )
 
 
@@ -111,6 +132,7 @@ def _shared_options(
     close_timeout: float,
     send_timeout: float | None,
     subprotocol: str | None,
+    compression: Compression | None,
 ) -> SocketOptions:
     """One :class:`SocketOptions` per distinct set of settings (``typed``:
     ``20`` and ``20.0`` stay apart), so a socket request reuses it instead
@@ -122,6 +144,7 @@ def _shared_options(
         close_timeout=close_timeout,
         send_timeout=send_timeout,
         subprotocol=subprotocol,
+        compression=compression,
     )
 
 

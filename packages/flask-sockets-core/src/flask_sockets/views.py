@@ -16,6 +16,7 @@ from flask import current_app
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from .compression import compression_from_setting
 from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
 from .options import SocketOptions
@@ -44,7 +45,7 @@ CLOSE_INTERNAL_ERROR = 1011
 
 
 def websocket_view(
-    handler: WebSocketHandler, subprotocols: t.Sequence[str] | None = None
+    handler: WebSocketHandler, subprotocols: t.Sequence[str] | None = None, compression: t.Any = None
 ) -> t.Callable[..., ResponseReturnValue]:
     """Wrap a socket handler ``handler(ws, **url_variables)`` as a Flask view.
 
@@ -53,7 +54,8 @@ def websocket_view(
     - The first of ``subprotocols`` (in this, the server's, order) that the
       client offered is the one the socket is accepted with.
     - The socket is configured from the app's ``SOCKETS_*`` config, if it
-      has a ``configure(options)`` method.
+      has a ``configure(options)`` method; ``compression``, when not
+      ``None``, overrides ``SOCKETS_COMPRESSION`` for this route.
     - The socket closes with 1000 when the handler returns.
     - An exception escaping the handler closes the socket with 1011 (1008
       for a 4xx ``HTTPException`` such as ``abort(403)``) and is re-raised,
@@ -71,6 +73,9 @@ def websocket_view(
       error naming the fix and a :exc:`~flask_sockets.MissingWebSocketError` (500).
     """
 
+    if compression is not None:  # checked now: a bad setting fails where the route is declared
+        compression = compression_from_setting(compression) or False
+
     @functools.wraps(handler)
     def view(**kwargs: t.Any) -> ResponseReturnValue:
         # The request and the app, looked up once (each use of the proxies is a lookup).
@@ -83,7 +88,7 @@ def websocket_view(
             _check_origin(req, app)
             configure = getattr(ws, "configure", None)
             if configure is not None:
-                configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols)))
+                configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
             del configure  # this frame lives as long as the socket: hold nothing it needs not
             _run_handler(app, handler, ws, kwargs)
         except ConnectionClosed:

@@ -6,16 +6,14 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 - The handshake is answered lazily: ``101 Switching Protocols`` goes out
   when the handler first uses the socket or calls :meth:`WebSocket.accept`,
   so an app can still refuse the connection with a real HTTP response.
-- Frames are read into a buffer of our own, so ``receive(timeout=...)`` can
-  give up without losing a partly read frame.
-- Payloads are unmasked with one big-integer XOR (C speed) and text is
-  checked with the standard library's incremental UTF-8 decoder, once,
-  frame by frame (invalid text fails fast with 1007).
-- The announced length of every frame is checked against
-  ``max_message_size`` before its payload is read (over it: 1009). A
-  fragmented message is assembled in one buffer, and may have at most one
-  fragment per 64 bytes of the limit (over it: 1009), so what one message
-  can make the server hold is bounded by the limit, whatever its fragments.
+- The protocol is :mod:`flask_sockets.protocol`, the sans-I/O engine
+  every Flask-Sockets server shares: this class only reads, feeds it,
+  and writes what it makes. Its buffer survives ``receive(timeout=...)``
+  giving up, so nothing partly read is lost. It unmasks at C speed, fails
+  invalid UTF-8 (1007) as soon as the bad bytes arrive, checks announced
+  lengths and fragment counts before payloads arrive and bounds inflation
+  (1009), and speaks permessage-deflate when the client offers it and
+  ``SOCKETS_COMPRESSION`` allows (see :mod:`flask_sockets.compression`).
 - A connection whose frames keep arriving yields to the other greenlets
   every few dozen frames: a client flooding frames cannot starve the rest.
 - When the server fails a connection (1002, 1007, 1009, a keepalive
@@ -42,25 +40,30 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 
 from __future__ import annotations
 
-import codecs
-import io
 import os
 import socket
-import struct
 import time
 import typing as t
 
 import gevent
 from gevent.lock import Semaphore
 from gevent.socket import socket as GeventSocket
-from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 
 import flask_sockets
 from flask_sockets.base import SocketBase
+from flask_sockets.compression import Deflate
+from flask_sockets.compression import negotiate
 from flask_sockets.options import SocketOptions
-from flask_sockets.options import max_fragments
+from flask_sockets.protocol import PAUSE
+from flask_sockets.protocol import Close
+from flask_sockets.protocol import MessageTooBig
+from flask_sockets.protocol import Ping
+from flask_sockets.protocol import ProtocolError
+from flask_sockets.protocol import ServerProtocol
+from flask_sockets.protocol import close_payload
+from flask_sockets.protocol import frame_header
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
@@ -83,18 +86,12 @@ _DEFAULTS = SocketOptions()
 # ones in two, to avoid copying the payload.
 _SINGLE_WRITE_LIMIT = 16 * 1024
 _READ_SIZE = 64 * 1024
-# Payloads are unmasked in blocks of this many bytes (a multiple of 4).
-_UNMASK_BLOCK = 16 * 1024
-# Frames read from one connection before its reader yields to the hub.
-_FRAMES_PER_YIELD = 32
+# Events read from one connection before its reader yields to the hub.
+_EVENTS_PER_YIELD = 32
 
 
 class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type: ignore[misc]
     """The socket is closed; it can neither send nor receive."""
-
-
-class MessageTooBig(ProtocolError):  # type: ignore[misc]
-    """A peer announced a frame that would take a message over the limit."""
 
 
 class _PeerGone(Exception):
@@ -105,44 +102,6 @@ class _SendTimeout(Exception):
     """A send made no progress for ``send_timeout`` seconds."""
 
 
-def unmask(payload: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
-    """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455, 5.3).
-
-    One big-integer XOR per 16 KiB block: the integers stay in the CPU
-    cache, which makes a 1 MiB payload 2-3 times faster than one XOR over
-    the whole of it."""
-    n = len(payload)
-    if n <= _UNMASK_BLOCK:
-        if not n:
-            return b""
-        key = (mask * (n // 4 + 1))[:n]
-        return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-    view = memoryview(payload)
-    block_key = int.from_bytes(mask * (_UNMASK_BLOCK // 4), "little")
-    whole = n - n % _UNMASK_BLOCK
-    parts = [
-        (int.from_bytes(view[i : i + _UNMASK_BLOCK], "little") ^ block_key).to_bytes(_UNMASK_BLOCK, "little")
-        for i in range(0, whole, _UNMASK_BLOCK)
-    ]
-    if whole < n:  # blocks are a multiple of 4 bytes, so the mask lines up
-        parts.append(unmask(view[whole:], mask))
-    return b"".join(parts)
-
-
-def frame_header(opcode: int, length: int) -> bytes:
-    """The header of an unmasked, final server frame."""
-    if length < 126:
-        return bytes((0x80 | opcode, length))
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x80 | opcode, 126, length)
-    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
-
-
-def is_valid_close_code(code: int) -> bool:
-    """Whether a peer may send ``code`` in a close frame (RFC 6455, 7.4)."""
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
-
-
 class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
     """A server-side WebSocket connection (see the module docstring)."""
 
@@ -151,23 +110,17 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_buffer",
-        "_decoder",
-        "_fragments",
-        "_frames_left",
+        "_events_left",
         "_keepalive",
         "_last_heard",
-        "_message",
-        "_opcode",
+        "_protocol",
         "_reader",
         "_registry",
         "_send_lock",
-        "_size",
         "accepted",
         "close_code",
         "close_reason",
         "close_timeout",
-        "max_message_size",
         "ping_interval",
         "ping_timeout",
         "send_timeout",
@@ -191,8 +144,8 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self.close_code: int | None = None
         #: The close reason the peer sent.
         self.close_reason: str | None = None
-        #: Largest incoming message in bytes, or ``None`` for no limit.
-        self.max_message_size: int | None = _DEFAULTS.max_message_size
+        # The protocol engine: frames in, messages out (its buffer holds what was read).
+        self._protocol = ServerProtocol(_DEFAULTS.max_message_size)
         #: Seconds of peer silence before a ping, or ``None`` to never ping.
         self.ping_interval: float | None = _DEFAULTS.ping_interval
         #: Seconds to wait for a pong before closing with 1011.
@@ -204,17 +157,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self.send_timeout: float | None = _DEFAULTS.send_timeout
         # Held while a frame goes out. Not re-entrant: nothing sends while holding it.
         self._send_lock = Semaphore()
-        self._buffer = bytearray()
-        # The message being assembled; kept across receive() timeouts.
-        self._opcode: int | None = None
-        # While a fragmented message comes in: its payload so far (text is
-        # decoded into a StringIO as it comes, binary goes into a bytearray),
-        # and how many fragments it had.
-        self._message: t.Any = None
-        self._size = 0
-        self._fragments = 0
-        self._decoder: codecs.IncrementalDecoder | None = None
-        self._frames_left = _FRAMES_PER_YIELD
+        self._events_left = _EVENTS_PER_YIELD
         self._reader: t.Any = None
         self._last_heard = time.monotonic()
         # A hub timer while the peer is active; a greenlet only while a ping is out.
@@ -227,10 +170,29 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         # and an unaccepted socket must never be answered from a finaliser.
         pass
 
+    @property
+    def max_message_size(self) -> int | None:
+        """Largest incoming message in bytes, or ``None`` for no limit."""
+        return self._protocol.max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        self._protocol.max_message_size = value
+
+    @property
+    def compression(self) -> Deflate | None:
+        """The permessage-deflate parameters negotiated with the client
+        (``compression.parameters()``), or ``None``. Known once
+        :meth:`configure` ran; sent with the ``101``."""
+        return self._protocol.deflate
+
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
         Flask-Sockets calls it before the handler runs."""
-        self.max_message_size = options.max_message_size
+        self._protocol.max_message_size = options.max_message_size
+        if not self.accepted:
+            agreed = negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), options.compression)
+            self._protocol.deflate = None if agreed is None else agreed[1]
         self.ping_interval = options.ping_interval
         self.ping_timeout = options.ping_timeout
         self.close_timeout = options.close_timeout
@@ -249,6 +211,9 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             return
         if subprotocol is not None:
             self.subprotocol = subprotocol
+        deflate = self._protocol.deflate
+        if deflate is not None:
+            headers = [*headers, ("Sec-WebSocket-Extensions", deflate.header)]
         try:
             self.handler.send_handshake(self.subprotocol, headers)
         except OSError:
@@ -290,7 +255,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         finally:
             sock.settimeout(timeout)
         if pending:
-            self._buffer += rfile.read1(len(pending))
+            self._protocol.buffer += rfile.read1(len(pending))
         rfile.close()
 
     # -- receiving ------------------------------------------------------------
@@ -327,12 +292,9 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self._reader = gevent.getcurrent()
         try:
             return self._read_message()
-        except MessageTooBig as e:
-            self._fail(CLOSE_TOO_BIG, str(e))
-        except UnicodeDecodeError:
-            self._fail(CLOSE_INVALID_DATA, "Invalid UTF-8 in text")
         except ProtocolError as e:
-            self._fail(CLOSE_PROTOCOL_ERROR, str(e))
+            self._protocol.reset_message()
+            self._fail(e.code, str(e))
         except (_PeerGone, OSError):
             self._drop(CLOSE_ABNORMAL)
         except ConnectionClosed:  # a pong could not be sent: the socket is closed already
@@ -341,154 +303,74 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self._reader = None
         return None
 
-    def _fill(self, n: int) -> None:
-        """Read until the buffer holds at least ``n`` bytes. Interrupting it
-        (a timeout) loses nothing: bytes only ever move into the buffer."""
-        buffer = self._buffer
-        sock = self.handler.socket  # (not its bound recv: that would live as long as the wait)
-        while len(buffer) < n:
-            # gevent's recv waits without holding a buffer, then reads what is there.
-            chunk = sock.recv(max(n - len(buffer), _READ_SIZE))
-            if not chunk:
-                raise _PeerGone()
-            buffer += chunk
-
-    def _read_frame(self) -> tuple[bool, int, bytes]:
-        """Read one whole frame: ``(fin, opcode, unmasked payload)``."""
-        if self._frames_left:
-            self._frames_left -= 1
+    def _next_event(self) -> t.Any:
+        """The next event of the protocol engine, reading as it needs. An
+        interruption (a timeout) loses nothing: bytes only move from the
+        socket into the engine's buffer."""
+        protocol = self._protocol
+        if self._events_left:
+            self._events_left -= 1
         else:
             # A peer whose frames keep coming must not starve the other
-            # connections: let them run. Nothing is read yet, so a timeout
-            # raised here loses nothing.
-            self._frames_left = _FRAMES_PER_YIELD
+            # connections: let them run.
+            self._events_left = _EVENTS_PER_YIELD
             gevent.sleep(0)
-        buffer = self._buffer
-        self._fill(2)
-        first, second = buffer[0], buffer[1]
-        fin, opcode, length = bool(first & 0x80), first & 0x0F, second & 0x7F
-        if first & 0x70:
-            raise ProtocolError("Reserved bits set without a negotiated extension")
-        if not second & 0x80:
-            raise ProtocolError("Client frames must be masked")
-        if opcode >= 0x8:
-            if opcode > 0xA:
-                raise ProtocolError(f"Reserved opcode {opcode:#x}")
-            if not fin:
-                raise ProtocolError("Fragmented control frame")
-            if length > 125:
-                raise ProtocolError("Control frame payload over 125 bytes")
-        elif opcode > 0x2:
-            raise ProtocolError(f"Reserved opcode {opcode:#x}")
-        start = 2
-        if length == 126:
-            self._fill(4)
-            length = int.from_bytes(buffer[2:4], "big")
-            start = 4
-        elif length == 127:
-            self._fill(10)
-            length = int.from_bytes(buffer[2:10], "big")
-            start = 10
-            if length >> 63:
-                raise ProtocolError("Frame length has the most significant bit set")
-        limit = self.max_message_size
-        if opcode < 0x8 and limit is not None and self._size + length > limit:
-            raise MessageTooBig(f"Message over {limit} bytes")
-        end = start + 4 + length
-        self._fill(end)
-        if length <= _UNMASK_BLOCK:
-            payload = unmask(buffer[start + 4 : end], buffer[start : start + 4])  # (copies: faster when small)
-        else:
-            with memoryview(buffer) as view:
-                try:
-                    payload = unmask(view[start + 4 : end], buffer[start : start + 4])
-                except BaseException:
-                    # Such as gunicorn's SystemExit on a worker timeout: the
-                    # slice lives on in the traceback and keeps the buffer
-                    # exported, so it could not be resized. Go on with a copy.
-                    self._buffer = bytearray(buffer)
-                    raise
-        del buffer[:end]
-        self._last_heard = time.monotonic()
-        return fin, opcode, payload
+        sock = self.handler.socket  # (not its bound recv: that would live as long as the wait)
+        while True:
+            event = protocol.next_event()
+            if event is None:
+                # gevent's recv waits without holding a buffer, then reads what is there.
+                chunk = sock.recv(max(protocol.bytes_needed(), _READ_SIZE))
+                if not chunk:
+                    raise _PeerGone()
+                protocol.buffer += chunk
+                self._last_heard = time.monotonic()
+            elif event is PAUSE:
+                gevent.sleep(0)
+            else:
+                return event
 
     def _read_message(self) -> str | bytes | None:
         while True:
-            fin, opcode, payload = self._read_frame()
-            if opcode == self.OPCODE_CLOSE:
-                self._on_close_frame(payload)
-                return None
-            if opcode == self.OPCODE_PING:
+            event = self._next_event()
+            cls = event.__class__
+            if cls is str or cls is bytes:
+                if self.closed:
+                    # We sent our close frame: what comes before the peer's is discarded.
+                    continue
+                return t.cast("str | bytes", event)
+            if cls is Ping:
                 if not self.closed:
-                    self.send_frame(payload, self.OPCODE_PONG)
-                continue
-            if opcode == self.OPCODE_PONG:
-                continue
-            if self.closed:
-                # We sent our close frame: what comes before the peer's is discarded.
-                continue
-            if fin and self._opcode is None and opcode != self.OPCODE_CONTINUATION:
-                # A whole message in one frame, the usual case: no assembly.
-                return payload.decode("utf-8") if opcode == self.OPCODE_TEXT else payload
-            if opcode == self.OPCODE_CONTINUATION:
-                if self._opcode is None:
-                    raise ProtocolError("Continuation frame without a message to continue")
-                self._fragments += 1
-                most = max_fragments(self.max_message_size)
-                if most is not None and self._fragments > most:
-                    raise MessageTooBig(f"Message in over {most} fragments")
-            else:
-                if self._opcode is not None:
-                    raise ProtocolError("New message started before the previous one ended")
-                self._opcode, self._fragments = opcode, 1
-                if opcode == self.OPCODE_TEXT:
-                    self._decoder = codecs.getincrementaldecoder("utf-8")()
-                    self._message = io.StringIO()
-                else:
-                    self._message = bytearray()
-            # One buffer per message: a fragment costs its payload, nothing more.
-            self._size += len(payload)
-            decoder = self._decoder
-            if decoder is not None:
-                self._message.write(decoder.decode(payload, fin))
-            else:
-                self._message += payload
-            if fin:
-                message = self._message.getvalue() if decoder is not None else bytes(self._message)
-                self._opcode, self._message, self._size, self._fragments, self._decoder = None, None, 0, 0, None
-                return t.cast("str | bytes", message)
+                    self.send_frame(event.payload, self.OPCODE_PONG)
+            elif cls is Close:
+                self._on_close_frame(event)
+                return None
 
-    def _on_close_frame(self, payload: bytes) -> None:
-        if len(payload) == 1:
-            raise ProtocolError("Close frame with a 1-byte payload")
-        if payload:
-            code = int.from_bytes(payload[:2], "big")
-            if not is_valid_close_code(code):
-                raise ProtocolError(f"Invalid close code {code}")
-            self.close_code, self.close_reason = code, payload[2:].decode("utf-8")
-        else:
-            self.close_code, self.close_reason = CLOSE_NO_STATUS, ""
+    def _on_close_frame(self, event: Close) -> None:
+        self.close_code, self.close_reason = event.code, event.reason
         # Echo the peer's code (RFC 6455, 5.5.1); the peer closes TCP next.
-        reply = CLOSE_NORMAL if self.close_code == CLOSE_NO_STATUS else self.close_code
+        reply = CLOSE_NORMAL if event.code == CLOSE_NO_STATUS else event.code
         self._send_close(reply, b"")
         self._drop(None)
 
     # -- sending --------------------------------------------------------------
 
-    def send_frame(self, message: t.Any, opcode: int) -> None:
+    def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
         """Send one final frame with ``opcode``. Frames from several
-        greenlets never interleave.
+        greenlets never interleave. A text or binary message is compressed
+        if permessage-deflate was negotiated, it reaches the threshold and
+        ``compress`` is true.
 
         :raises ConnectionClosed: If the socket is closed.
         """
         self.accept()
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
-        if opcode in (self.OPCODE_TEXT, self.OPCODE_PING) and isinstance(message, str):
-            message = message.encode("utf-8")
-        elif not isinstance(message, bytes):
-            message = bytes(message)
-        self._write(opcode, message)
+        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        if opcode <= self.OPCODE_BINARY:
+            self._write(*self._protocol.data_frame(opcode, payload, compress, message))
+        else:
+            self._write(frame_header(opcode, len(payload)), payload)
 
     def send_nowait(self, message: str | bytes) -> bool:
         """Send a message (text for ``str``, binary otherwise) only if that
@@ -500,8 +382,9 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             part of it, a greenlet sends the rest, and later frames follow
             it); ``False`` if nothing was sent because that would wait:
             the handshake is not answered yet, another greenlet is sending,
-            the kernel's send buffer is full, the message is over 16 KiB,
-            or the connection is TLS. Send it the usual way then.
+            the kernel's send buffer is full, the message is over 16 KiB
+            (compressed), it would be compressed with context (server context
+            takeover), or the connection is TLS. Send it the usual way then.
         :raises ConnectionClosed: If the socket is closed or the peer is gone.
         """
         if self.closed:
@@ -516,9 +399,15 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
                 opcode, payload = self.OPCODE_TEXT, message.encode("utf-8")
             else:
                 opcode, payload = self.OPCODE_BINARY, bytes(message)
+            deflate = self._protocol.deflate
+            if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
+                # Compressing with context changes the compressor's state:
+                # only for a frame sure to go out (the usual way).
+                return False
+            header, payload = self._protocol.data_frame(opcode, payload, True, message)
             if len(payload) > _SINGLE_WRITE_LIMIT:
                 return False
-            data = frame_header(opcode, len(payload)) + payload
+            data = header + payload
             try:
                 # gevent.socket.send(data, flags, timeout): with timeout 0.0 it raises instead of waiting.
                 sent = sock.send(data, 0, 0.0)  # type: ignore[call-arg]
@@ -548,16 +437,15 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         finally:
             self._send_lock.release()
 
-    def _write(self, opcode: int, payload: bytes) -> None:
+    def _write(self, header: bytes, payload: bytes) -> None:
         with self._send_lock:
-            self._write_locked(opcode, payload)
+            self._write_locked(header, payload)
 
-    def _write_locked(self, opcode: int, payload: bytes) -> None:
+    def _write_locked(self, header: bytes, payload: bytes) -> None:
         """Send one frame; the caller holds the send lock."""
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
         sock = self.handler.socket
-        header = frame_header(opcode, len(payload))
         try:
             if len(payload) <= _SINGLE_WRITE_LIMIT:
                 self._send_all(sock, header + payload)
@@ -614,9 +502,6 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         if self.closed:
             return
         self.accept()
-        if isinstance(message, str):
-            # Never cut a character in half.
-            message = message.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
         if self._send_close(code, message):
             self._finish_closing(failed=False)
         self._drop(None)
@@ -626,22 +511,23 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         a close frame, then nothing more, and let the peer finish (see
         :meth:`_finish_closing`)."""
         try:
-            if self._send_close(code, reason.encode("utf-8")[:123], lock_timeout=self.close_timeout):
+            if self._send_close(code, reason, lock_timeout=self.close_timeout):
                 self._finish_closing(failed=True)
         finally:
             self._drop(None)
 
-    def _send_close(self, code: int, reason: bytes, lock_timeout: float | None = None) -> bool:
+    def _send_close(self, code: int, reason: bytes | str, lock_timeout: float | None = None) -> bool:
         """Send a close frame; ``False`` if the connection is already gone.
         With ``lock_timeout``, a send that holds the lock longer than that
         gets the connection cut instead."""
-        payload = struct.pack("!H", code) + reason[:123]
+        payload = close_payload(code, reason)
+        header = frame_header(self.OPCODE_CLOSE, len(payload))
         try:
             if lock_timeout is None:
-                self._write(self.OPCODE_CLOSE, payload)
+                self._write(header, payload)
             elif self._send_lock.acquire(timeout=lock_timeout):
                 try:
-                    self._write_locked(self.OPCODE_CLOSE, payload)
+                    self._write_locked(header, payload)
                 finally:
                     self._send_lock.release()
             else:
@@ -687,13 +573,12 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         making sense before it came, ``True`` otherwise."""
         try:
             while True:
-                _, opcode, payload = self._read_frame()
-                if opcode == self.OPCODE_CLOSE:
-                    if len(payload) >= 2:
-                        self.close_code = int.from_bytes(payload[:2], "big")
-                        self.close_reason = payload[2:].decode("utf-8", "replace")
+                event = self._next_event()
+                if event.__class__ is Close:
+                    if event.code != CLOSE_NO_STATUS:
+                        self.close_code, self.close_reason = event.code, event.reason
                     return True
-        except (ProtocolError, UnicodeDecodeError):
+        except ProtocolError:
             return False
         except (_PeerGone, OSError):
             return True
@@ -701,7 +586,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
     def _discard_input(self) -> None:
         """Half-close TCP, then read and drop what comes until the peer's
         end of the connection."""
-        self._buffer.clear()
+        self._protocol.buffer.clear()
         self._shutdown(socket.SHUT_WR)
         sock = self.handler.socket
         try:
@@ -775,7 +660,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         try:
             if self._send_lock.acquire(timeout=self.ping_timeout):
                 try:
-                    self._write_locked(self.OPCODE_PING, os.urandom(4))
+                    self._write_locked(frame_header(self.OPCODE_PING, 4), os.urandom(4))
                 finally:
                     self._send_lock.release()
         except ConnectionClosed:
