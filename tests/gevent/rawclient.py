@@ -29,13 +29,13 @@ def encode_frame(
 
 
 class RawClient:
-    def __init__(self, host: str, port: int, path: str = "/", timeout: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, path: str = "/", timeout: float = 5.0, headers: str = "") -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
             ).encode()
         )
         self.buffer = b""
@@ -45,6 +45,10 @@ class RawClient:
             self.buffer += chunk
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
+        #: The response's head, as sent.
+        self.head = head.decode("latin-1")
+        #: The RSV bits (RSV1 = 4: compressed) of the last frame read.
+        self.rsv = 0
 
     def send_frame(
         self, opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, length: int | None = None,
@@ -65,6 +69,7 @@ class RawClient:
     def read_frame(self) -> tuple[int, bytes]:
         """The next frame from the server: ``(opcode, payload)``."""
         first, second = self._read(2)
+        self.rsv = first >> 4 & 0x7
         n = second & 0x7F
         if n == 126:
             (n,) = struct.unpack("!H", self._read(2))

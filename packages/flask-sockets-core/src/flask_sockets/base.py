@@ -21,17 +21,23 @@ class SocketBase:
     OPCODE_PING = 0x9
     OPCODE_PONG = 0xA
 
-    def send_frame(self, message: t.Any, opcode: int) -> None:  # pragma: no cover - abstract
+    def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def send(self, message: t.Any, binary: bool | None = None) -> None:
+    def send(self, message: t.Any, binary: bool | None = None, *, compress: bool = True) -> None:
         """Send a message: text for ``str``, binary for ``bytes`` (or as ``binary`` says).
 
+        :param compress: ``False`` sends this message uncompressed even if
+            the connection negotiated permessage-deflate. Use it for a
+            message that puts a secret (a token, a session id) next to text
+            an attacker can choose: an attacker who sees the compressed
+            sizes can guess the secret byte by byte (CRIME/BREACH, RFC 7692
+            section 9).
         :raises ConnectionClosed: If the socket is closed.
         """
         if binary is None:
             binary = not isinstance(message, str)
-        self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT)
+        self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT, compress)
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping frame."""

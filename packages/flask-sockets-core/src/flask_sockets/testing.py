@@ -223,10 +223,11 @@ class ServerSocket(SocketBase):
             return None
         return item
 
-    def send_frame(self, message: t.Any, opcode: int) -> None:
+    def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
         """Send one frame with ``opcode``: a text or binary message, a ping
         or pong (which a client answers by itself: nothing for the test to
-        receive) or a close frame.
+        receive) or a close frame. (Messages go to the test in-process:
+        ``compress`` changes nothing here.)
 
         :raises ConnectionClosed: If the socket is closed.
         """

@@ -27,7 +27,9 @@ class WebSocket(t.Protocol):
         ...
 
     def send(self, message: Message, binary: bool | None = None) -> None:
-        """Send a message: text for ``str``, binary for ``bytes``."""
+        """Send a message: text for ``str``, binary for ``bytes``. (The
+        sockets of Flask-Sockets' servers also take ``compress=False``: see
+        :meth:`flask_sockets.base.SocketBase.send`.)"""
         ...
 
     def send_frame(self, message: Message, opcode: int) -> None:
