@@ -52,6 +52,9 @@ def browser(tmp_path: Path) -> t.Iterator[t.Callable[[], t.Any]]:
             options.add_argument(flag)
         profile = tmp_path / f"chromium-profile-{len(drivers)}"
         options.add_argument(f"--user-data-dir={profile}")
+        # The DevTools Network events (tests/browser/devtools.py reads them):
+        # what the WebSocket handshakes negotiated, seen from the browser.
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
         service = Service(CHROMEDRIVER, log_output=str(tmp_path / f"chromedriver-{len(drivers)}.log"))
         driver = webdriver.Chrome(service=service, options=options)
         driver.set_page_load_timeout(15)

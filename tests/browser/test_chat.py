@@ -1,15 +1,19 @@
 """The chat example (examples/chat) in real browsers: two headless Chromium
 pages pick names, join one room, see each other and chat, on one process
-and on two gunicorn workers fanned out through Redis."""
+and on two gunicorn workers fanned out through Redis. Chromium offers
+permessage-deflate, and the chat's sockets must have negotiated it (seen in
+the browser's own DevTools log), with every message still going through."""
 
 from __future__ import annotations
 
 import sys
 import typing as t
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.browser.devtools import HandshakeLog
 from tests.conftest import EXAMPLES
 from tests.conftest import Process
 from tests.conftest import free_port
@@ -48,6 +52,21 @@ def enter_room(driver: t.Any, base: str, name: str, room: str) -> None:
     WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "status").text == "connected")
 
 
+def assert_compressed(driver: t.Any, base: str) -> None:
+    """The page's socket to the chat server negotiated permessage-deflate, as
+    Chromium's DevTools Network events show the 101's response headers."""
+    host = urlsplit(base).netloc
+    seen = HandshakeLog(driver).read()
+    handshakes = [h for h in seen if urlsplit(h.url).netloc == host]
+    assert handshakes, f"Chromium logged no WebSocket handshake to {host}: {seen}"
+    for handshake in handshakes:
+        assert handshake.status == 101, handshake
+        assert handshake.permessage_deflate, (
+            f"{handshake.url}: the 101 has no permessage-deflate, "
+            f"Sec-WebSocket-Extensions: {handshake.headers.get('sec-websocket-extensions')!r}"
+        )
+
+
 def members(driver: t.Any) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -76,6 +95,9 @@ def test_two_people_chat_in_one_room(
     alice, bob = browser(), browser()
     enter_room(alice, server.server.http_url, "Alice", "tea")
     enter_room(bob, server.server.http_url, "Bob", "tea")
+    # Both sockets negotiated permessage-deflate; the chat below goes through them.
+    assert_compressed(alice, server.server.http_url)
+    assert_compressed(bob, server.server.http_url)
 
     # Each sees who is there: the newcomer learns of Alice, Alice of Bob.
     WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)", "Bob"])

@@ -3,11 +3,15 @@
 python echo_server.py PORT ours    # flask_sockets_gevent.run (our handler)
 python echo_server.py PORT stock   # the seed's pywsgi + stock gevent-websocket handler
 python echo_server.py PORT dev     # app.run(): Werkzeug's development server + wsproto
+python echo_server.py PORT websockets  # the reference: the websockets library's asyncio server
+
+Ours and dev offer permessage-deflate (``SOCKETS_COMPRESSION``, on by
+default: set here explicitly); websockets does by default.
 """
 
 import sys
 
-if sys.argv[2] != "dev":
+if sys.argv[2] in ("ours", "stock"):
     from gevent import monkey
 
     monkey.patch_all()
@@ -19,7 +23,10 @@ from flask_sockets import Sockets  # noqa: E402
 app = Flask(__name__)
 # Autobahn's case 9 sends messages of up to 16 MiB, and 4 MiB ones in 64-byte
 # fragments: the limit (and the fragment bound that follows from it) must let them pass.
-app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 16 * 1024 * 1024
+MAX_SIZE = 16 * 1024 * 1024
+app.config["SOCKETS_MAX_MESSAGE_SIZE"] = MAX_SIZE
+# Autobahn's 12.* and 13.*: permessage-deflate with every parameter the client offers.
+app.config["SOCKETS_COMPRESSION"] = True
 sockets = Sockets(app)
 
 
@@ -32,9 +39,35 @@ def echo(ws):
         ws.send(message)
 
 
+def serve_websockets(port: int) -> None:
+    """The reference: the websockets library's asyncio server (permessage-deflate on by default)."""
+    import asyncio
+    import os
+
+    # Case 9.3.1 sends 4 MiB in 64-byte fragments; websockets stops at 4096
+    # fragments (1009) unless told otherwise: allow one per 64 bytes of the
+    # limit, as ours does. Read when websockets.asyncio.messages is imported.
+    os.environ.setdefault("WEBSOCKETS_MAX_FRAGMENTS", str(MAX_SIZE // 64))
+
+    from websockets.asyncio.server import ServerConnection
+    from websockets.asyncio.server import serve
+
+    async def handler(connection: ServerConnection) -> None:
+        async for message in connection:
+            await connection.send(message)
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", port, max_size=MAX_SIZE, ping_interval=None) as server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
 def main() -> None:
     port, flavour = int(sys.argv[1]), sys.argv[2]
-    if flavour == "dev":
+    if flavour == "websockets":
+        serve_websockets(port)
+    elif flavour == "dev":
         app.run(port=port)
     elif flavour == "ours":
         import flask_sockets_gevent
