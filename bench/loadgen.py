@@ -704,6 +704,7 @@ async def idle(args: argparse.Namespace) -> dict[str, object]:
     (warm,) = await open_clients(args.url, 1, run, payload, WSMsgType.TEXT, False, 1, messages)
     await asyncio.wait_for(warm.send(), TIMEOUT)
     await warm.close()
+    run.compressed_in = run.plain_in = 0  # count the measured connections' echoes only
     await asyncio.sleep(1.0)
     server = process_tree(args.server_pid)
     before = rss_bytes(server)

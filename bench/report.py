@@ -237,7 +237,7 @@ def negotiated_text(result: dict[str, t.Any]) -> str:
         return "nothing offered"
     params = n.get("params") or {}
     if n.get("connections_with_deflate", 0) == 0:
-        return "no compression negotiated"
+        return "offered, none negotiated (as expected)" if n.get("mode") == "refuse" else "no compression negotiated"
     top = max(params.items(), key=lambda kv: kv[1])[0] if params else "?"
     count = f" on {n['connections_with_deflate']:,} of {n['connections']:,}" if len(params) > 1 else ""
     return f"negotiated: {top}{count}"
