@@ -873,7 +873,10 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.timezone.utc)
-    print(f"bench: {len(servers)} servers x {len(args.workloads)} workloads x {args.repeat}; server on CPU {cpus[0]},"
+    what = f"{len(servers)} servers x {len(args.workloads)} workloads"
+    if args.compression:
+        what = f"{len(servers)} server cases"
+    print(f"bench: {what} x {args.repeat}; server on CPU {cpus[0]},"
           f" load generator on CPU {cpus[1]}; fd limit {fd_limit}", flush=True)  # fmt: skip
     width = max(len(s.name) for s in servers)
     raw: dict[str, dict[str, list[dict[str, t.Any]]]] = {
