@@ -1073,6 +1073,9 @@ def main() -> None:
         sys.stdout.write(report(failed) + "\n")
         raise SystemExit(1) from None
     result["workload"] = args.workload
+    if args.deflate:
+        result["inflates"] = deflate.counts["inflated"]
+        result["inflates_shared"] = deflate.counts["shared"]
     sys.stdout.write(report(result) + "\n")
 
 

@@ -836,7 +836,7 @@ def _negotiated_cell(result: dict[str, t.Any]) -> str:
     if n.get("mode") == "none":
         return "not offered"
     if n.get("connections_with_deflate", 0) == 0:
-        return "**none**"
+        return "none (as expected)" if n.get("mode") == "refuse" else "**none**"
     answers = n.get("answers") or {}
     top = max(answers.items(), key=lambda kv: kv[1])[0] if answers else "?"
     return f"`{top}`" + (f" ({n['connections_with_deflate']:,} of {n['connections']:,})" if len(answers) > 1 else "")
@@ -849,6 +849,14 @@ def _bad(result: dict[str, t.Any]) -> str:
     return str(bad)
 
 
+def _inflates(result: dict[str, t.Any]) -> str:
+    """How many compressed messages the load generator inflated, and how many
+    it did not inflate again (server_no_context_takeover: identical bytes)."""
+    if "inflates" not in result:
+        return "-"
+    return f"{result['inflates']:,} / {result.get('inflates_shared', 0):,}"
+
+
 def compression_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]], list[str]]]:
     """(title, rows, notes under the table) for each compression workload that ran."""
     out: list[tuple[str, list[list[str]], list[str]]] = []
@@ -857,14 +865,14 @@ def compression_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]
     rows = [[
         "Server", "case", "server's Sec-WebSocket-Extensions", "round trips/s", "p50 ms", "p99 ms",
         "wire B/message, client -> server", "server -> client", "round trips per server CPU-s", "server CPU",
-        "load generator CPU", "errors",
+        "load generator CPU", "load generator inflated / reused", "errors",
     ]]  # fmt: skip
     busiest = 0.0
     for name, server, r in _case_rows(data, "compressed"):
         base, case = server.get("base", name), server.get("case", "")
         if "error" in r:
             what = f"**{r['error']}**" if "negotiat" in r["error"] else f"error: {r['error']}"[:100]
-            rows.append([base, case, _negotiated_cell(r), what, *(["-"] * 8)])
+            rows.append([base, case, _negotiated_cell(r), what, *(["-"] * 9)])
             continue
         busiest = max(busiest, r.get("client_cpu", 0.0))
         cpu = r.get("server_cpu") or float("nan")
@@ -872,7 +880,7 @@ def compression_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]
             base, case, _negotiated_cell(r), f"{r['round_trips_per_s']:,.0f}", f"{r['p50_ms']:.2f}",
             f"{r['p99_ms']:.2f}", f"{r['wire_bytes_out_per_message']:,.0f}", f"{r['wire_bytes_in_per_message']:,.0f}",
             f"{r['round_trips_per_s'] / cpu:,.0f}", f"{r.get('server_cpu', 0):.0%}", f"{r.get('client_cpu', 0):.0%}",
-            _bad(r),
+            _inflates(r), _bad(r),
         ])  # fmt: skip
     if len(rows) > 1:
         out.append((
@@ -882,6 +890,9 @@ def compression_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]
                 f"Uncompressed, a {size:,}-byte text message is {size + 8:,} bytes on the wire from the client (masked)"
                 f" and {size + 4:,} from the server. Wire bytes are the kernel's TCP counters of the client sockets"
                 " over the window / round trips (frame headers included).",
+                "*Inflated / reused*: compressed echoes the load generator inflated, and those it did not inflate"
+                " again because the server declared server_no_context_takeover and the same bytes had come before"
+                " (bench/deflate.py).",
                 f"Load generator: at most {busiest:.0%} of its CPU in any window here"
                 + (" (headroom: the figures are the servers')." if busiest < 0.8 else " (**near saturation**)."),
             ],
@@ -890,7 +901,8 @@ def compression_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]
     rows = [[
         "Server", "case", "server's Sec-WebSocket-Extensions", "all received, p50 ms", "p90 ms",
         "first received, p50 ms", "server CPU ms per message", "load generator CPU ms per message",
-        "wire B per delivery", "vs ours uncompressed", "vs Flask-SocketIO", "errors",
+        "wire B per delivery", "load generator inflated / reused", "vs ours uncompressed", "vs Flask-SocketIO",
+        "errors",
     ]]  # fmt: skip
     key = HEADLINE["fanout-compressed"][0]
 
@@ -902,13 +914,13 @@ def compression_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]
     for name, server, r in _case_rows(data, "fanout-compressed"):
         base, case = server.get("base", name), server.get("case", "")
         if "error" in r:
-            rows.append([base, case, _negotiated_cell(r), f"error: {r['error']}"[:100], *(["-"] * 8)])
+            rows.append([base, case, _negotiated_cell(r), f"error: {r['error']}"[:100], *(["-"] * 9)])
             continue
         value = headline(name)
         rows.append([
             base, case, _negotiated_cell(r), f"{r['all_received_p50_ms']:.1f}", f"{r['all_received_p90_ms']:.1f}",
             f"{r['first_received_p50_ms']:.1f}", f"{r['server_cpu_ms_per_round']:.1f}",
-            f"{r['client_cpu_ms_per_round']:.1f}", f"{r.get('wire_bytes_in_per_delivery', 0):,.0f}",
+            f"{r['client_cpu_ms_per_round']:.1f}", f"{r.get('wire_bytes_in_per_delivery', 0):,.0f}", _inflates(r),
             fmt_ratio(ratio(value, ours_plain)), fmt_ratio(ratio(value, socketio)), _bad(r),
         ])  # fmt: skip
     if len(rows) > 1:
@@ -916,6 +928,8 @@ def compression_tables(data: dict[str, t.Any]) -> list[tuple[str, list[list[str]
             f"{s.get('fanout_connections', 1000):,} clients in one room; {s.get('fanout_rounds', 30)} rounds, each"
             f" a POST of a {fanout_size:,}-byte JSON document that the server publishes to the room. Wire bytes:"
             " what each client's socket received per message (kernel TCP counters over the measured rounds)."
+            " *Inflated / reused*: with server_no_context_takeover every client gets the same bytes, which the load"
+            " generator (1,000 clients in one process) inflates once."
         ]
         ours = headline("ours-rooms/deflate")
         if ours is not None:
