@@ -23,6 +23,17 @@ fanout     Opens N connections (1,000) that join one room, then, round after
            message to the room: per round, the time from the request to the
            last client receiving the message. --protocol socketio speaks
            Engine.IO 4 / Socket.IO 5 over the WebSocket (for Flask-SocketIO).
+compressed N connections (50), each echoing --size-byte (4 KiB) JSON messages
+           (a cycle of --messages different ones) with permessage-deflate: like
+           small, plus the TCP bytes on the wire per message each way.
+
+permessage-deflate (bench/deflate.py): --deflate expect offers it on every
+connection and counts a connection whose server did not accept it as an
+error (the workload stops there: "no compression negotiated"); --deflate
+refuse offers it and expects no server to accept it; without --deflate
+nothing is offered. --message json sends the JSON messages of bench/deflate.py
+(idle, fanout; compressed always does). Each result says what the servers
+answered (``negotiation``).
 """
 
 from __future__ import annotations
@@ -33,11 +44,14 @@ import functools
 import json
 import os
 import resource
+import socket
+import struct
 import sys
 import time
 import typing as t
 from time import perf_counter_ns
 
+import deflate
 import psutil
 import uvloop
 from picows import WSCloseCode
@@ -62,6 +76,12 @@ class Run:
         self.errors: list[str] = []
         self.error_count = 0
         self.unexpected_closes = 0
+        # permessage-deflate: messages from the server that came compressed
+        # (RSV1) or not, and the WebSocket payload bytes each way in the window.
+        self.compressed_in = 0
+        self.plain_in = 0
+        self.payload_in = 0
+        self.payload_out = 0
 
     def error(self, message: str) -> None:
         self.error_count += 1
@@ -70,15 +90,32 @@ class Run:
 
 
 class Client(WSListener):  # type: ignore[misc]
-    """What every client here has: its transport, and a bounded close."""
+    """What every client here has: its transport, a bounded close, and what
+    the server answered to the permessage-deflate offer (``--deflate``)."""
+
+    #: From --deflate: "" (no offer), "expect" or "refuse" (offer it; see the docstring).
+    deflate_mode = ""
 
     def __init__(self) -> None:
         self.transport: WSTransport | None = None
         self.closing = False
         self.disconnected = False
+        #: The server's Sec-WebSocket-Extensions answer, and its parameters
+        #: (None: no permessage-deflate); a bad answer in ``negotiation_error``.
+        self.extensions: str | None = None
+        self.params: dict[str, int | bool] | None = None
+        self.negotiation_error = ""
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        if self.deflate_mode:
+            headers = transport.response.headers
+            values = headers.getall("Sec-WebSocket-Extensions", [])
+            self.extensions = ", ".join(values) if values else None
+            try:
+                self.params = deflate.negotiated(self.extensions)
+            except ValueError as e:
+                self.negotiation_error = str(e)
 
     async def close(self) -> None:
         """Close handshake, then wait for the TCP close (bounded)."""
@@ -169,6 +206,86 @@ class EchoClient(Client):
         transport.send(self.msg_type, self.payload)
 
 
+class DeflateEchoClient(EchoClient):
+    """Echoes ``messages`` (text, in turn) with permessage-deflate when the
+    server accepted it: sends them precompressed (``deflate.Sequence``),
+    inflates every echo and checks it against the message sent. Without
+    the extension, sends them as they are."""
+
+    def __init__(self, run: Run, messages: list[bytes], loop_forever: bool) -> None:
+        super().__init__(run, messages[0], WSMsgType.TEXT, loop_forever)
+        self.messages = messages
+        self.index = 0
+        self.sequence: deflate.Sequence | None = None
+        self.inflater: deflate.Inflater | None = None
+        self.compressed_echo = False
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        if self.params is not None:
+            self.sequence = deflate.sequence_for(self.messages, self.params)
+            self.inflater = deflate.Inflater(self.params)
+
+    def _send_current(self, transport: WSTransport) -> None:
+        self.payload = self.messages[self.index]
+        self.size = len(self.payload)
+        if self.sequence is not None:
+            data = self.sequence.compressed[self.index]
+            transport.send(WSMsgType.TEXT, data, rsv1=True)
+        else:
+            data = self.payload
+            transport.send(WSMsgType.TEXT, data)
+        if self.run.phase == MEASURE:
+            self.run.payload_out += len(data)
+
+    def send(self) -> asyncio.Future[None]:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.sent_at = perf_counter_ns()
+        assert self.transport is not None
+        self._send_current(self.transport)
+        return self.waiter
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.CLOSE or msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:
+            super().on_ws_frame(transport, frame)
+            return
+        if msg_type is not WSMsgType.CONTINUATION:
+            self.compressed_echo = bool(frame.rsv1)  # RFC 7692: RSV1 on the first frame only
+        self.parts.append(frame.get_payload_as_bytes())
+        if not frame.fin:
+            return
+        now = perf_counter_ns()
+        data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        self.parts = []
+        run = self.run
+        wire = len(data)
+        if self.compressed_echo:
+            run.compressed_in += 1
+            if self.inflater is None:
+                run.error("a compressed message on a connection without permessage-deflate")
+                data = b""
+            else:
+                try:
+                    data = self.inflater.inflate(data)
+                except Exception as e:  # zlib.error: the stream is broken
+                    run.error(f"inflate: {e!r}")
+                    data = b""
+        else:
+            run.plain_in += 1
+        if data != self.payload:
+            run.error(f"echo of {len(data)} bytes differs from the {self.size}-byte message sent")
+        if run.phase == MEASURE:
+            run.latencies.append(now - self.sent_at)
+            run.bytes += len(data)
+            run.payload_in += wire
+        if not self.loop_forever or run.phase == STOP:
+            self._wake()
+            return
+        self.index = (self.index + 1) % len(self.messages)
+        self.sent_at = now
+        self._send_current(transport)
+
 
 # -- measuring ---------------------------------------------------------------
 
@@ -253,6 +370,62 @@ class Window:
         }
 
 
+def tcp_counters(transport: WSTransport | None) -> tuple[int, int]:
+    """(bytes sent and acknowledged, bytes received) of the connection's TCP
+    socket, from the kernel (``TCP_INFO``: ``tcpi_bytes_acked`` and
+    ``tcpi_bytes_received``): what went over the wire, headers included."""
+    if transport is None:
+        return 0, 0
+    try:
+        sock = transport.underlying_transport.get_extra_info("socket")
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (OSError, AttributeError):
+        return 0, 0
+    if len(info) < 136:
+        return 0, 0
+    acked, received = struct.unpack_from("=QQ", info, 120)
+    return int(acked), int(received)
+
+
+def wire_totals(clients: t.Sequence[Client]) -> tuple[int, int]:
+    sent = received = 0
+    for c in clients:
+        s, r = tcp_counters(c.transport)
+        sent += s
+        received += r
+    return sent, received
+
+
+def negotiation(clients: t.Sequence[Client]) -> tuple[dict[str, t.Any], str]:
+    """What the servers answered to the permessage-deflate offer, and the
+    error to report if that is not what ``--deflate`` expects ("" if it is)."""
+    mode = Client.deflate_mode
+    answers: dict[str, int] = {}
+    params: dict[str, int] = {}
+    bad = [c.negotiation_error for c in clients if c.negotiation_error]
+    for c in clients:
+        answers[c.extensions or "(none)"] = answers.get(c.extensions or "(none)", 0) + 1
+        key = deflate.describe(c.params)
+        params[key] = params.get(key, 0) + 1
+    with_it = sum(1 for c in clients if c.params is not None)
+    summary: dict[str, t.Any] = {
+        "offered": deflate.OFFER if mode else None,
+        "mode": mode or "none",
+        "answers": answers,
+        "params": params,
+        "connections_with_deflate": with_it,
+        "connections": len(clients),
+    }
+    error = ""
+    if bad:
+        error = f"invalid permessage-deflate answer on {len(bad)} connections: {bad[0]}"
+    elif mode == "expect" and with_it < len(clients):
+        error = f"no compression negotiated on {len(clients) - with_it} of {len(clients)} connections"
+    elif mode == "refuse" and with_it:
+        error = f"compression negotiated on {with_it} of {len(clients)} connections, expected none"
+    return summary, error
+
+
 def percentile(sorted_values: list[int], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -263,7 +436,10 @@ def percentile(sorted_values: list[int], q: float) -> float:
 async def connect(url: str, listener_factory: object, limit: asyncio.Semaphore | None = None) -> WSTransport:
     async def go() -> WSTransport:
         transport, _ = await asyncio.wait_for(
-            ws_connect(listener_factory, url, max_frame_size=MAX_FRAME, websocket_handshake_timeout=TIMEOUT),
+            ws_connect(
+                listener_factory, url, max_frame_size=MAX_FRAME, websocket_handshake_timeout=TIMEOUT,
+                extra_headers={"Sec-WebSocket-Extensions": deflate.OFFER} if Client.deflate_mode else None,
+            ),  # fmt: skip
             TIMEOUT,
         )
         return transport
@@ -282,14 +458,33 @@ async def connect_all(url: str, clients: t.Sequence[Client], concurrency: int) -
 
 
 async def open_clients(
-    url: str, count: int, run: Run, payload: bytes, msg_type: WSMsgType, loop_forever: bool, concurrency: int
+    url: str,
+    count: int,
+    run: Run,
+    payload: bytes,
+    msg_type: WSMsgType,
+    loop_forever: bool,
+    concurrency: int,
+    messages: list[bytes] | None = None,
 ) -> list[EchoClient]:
-    clients = [EchoClient(run, payload, msg_type, loop_forever) for _ in range(count)]
+    """Connect ``count`` echo clients (``DeflateEchoClient`` of ``messages``
+    if given); with --deflate, stop with an error unless every server answer
+    is the one expected."""
+    clients: list[EchoClient]
+    if messages is not None:
+        clients = [DeflateEchoClient(run, messages, loop_forever) for _ in range(count)]
+    else:
+        clients = [EchoClient(run, payload, msg_type, loop_forever) for _ in range(count)]
     failed = await connect_all(url, clients, concurrency)
     for r in failed[:5]:
         run.error(f"connect: {r!r}")
     if failed:
         raise SystemExit(report({"error": f"{len(failed)} of {count} connections failed", "errors": run.errors}))
+    if Client.deflate_mode:
+        summary, error = negotiation(clients)
+        if error:
+            await close_all(clients)
+            raise SystemExit(report({"error": error, "negotiation": summary, "errors": run.errors}))
     return clients
 
 
@@ -306,32 +501,56 @@ async def close_all(clients: t.Sequence[Client], concurrency: int = 500) -> None
 # -- workloads ---------------------------------------------------------------
 
 
-async def echo_loop(args: argparse.Namespace, payload: bytes, msg_type: WSMsgType) -> dict[str, object]:
+async def echo_loop(
+    args: argparse.Namespace, payload: bytes, msg_type: WSMsgType, messages: list[bytes] | None = None
+) -> dict[str, object]:
     run = Run()
-    clients = await open_clients(args.url, args.connections, run, payload, msg_type, True, args.connections)
+    clients = await open_clients(
+        args.url, args.connections, run, payload, msg_type, True, args.connections, messages
+    )  # fmt: skip
     window = Window(args.server_pid)
     waiters = [c.send() for c in clients]
     await asyncio.sleep(args.warmup)
     run.phase = MEASURE
+    wire0 = wire_totals(clients)
     window.start()
     await asyncio.sleep(args.duration)
     run.phase = STOP
     usage = window.stop()
+    wire1 = wire_totals(clients)
     count, total_bytes = len(run.latencies), run.bytes
+    payload_in, payload_out, compressed_in, plain_in = run.payload_in, run.payload_out, run.compressed_in, run.plain_in
     done, pending = await asyncio.wait(waiters, timeout=TIMEOUT)
     stuck = len(pending) + sum(1 for w in done if w.exception() is not None)
     if stuck:
         run.error(f"{stuck} connections did not finish their last round trip")
     await close_all(clients)
     latencies = sorted(run.latencies)
+    extra: dict[str, object] = {}
+    if messages is not None:
+        per = max(count, 1)
+        extra = {
+            "messages": len(messages),
+            "negotiation": negotiation(clients)[0],
+            # Per round trip in the window, from the kernel's TCP counters of
+            # the client sockets: client -> server, server -> client.
+            "wire_bytes_out_per_message": (wire1[0] - wire0[0]) / per,
+            "wire_bytes_in_per_message": (wire1[1] - wire0[1]) / per,
+            # WebSocket payloads (compressed if so): what the frames carried.
+            "payload_bytes_out_per_message": payload_out / per,
+            "payload_bytes_in_per_message": payload_in / per,
+            "echoes_compressed": compressed_in,
+            "echoes_uncompressed": plain_in,
+        }
     return {
         "connections": args.connections,
-        "message_bytes": len(payload),
+        "message_bytes": len(messages[0]) if messages else len(payload),
         "round_trips": count,
         "round_trips_per_s": count / window.elapsed,
         "mb_per_s": total_bytes / window.elapsed / 1e6,
         "p50_ms": percentile(latencies, 0.50),
         "p99_ms": percentile(latencies, 0.99),
+        **extra,
         **usage,
         "errors": run.errors,
         "unexpected_closes": run.unexpected_closes,
@@ -345,6 +564,15 @@ async def small(args: argparse.Namespace) -> dict[str, object]:
 async def large(args: argparse.Namespace) -> dict[str, object]:
     payload = os.urandom(args.size)
     return await echo_loop(args, payload, WSMsgType.BINARY)
+
+
+def json_messages(args: argparse.Namespace) -> list[bytes]:
+    return [deflate.json_message(i, args.size) for i in range(args.messages)]
+
+
+async def compressed(args: argparse.Namespace) -> dict[str, object]:
+    """``small`` with ``--size`` JSON messages and permessage-deflate (--deflate expect)."""
+    return await echo_loop(args, b"", WSMsgType.TEXT, json_messages(args))
 
 
 class Handshake(asyncio.Protocol):
@@ -468,17 +696,21 @@ async def idle(args: argparse.Namespace) -> dict[str, object]:
     run = Run()
     server = process_tree(args.server_pid)
     payload = b"x" * 32
+    # --message json: the JSON messages (with --deflate, compressed both ways
+    # if the server accepts it, so that its compressors exist).
+    messages = [deflate.json_message(0, args.size)] if args.message == "json" else None
     # Warm the server up with one connection, so lazy imports and first-use
     # allocations don't count as connection memory.
-    (warm,) = await open_clients(args.url, 1, run, payload, WSMsgType.TEXT, False, 1)
+    (warm,) = await open_clients(args.url, 1, run, payload, WSMsgType.TEXT, False, 1, messages)
     await asyncio.wait_for(warm.send(), TIMEOUT)
     await warm.close()
+    run.compressed_in = run.plain_in = 0  # count the measured connections' echoes only
     await asyncio.sleep(1.0)
     server = process_tree(args.server_pid)
     before = rss_bytes(server)
     started = time.perf_counter()
     clients = await asyncio.wait_for(
-        open_clients(args.url, args.connections, run, payload, WSMsgType.TEXT, False, args.concurrency),
+        open_clients(args.url, args.connections, run, payload, WSMsgType.TEXT, False, args.concurrency, messages),
         args.open_timeout,
     )
     opened_in = time.perf_counter() - started
@@ -509,7 +741,17 @@ async def idle(args: argparse.Namespace) -> dict[str, object]:
         after_hold = after
     server_cpu = cpu_seconds(process_tree(args.server_pid))
     await close_all(clients)
+    extra: dict[str, object] = {}
+    if messages is not None:
+        extra = {
+            "message_bytes": len(messages[0]),
+            "echoes_compressed": run.compressed_in,
+            "echoes_uncompressed": run.plain_in,
+        }
+    if Client.deflate_mode:
+        extra["negotiation"] = negotiation(clients)[0]
     return {
+        **extra,
         "connections": args.connections,
         "opened_in_s": opened_in,
         "rss_before": before,
@@ -565,7 +807,10 @@ class FanoutClient(Client):
     packet with a namespace CONNECT (``40``), takes the server's ``40{...}``
     as "joined", answers pings (``2`` -> ``3``), and reads events
     ``42["fanout", "<round>:..."]``. Without it, the server says ``joined``
-    and then sends the bare messages ``<round>:...``."""
+    and then sends the bare messages ``<round>:...``. The JSON messages
+    (--message json) start with ``{"seq":"<round>"`` and are found by that
+    (``42["fanout",{"seq":"<round>",...}]`` with Socket.IO) without parsing
+    the rest. With permessage-deflate, compressed messages are inflated."""
 
     def __init__(self, fanout: Fanout, socketio: bool) -> None:
         super().__init__()
@@ -573,6 +818,13 @@ class FanoutClient(Client):
         self.socketio = socketio
         self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last = -1
+        self.inflater: deflate.Inflater | None = None
+        self.compressed = 0
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        if self.params is not None:
+            self.inflater = deflate.Inflater(self.params)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.disconnected = True
@@ -590,7 +842,22 @@ class FanoutClient(Client):
             return
         if frame.msg_type is not WSMsgType.TEXT:
             return  # picows answers pings itself
-        text = frame.get_payload_as_utf8_text()
+        if frame.rsv1:
+            if self.inflater is None:
+                self.fanout.error("a compressed message on a connection without permessage-deflate")
+                return
+            self.compressed += 1
+            text = self.inflater.inflate(frame.get_payload_as_memoryview()).decode()
+        else:
+            text = frame.get_payload_as_utf8_text()
+        seq = text.find('"seq":"', 0, 40)
+        if seq >= 0:
+            number = int(text[seq + 7 : seq + 14])
+            if number <= self.last:
+                self.fanout.error(f"round {number} again after {self.last}")
+            self.last = number
+            self.fanout.got(number, now)
+            return
         if self.socketio:
             if text.startswith("42"):
                 event, text = json.loads(text[2:])
@@ -617,14 +884,14 @@ class FanoutClient(Client):
 
 
 
-async def post(url: str, body: bytes) -> tuple[int, asyncio.Task[int]]:
+async def post(url: str, body: bytes, content_type: str) -> tuple[int, asyncio.Task[int]]:
     """Connect to ``url`` and send a POST of ``body``; returns the send time
     (ns, taken after the TCP connect) and a task reading the status code."""
     host, _, rest = url.removeprefix("http://").partition(":")
     port, _, path = rest.partition("/")
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), TIMEOUT)
     request = (
-        f"POST /{path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"POST /{path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
 
@@ -653,8 +920,15 @@ async def fanout(args: argparse.Namespace) -> dict[str, object]:
     except (asyncio.TimeoutError, ConnectionError) as e:
         joined = sum(1 for c in clients if c.joined.done() and not c.joined.exception())
         raise SystemExit(report({"error": f"only {joined} of {len(clients)} clients joined the room: {e!r}"})) from None
+    summary: dict[str, t.Any] | None = None
+    if Client.deflate_mode:
+        summary, error = negotiation(clients)
+        if error:
+            await close_all(clients)
+            raise SystemExit(report({"error": error, "negotiation": summary}))
     await asyncio.sleep(0.5)  # let the server finish its part of the handshakes
     window = Window(args.server_pid)
+    wire0 = (0, 0)
     # ns from sending the POST: to the last client, to the first, to each.
     to_all: list[int] = []
     to_first: list[int] = []
@@ -664,9 +938,14 @@ async def fanout(args: argparse.Namespace) -> dict[str, object]:
     for number in range(args.warmup_rounds + args.rounds):
         measured = number >= args.warmup_rounds
         if number == args.warmup_rounds:
+            wire0 = wire_totals(clients)
             window.start()
         done = state.start(number)
-        sent, status = await post(args.publish_url, f"{number:07d}:{padding}".encode())
+        if args.message == "json":
+            body, content_type = deflate.json_message(number, args.size), "application/json"
+        else:
+            body, content_type = f"{number:07d}:{padding}".encode(), "text/plain; charset=utf-8"
+        sent, status = await post(args.publish_url, body, content_type)
         try:
             await asyncio.wait_for(asyncio.shield(done), TIMEOUT)
         except asyncio.TimeoutError:
@@ -682,6 +961,8 @@ async def fanout(args: argparse.Namespace) -> dict[str, object]:
             to_each += [x - sent for x in times]
         await asyncio.sleep(args.gap)
     usage = window.stop()
+    wire1 = wire_totals(clients)
+    compressed_deliveries = sum(c.compressed for c in clients)
     await close_all(clients)
     to_all.sort()
     to_first.sort()
@@ -690,8 +971,15 @@ async def fanout(args: argparse.Namespace) -> dict[str, object]:
     return {
         "connections": args.connections,
         "rounds": args.rounds,
-        "message_bytes": len(f"{0:07d}:{padding}"),
+        "message_bytes": len(body),
+        "message": args.message,
         "protocol": args.protocol,
+        **({"negotiation": summary} if summary is not None else {}),
+        # From the kernel's TCP counters of the client sockets over the
+        # measured rounds: what each client received per message (frame
+        # headers, Socket.IO framing and pings included).
+        "wire_bytes_in_per_delivery": (wire1[1] - wire0[1]) / (args.connections * args.rounds),
+        "deliveries_compressed": compressed_deliveries,
         "all_received_p50_ms": median_all,
         "all_received_p90_ms": percentile(to_all, 0.9),
         "all_received_max_ms": percentile(to_all, 1.0),
@@ -711,8 +999,11 @@ async def fanout(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-WORKLOADS = {"small": small, "large": large, "handshake": handshake, "idle": idle, "fanout": fanout}
+WORKLOADS = {
+    "small": small, "large": large, "handshake": handshake, "idle": idle, "fanout": fanout, "compressed": compressed,
+}  # fmt: skip
 DEFAULTS = {
+    "compressed": {"connections": 50, "size": 4096},
     "small": {"connections": 50, "size": 32},
     "large": {"connections": 4, "size": 1024 * 1024},
     "handshake": {"connections": 20, "size": 0},
@@ -753,13 +1044,38 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="fanout: measured rounds")
     parser.add_argument("--warmup-rounds", type=int, default=3, help="fanout: rounds before the measured ones")
     parser.add_argument("--gap", type=float, default=0.05, help="fanout: seconds between rounds")
+    parser.add_argument(
+        "--deflate", choices=("", "expect", "refuse"), default="",
+        help="offer permessage-deflate on every connection; expect: error without it; refuse: error with it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--message", choices=("filler", "json"), default="filler",
+        help="idle, fanout: 'x' filler (the default) or --size-byte JSON documents (bench/deflate.py)",
+    )  # fmt: skip
+    parser.add_argument("--messages", type=int, default=256, help="compressed: distinct JSON messages, in a cycle")
     args = parser.parse_args()
     for key, value in DEFAULTS[args.workload].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     raise_fd_limit(args.connections + 500)
-    result = uvloop.run(WORKLOADS[args.workload](args))
+    Client.deflate_mode = args.deflate
+    if args.workload == "compressed":
+        args.message = "json"
+    try:
+        result = uvloop.run(WORKLOADS[args.workload](args))
+    except SystemExit as e:
+        # A workload that stops early says why as a JSON report: on stdout too,
+        # so that the runner keeps its details (the negotiation, the errors).
+        if not (isinstance(e.code, str) and e.code.startswith("{")):
+            raise
+        failed = json.loads(e.code)
+        failed["workload"] = args.workload
+        sys.stdout.write(report(failed) + "\n")
+        raise SystemExit(1) from None
     result["workload"] = args.workload
+    if args.deflate:
+        result["inflates"] = deflate.counts["inflated"]
+        result["inflates_shared"] = deflate.counts["shared"]
     sys.stdout.write(report(result) + "\n")
 
 

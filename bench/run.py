@@ -14,6 +14,8 @@ step has a deadline, and every process started here is stopped at the end
     hatch run bench:idle10k                            # 10,000 idle connections, held 45 s
     hatch run bench:hostile                            # hostile clients (~9 minutes), not in bench:all
     hatch run bench:hostile --workloads fairness --tries 20
+    hatch run bench:compression                        # permessage-deflate (~10 minutes), not in bench:all
+    hatch run bench:compression --workloads compressed --servers ours-gevent,websockets
 """
 
 from __future__ import annotations
@@ -57,7 +59,15 @@ FANOUT_WORKLOADS = ("fanout",)
 #: limits; each workload has scenarios, each run on a fresh server. Not part
 #: of the default run (they take ~9 minutes): hatch run bench:hostile.
 HOSTILE_WORKLOADS = tuple(SCENARIOS)
-WORKLOADS = ECHO_WORKLOADS + FANOUT_WORKLOADS + HOSTILE_WORKLOADS
+#: permessage-deflate (bench/deflate.py): a 4 KiB JSON echo, a 1 KiB JSON
+#: fan-out and idle memory, each server in the cases of COMPRESSION_CASES.
+#: Not part of the default run either: hatch run bench:compression.
+COMPRESSION_WORKLOADS = ("compressed", "fanout-compressed", "idle-compressed")
+#: The servers of a compression run unless --servers says otherwise.
+COMPRESSION_SERVERS = (
+    "ours-gevent", "ours-gunicorn", "websockets", "uvicorn", "uvicorn-legacy", "ours-rooms", "flask-socketio",
+)  # fmt: skip
+WORKLOADS = ECHO_WORKLOADS + FANOUT_WORKLOADS + HOSTILE_WORKLOADS + COMPRESSION_WORKLOADS
 DEFAULT_WORKLOADS = ECHO_WORKLOADS + FANOUT_WORKLOADS
 #: The servers of a hostile run unless --servers says otherwise (raw
 #: gevent-websocket and uvicorn take part too when named).
@@ -85,6 +95,13 @@ class Server:
     redis: bool = False
     #: What the server keeps to with BENCH_DEFAULT_LIMITS=1 (the hostile workloads).
     limits: str = ""
+    #: The compression workloads: added to the server's environment
+    #: ($BENCH_COMPRESSION, our SOCKETS_COMPRESSION), the load generator's
+    #: --deflate mode, the server this is a case of, and the case.
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    deflate: str = ""
+    base: str = ""
+    case: str = ""
 
 
 def gunicorn(worker: str, app: str) -> t.Callable[[int], list[str]]:
@@ -157,6 +174,14 @@ SERVERS = [
         limits="ws_max_size 1 MiB (its default is 16 MiB), ws_ping_interval 20 s, ws_ping_timeout 20 s (its defaults)",
     ),
     Server(
+        "uvicorn-legacy",
+        "uvicorn --ws websockets + Starlette",
+        lambda port: [PY, "uvicorn_starlette.py", str(port), "--ws", "websockets"],
+        "uvicorn with --ws websockets (its implementation on websockets' legacy asyncio protocol) + Starlette,"
+        " ws_per_message_deflate on (its default)",
+        workloads=("compressed",),
+    ),
+    Server(
         "picows",
         "picows (Cython)",
         lambda port: [PY, "picows_server.py", str(port)],
@@ -195,6 +220,82 @@ SERVERS = [
     ),
 ]
 SERVER_NAMES = [s.name for s in SERVERS]
+
+#: $BENCH_COMPRESSION for our servers: SOCKETS_COMPRESSION as JSON.
+OFF, ON = "false", "true"
+
+
+def _takeover(window_bits: int, mem_level: int) -> str:
+    """Context takeover on both sides at these window bits and memLevel."""
+    return json.dumps({
+        "server_no_context_takeover": False, "client_no_context_takeover": False,
+        "server_max_window_bits": window_bits, "client_max_window_bits": window_bits, "mem_level": mem_level,
+    })  # fmt: skip
+
+
+#: What each compression workload runs, per server: (case, $BENCH_COMPRESSION
+#: or None to leave the server's config alone, the load generator's --deflate:
+#: "expect" = offer permessage-deflate, and a connection without it is an
+#: error; "refuse" = offer it, and a connection with it is an error; "" = no
+#: offer). Servers not listed get the "*" entry (their own defaults): one that
+#: cannot negotiate is reported so ("no compression negotiated").
+COMPRESSION_CASES: dict[str, dict[str, list[tuple[str, str | None, str]]]] = {
+    "compressed": {
+        "ours-gevent": [("deflate", ON, "expect"), ("uncompressed", OFF, "")],
+        "ours-gunicorn": [("deflate", ON, "expect")],
+        "websockets": [("deflate", None, "expect"), ("uncompressed", None, "")],
+        "*": [("deflate", None, "expect")],
+    },
+    "fanout-compressed": {
+        "ours-rooms": [("deflate", ON, "expect"), ("uncompressed", OFF, "")],
+        "ours-rooms-redis": [("deflate", ON, "expect"), ("uncompressed", OFF, "")],
+        "*": [("uncompressed", None, "")],
+    },
+    "idle-compressed": {
+        "ours-gevent": [
+            ("off", OFF, "refuse"), ("defaults", ON, "expect"),
+            ("takeover-15-8", _takeover(15, 8), "expect"), ("takeover-12-5", _takeover(12, 5), "expect"),
+        ],  # fmt: skip
+        "*": [("defaults", None, "expect")],
+    },
+}
+COMPRESSION_CASES["idle-compressed"]["ours-gunicorn"] = COMPRESSION_CASES["idle-compressed"]["ours-gevent"]
+#: What each case means, for the report.
+CASE_NOTES = {
+    "deflate": "permessage-deflate offered by every client (the server's defaults; ours: SOCKETS_COMPRESSION = True)",
+    "uncompressed": "nothing offered (ours: SOCKETS_COMPRESSION = False)",
+    "off": "SOCKETS_COMPRESSION = False; every client offers permessage-deflate (none must get it)",
+    "defaults": "SOCKETS_COMPRESSION = True (the defaults); others: their own defaults",
+    "takeover-15-8": "context takeover both sides, 15-bit windows, mem_level 8 (zlib's defaults)",
+    "takeover-12-5": "context takeover both sides, 12-bit windows, mem_level 5",
+}
+
+
+def compression_servers(args: argparse.Namespace) -> list[Server]:
+    """The chosen servers, one copy per case of each chosen compression
+    workload (named ``server/case``)."""
+    out = []
+    for workload in args.workloads:
+        for s in SERVERS:
+            if s.name not in args.servers:
+                continue
+            fanout_server = "fanout" in s.workloads
+            if (workload == "fanout-compressed") != fanout_server:
+                continue
+            if s.name == "uvicorn-legacy" and workload != "compressed":
+                continue
+            cases = COMPRESSION_CASES[workload]
+            for case, setting, mode in cases.get(s.name, cases["*"]):
+                env = {} if setting is None else {"BENCH_COMPRESSION": setting}
+                out.append(
+                    dataclasses.replace(
+                        s, name=f"{s.name}/{case}", label=f"{s.label} [{case}]", workloads=(workload,), env=env,
+                        deflate=mode, base=s.name, case=case,
+                        notes=f"{s.notes}; {case}: {CASE_NOTES.get(case, case)}"
+                        + (f" ($BENCH_COMPRESSION={setting})" if setting is not None else ""),
+                    )
+                )  # fmt: skip
+    return out
 
 #: Python distributions whose versions go in the results.
 DISTRIBUTIONS = [
@@ -259,6 +360,8 @@ def start_server(
         if redis_url is None:
             raise RuntimeError("needs redis-server, which is not installed (apt-get install redis-server)")
         env[REDIS_URL_VARIABLE] = redis_url
+    env.pop("BENCH_COMPRESSION", None)
+    env.update(server.env)
     if server.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (server.pythonpath, env.get("PYTHONPATH", "")) if p)
     with log.open("ab") as out:
@@ -373,20 +476,31 @@ def measure(
     process = start_server(server, port, cpus[0], log, args.nice, redis_url)
     profiler = None
     try:
+        # The compression workloads are the load generator's compressed, fanout and idle.
+        kind = {"fanout-compressed": "fanout", "idle-compressed": "idle"}.get(workload, workload)
         command = [
-            *pinned(cpus[1], args.nice), PY, str(LOADGEN), workload, f"ws://127.0.0.1:{port}{server.path}",
+            *pinned(cpus[1], args.nice), PY, str(LOADGEN), kind, f"ws://127.0.0.1:{port}{server.path}",
             "--server-pid", str(process.pid), "--warmup", str(args.warmup), "--duration", str(args.duration),
         ]  # fmt: skip
         budget = args.warmup + args.duration + 60
-        if workload == "idle":
+        if kind == "idle":
             command += ["--connections", str(args.idle_connections), "--hold", str(args.hold)]
             budget += args.hold + 240
-        if workload == "fanout":
+        if kind == "fanout":
             command += [
                 "--connections", str(args.fanout_connections), "--rounds", str(args.rounds),
                 "--publish-url", f"http://127.0.0.1:{port}/publish", "--protocol", server.protocol,
             ]  # fmt: skip
             budget += 120
+        if workload in COMPRESSION_WORKLOADS:
+            if server.deflate:
+                command += ["--deflate", server.deflate]
+            if workload == "fanout-compressed":
+                command += ["--message", "json", "--size", str(args.fanout_message_size)]
+            if workload == "idle-compressed":
+                command += ["--message", "json", "--size", str(args.compressed_size)]
+            if workload == "compressed":
+                command += ["--size", str(args.compressed_size)]
         if server.name in args.profile:
             profiler = start_profiler(server, workload, process.pid, args, cpus[1])
         started = time.monotonic()
@@ -538,6 +652,9 @@ def machine() -> dict[str, t.Any]:
 def command_line(args: argparse.Namespace) -> str:
     rest = shlex.join(sys.argv[1:])
     if os.environ.get("HATCH_ENV_ACTIVE") == "bench":
+        if args.compression:
+            rest = shlex.join(a for a in sys.argv[1:] if a != "--compression")
+            return f"hatch run bench:compression {rest}".strip()
         if args.idle10k:
             rest = shlex.join(a for a in sys.argv[1:] if a != "--idle10k")
             return f"hatch run bench:idle10k {rest}".strip()
@@ -568,6 +685,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=30, help="fanout: messages published, one at a time")
     parser.add_argument("--hold", type=float, default=0.0, help="idle: seconds to hold the connections open")
     parser.add_argument("--idle10k", action="store_true", help="the long idle mode: 10,000 connections held 45 s")
+    compression = parser.add_argument_group(
+        "compression workloads", f"{list(COMPRESSION_WORKLOADS)}, run on their own (hatch run bench:compression)"
+    )  # fmt: skip
+    compression.add_argument(
+        "--compression", action="store_true",
+        help=f"the compression workloads, against {list(COMPRESSION_SERVERS)} unless --servers says otherwise",
+    )  # fmt: skip
+    compression.add_argument(
+        "--compressed-size", type=int, default=4096, help="compressed, idle-compressed: JSON message bytes"
+    )  # fmt: skip
+    compression.add_argument("--fanout-message-size", type=int, default=1024, help="fanout-compressed: JSON bytes")
     hostile = parser.add_argument_group(
         "hostile workloads", f"{list(HOSTILE_WORKLOADS)}, run on their own (hatch run bench:hostile); --duration is"
         " the fairness window"
@@ -610,9 +738,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     explicit_servers = args.servers is not None
     if args.workloads is None:
-        args.workloads = ",".join(HOSTILE_WORKLOADS if args.hostile else DEFAULT_WORKLOADS)
+        args.workloads = ",".join(
+            HOSTILE_WORKLOADS if args.hostile else COMPRESSION_WORKLOADS if args.compression else DEFAULT_WORKLOADS
+        )  # fmt: skip
     if args.servers is None:
-        args.servers = ",".join(HOSTILE_SERVERS if args.hostile else SERVER_NAMES)
+        args.servers = ",".join(
+            HOSTILE_SERVERS if args.hostile else COMPRESSION_SERVERS if args.compression else SERVER_NAMES
+        )  # fmt: skip
     args.servers = [s for s in args.servers.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -630,6 +762,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in args.workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; choose from {list(WORKLOADS)}")
+    compression_chosen = [w for w in args.workloads if w in COMPRESSION_WORKLOADS]
+    if compression_chosen:
+        if len(compression_chosen) != len(args.workloads):
+            parser.error("run the compression workloads on their own: hatch run bench:compression [--workloads ...]")
+        args.compression = True
+        if not explicit_servers:
+            args.servers = list(COMPRESSION_SERVERS)
+    elif args.compression:
+        parser.error("--compression takes only the compression workloads")
     hostile_chosen = [w for w in args.workloads if w in HOSTILE_WORKLOADS]
     if hostile_chosen:
         if len(hostile_chosen) != len(args.workloads):
@@ -650,7 +791,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.idle_connections = 10_000 if args.idle_connections == 5000 else args.idle_connections
         args.hold = args.hold or 45.0
     if args.output is None:
-        args.output = RESULTS / ("idle10k.json" if args.idle10k else "hostile.json" if args.hostile else "latest.json")
+        args.output = RESULTS / (
+            "idle10k.json" if args.idle10k else "hostile.json" if args.hostile
+            else "compression.json" if args.compression else "latest.json"
+        )  # fmt: skip
     return args
 
 
@@ -664,7 +808,7 @@ def pick_cpus() -> tuple[int, int]:
 
 #: The figure that picks the best of several runs: (key in the load generator's
 #: result, higher is better): the report's, but idle memory in the raw bytes.
-HEADLINE = {**report.HEADLINE, "idle": ("rss_per_connection", False)}
+HEADLINE = {**report.HEADLINE, "idle": ("rss_per_connection", False), "idle-compressed": ("rss_per_connection", False)}
 
 
 def best_result(workload: str, runs: list[dict[str, t.Any]]) -> dict[str, t.Any]:
@@ -713,8 +857,9 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {cpus[1]})
     RESULTS.mkdir(parents=True, exist_ok=True)
     servers = []
-    for s in SERVERS:
-        if s.name not in args.servers or not set(s.workloads) & set(args.workloads):
+    candidates = compression_servers(args) if args.compression else SERVERS
+    for s in candidates:
+        if not args.compression and (s.name not in args.servers or not set(s.workloads) & set(args.workloads)):
             continue
         servers.append(s)
         if s.name.startswith("ours-"):
@@ -728,7 +873,10 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.timezone.utc)
-    print(f"bench: {len(servers)} servers x {len(args.workloads)} workloads x {args.repeat}; server on CPU {cpus[0]},"
+    what = f"{len(servers)} servers x {len(args.workloads)} workloads"
+    if args.compression:
+        what = f"{len(servers)} server cases"
+    print(f"bench: {what} x {args.repeat}; server on CPU {cpus[0]},"
           f" load generator on CPU {cpus[1]}; fd limit {fd_limit}", flush=True)  # fmt: skip
     width = max(len(s.name) for s in servers)
     raw: dict[str, dict[str, list[dict[str, t.Any]]]] = {
@@ -744,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for repeat in range(args.repeat):
             for workload in args.workloads:
-                if workload == "idle" and repeat > 0:
+                if workload in ("idle", "idle-compressed") and repeat > 0:
                     continue  # memory does not suffer from CPU noise: once is enough
                 for server in servers:
                     if workload not in server.workloads:
@@ -783,6 +931,15 @@ def main(argv: list[str] | None = None) -> int:
                 "idle_hold_s": args.hold,
                 "fanout_connections": args.fanout_connections,
                 "fanout_rounds": args.rounds,
+                **(
+                    {
+                        "compression": True,
+                        "compressed_message_bytes": args.compressed_size,
+                        "fanout_message_bytes": args.fanout_message_size,
+                    }
+                    if args.compression
+                    else {}
+                ),
                 "workloads": args.workloads,
                 "variants": args.variant,
                 "nice": args.nice,
@@ -809,6 +966,7 @@ def main(argv: list[str] | None = None) -> int:
                 "label": s.label,
                 "notes": s.notes,
                 **({"limits": s.limits} if args.hostile else {}),
+                **({"base": s.base, "case": s.case, "deflate": s.deflate, "env": s.env} if args.compression else {}),
                 "workloads": list(s.workloads),
                 "command": "cd bench/servers && taskset -c CPU "
                 + shlex.join(s.command(65432)).replace(PY, "python").replace("65432", "PORT"),
@@ -821,10 +979,18 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(data, indent=2) + "\n")
     print()
-    print(report.hostile_text(data) if args.hostile else report.text_table(data))
+    if args.hostile:
+        print(report.hostile_text(data))
+    else:
+        print(report.compression_text(data) if args.compression else report.text_table(data))
     print(f"\nraw figures: {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
     if not args.no_markdown:
-        path = report.write_hostile_markdown(args.output) if args.hostile else report.write_markdown()
+        if args.hostile:
+            path = report.write_hostile_markdown(args.output)
+        elif args.compression:
+            path = report.write_compression_markdown(args.output)
+        else:
+            path = report.write_markdown()
         print(f"table: {path.relative_to(ROOT)}")
     print(f"wall time: {wall:.0f} s")
     return 0

@@ -7,7 +7,8 @@ the client, sends 64 KiB binary messages until sending fails (see
 Served by ``ours_gevent.py`` (``flask_sockets_gevent.run``) and by
 ``gunicorn -k flask_sockets_gunicorn.worker -w 1 flask_app:app``. This module
 does not monkey-patch: the run script does it first, the gunicorn worker
-does it itself.
+does it itself. ``$BENCH_COMPRESSION`` (JSON), if set, is
+``SOCKETS_COMPRESSION`` (the compression workloads).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from flask import Flask
 from hostile_common import FIREHOSE_PAYLOAD
 from hostile_common import Firehose
+from hostile_common import compression
 from hostile_common import default_limits
 from hostile_common import ended_by
 
@@ -25,6 +27,8 @@ if not default_limits():
     # The 1 MiB workload sends exactly 1 MiB; the default limit is 1 MiB, so leave room.
     # The hostile workloads (BENCH_DEFAULT_LIMITS=1) keep every default: 1 MiB, pings 20 s / 20 s.
     app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 2 * 1024 * 1024
+if compression() is not None:
+    app.config["SOCKETS_COMPRESSION"] = compression()
 sockets = Sockets(app)
 
 

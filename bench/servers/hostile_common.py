@@ -35,6 +35,14 @@ def default_limits() -> bool:
     return os.environ.get("BENCH_DEFAULT_LIMITS") == "1"
 
 
+def compression() -> object:
+    """``SOCKETS_COMPRESSION`` for our servers from ``$BENCH_COMPRESSION``
+    (JSON: ``false``, ``true`` or an object of settings, set by the runner
+    for the compression workloads), or ``None``: leave the config alone."""
+    value = os.environ.get("BENCH_COMPRESSION")
+    return None if value is None else json.loads(value)
+
+
 def max_message_size() -> int:
     """The message limit this server should use."""
     return MAX_MESSAGE_SIZE if default_limits() else ECHO_MAX_MESSAGE_SIZE

@@ -1,5 +1,10 @@
 """uvicorn (uvloop, httptools, its default ``websockets`` sans-I/O protocol)
-with a Starlette echo route: python uvicorn_starlette.py PORT
+with a Starlette echo route: python uvicorn_starlette.py PORT [--ws IMPL]
+
+``--ws websockets`` picks uvicorn's other implementation on ``websockets``
+(its legacy asyncio protocol) instead of the default ``auto``
+(``websockets-sansio``). Per-message deflate stays on (``ws_per_message_deflate``,
+uvicorn's default) either way; the two offer different parameters.
 
 ``/firehose`` (the hostile ``firehose`` workload): after one message from the
 client, sends 64 KiB binary messages until sending fails. With
@@ -68,4 +73,6 @@ if __name__ == "__main__":
         ws_max_size=max_message_size(),
         ws_ping_interval=PING_INTERVAL,
         ws_ping_timeout=PING_TIMEOUT,
+        ws=sys.argv[sys.argv.index("--ws") + 1] if "--ws" in sys.argv else "auto",
+        ws_per_message_deflate=True,
     )
