@@ -3,7 +3,7 @@ cases, run by kosoku against the echo server of ``echo_server.py``.
 
 - Cases 1-10 (framing, pings, fragmentation, UTF-8, closing, limits): our
   gevent server and the development server (``app.run()`` / ``flask run``,
-  over wsproto) must pass every case strictly: OK or INFORMATIONAL, no
+  over the same engine) must pass every case strictly: OK or INFORMATIONAL, no
   NON-STRICT, FAILED, UNIMPLEMENTED or ERROR.
 - Cases 12.* and 13.* (permessage-deflate, 216 cases): all of them on our
   gevent server, 12.1.* and 13.1.* on the development server, equally strict.
