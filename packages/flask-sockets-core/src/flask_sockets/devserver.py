@@ -188,7 +188,7 @@ class DevWebSocket(SocketBase):
                 raise TimeoutError("no message within the timeout")
             self._sock.settimeout(remaining)
         try:
-            data = self._sock.recv(max(self._protocol.bytes_needed(), _READ_SIZE))
+            data = self._sock.recv(_READ_SIZE)
         except TimeoutError:
             raise TimeoutError("no message within the timeout") from None
         except OSError:

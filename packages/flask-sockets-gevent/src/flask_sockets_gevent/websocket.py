@@ -320,7 +320,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             event = protocol.next_event()
             if event is None:
                 # gevent's recv waits without holding a buffer, then reads what is there.
-                chunk = sock.recv(max(protocol.bytes_needed(), _READ_SIZE))
+                chunk = sock.recv(_READ_SIZE)
                 if not chunk:
                     raise _PeerGone()
                 protocol.buffer += chunk
