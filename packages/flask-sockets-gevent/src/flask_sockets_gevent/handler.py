@@ -37,7 +37,6 @@ Differences from gevent-websocket 0.10.1:
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import typing as t
@@ -55,7 +54,7 @@ from flask_sockets.handshake import handshake_response_headers
 from ._http import HeadersTooLarge
 from ._http import check_framing
 from ._http import check_request_line
-from ._http import read_header_block
+from ._http import read_head
 from .websocket import WebSocket
 
 __all__ = [
@@ -76,10 +75,6 @@ DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 #: The status the access log shows for an upgrade whose ``101`` could not be
 #: written because the client had gone (nginx's "client closed request").
 HANDSHAKE_NOT_SENT_STATUS = "499 Client Closed Request"
-
-
-#: gevent's parser of a header block into the message pywsgi and gunicorn use.
-_headers_factory: t.Callable[..., t.Any] = pywsgi.headers_factory  # type: ignore[attr-defined]
 
 
 def _error_response(status: str) -> bytes:
@@ -251,13 +246,9 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         return True
 
     def MessageClass(self, *args: t.Any) -> t.Any:  # noqa: N802 - gevent's name
-        # Header lines are checked (and bounded) here; the block that passes
-        # is parsed by gevent's own factory, the message type pywsgi and
-        # gunicorn expect.
-        block = read_header_block(args[0])
-        message = _headers_factory(io.BytesIO(block), *args[1:])
-        if getattr(message, "status", None):  # pragma: no cover - the block is bounded already
-            raise HeadersTooLarge(message.status)
+        # Header lines are checked (and bounded) as they are read; the
+        # message is the type pywsgi and gunicorn expect.
+        message = read_head(args[0])
         check_framing(message, self.request_version)
         return message
 
