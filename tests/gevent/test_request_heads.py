@@ -91,3 +91,12 @@ def test_a_nel_byte_does_not_end_the_head():
     for rfile in _readers(head):
         message = read_head(rfile)
         assert message.items() == [("X-A", "a\x85b"), ("Host", "x"), ("Content-Length", "4")]
+
+
+def test_the_usual_names_and_values_are_shared_between_connections():
+    # Each open WebSocket keeps its request's message until it closes.
+    first, second = (read_head(io.BufferedReader(io.BytesIO(WEBSOCKET_HEAD))) for _ in range(2))
+    for (name, value), (other_name, other_value) in zip(first.items(), second.items()):
+        assert name is other_name
+        if name != "Sec-WebSocket-Key":
+            assert value is other_value or name == "Host"

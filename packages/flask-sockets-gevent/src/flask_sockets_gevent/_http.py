@@ -56,6 +56,49 @@ _HEAD = re.compile(rb"(?:[" + _TCHAR.encode() + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\
 # email's compat32 policy splits it: the value without the spaces and tabs
 # after the colon, with any at its end.
 _FIELD = re.compile(r"([^:]+):[ \t]*([^\r]*)\r\n")
+# The message of a WebSocket request lives as long as its connection (the
+# access log reads it at the end): the usual names and values are shared
+# strings instead of copies per connection.
+_COMMON = {
+    text: text
+    for name in (
+        "Host",
+        "Upgrade",
+        "Connection",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+        "Origin",
+        "User-Agent",
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Cache-Control",
+        "Pragma",
+        "Cookie",
+        "Authorization",
+        "Content-Length",
+        "Content-Type",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Real-IP",
+    )
+    for text in (name, name.lower())
+}
+_COMMON.update(
+    (value, value)
+    for value in (
+        "websocket",
+        "Upgrade",
+        "upgrade",
+        "keep-alive, Upgrade",
+        "13",
+        "no-cache",
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+    )
+)
 
 
 class BadRequest(ValueError):
@@ -122,7 +165,9 @@ def read_head(rfile: _Peekable) -> t.Any:
     message = _message_class()
     # What email's parser would store (compat32 header_source_parse); the
     # block was checked, so each line is name ":" value CRLF.
-    message._headers = _FIELD.findall(block.decode("latin-1"))
+    common = _COMMON.get
+    fields = _FIELD.findall(block.decode("latin-1"))
+    message._headers = [(common(name, name), common(value, value)) for name, value in fields]
     return message
 
 
