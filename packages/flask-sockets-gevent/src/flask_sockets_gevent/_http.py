@@ -4,14 +4,23 @@ gevent's pywsgi reads the request line leniently and hands the headers to
 :func:`http.client.parse_headers`, which accepts lines without a colon,
 folded lines, control characters in values, and a connection that ends
 before the blank line. Here the request line and every header line are
-checked first; what passes is handed to gevent's own ``headers_factory``,
-so the message object pywsgi and gunicorn use is unchanged.
+checked first; what passes becomes the message type pywsgi and gunicorn
+use (gevent's ``OldMessage``, an :class:`http.client.HTTPMessage`), with
+the names and values :mod:`email`'s parser would give it.
+
+The usual head, already whole in the connection's read buffer, is checked
+with one regular expression and split into fields with another; only a
+head that fails them (or is not in the buffer yet) is read line by line,
+for the precise error.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import typing as t
+
+from gevent import pywsgi
 
 __all__ = [
     "MAX_HEADERS",
@@ -21,6 +30,7 @@ __all__ = [
     "IncompleteRequest",
     "check_framing",
     "check_request_line",
+    "read_head",
     "read_header_block",
 ]
 
@@ -38,6 +48,57 @@ _REQUEST_LINE = re.compile(rf"[{_TCHAR}]+ [^\x00-\x20\x7f]+ HTTP/1\.[01]\r?\n")
 # control characters but HT in the value (so no NUL, CR or LF), no obs-fold
 # (a line that starts with SP or HT fails the name).
 _HEADER_LINE = re.compile(rb"[" + _TCHAR.encode() + rb"]+:[\t\x20-\x7e\x80-\xff]*")
+# A whole head: header lines as above, each ending with CRLF, then the
+# blank line. A match ends at the first blank line: a blank line cannot
+# pass as a header line, nor can a bare LF end one.
+_HEAD = re.compile(rb"(?:[" + _TCHAR.encode() + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n")
+# One checked header line (decoded as latin-1) into name and value, as
+# email's compat32 policy splits it: the value without the spaces and tabs
+# after the colon, with any at its end.
+_FIELD = re.compile(r"([^:]+):[ \t]*([^\r]*)\r\n")
+# The message of a WebSocket request lives as long as its connection (the
+# access log reads it at the end): the usual names and values are shared
+# strings instead of copies per connection.
+_COMMON = {
+    text: text
+    for name in (
+        "Host",
+        "Upgrade",
+        "Connection",
+        "Sec-WebSocket-Key",
+        "Sec-WebSocket-Version",
+        "Sec-WebSocket-Extensions",
+        "Sec-WebSocket-Protocol",
+        "Origin",
+        "User-Agent",
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Cache-Control",
+        "Pragma",
+        "Cookie",
+        "Authorization",
+        "Content-Length",
+        "Content-Type",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Real-IP",
+    )
+    for text in (name, name.lower())
+}
+_COMMON.update(
+    (value, value)
+    for value in (
+        "websocket",
+        "Upgrade",
+        "upgrade",
+        "keep-alive, Upgrade",
+        "13",
+        "no-cache",
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+    )
+)
 
 
 class BadRequest(ValueError):
@@ -70,6 +131,44 @@ def check_request_line(line: str) -> None:
         raise IncompleteRequest("The connection ended inside the request line")
     if _REQUEST_LINE.fullmatch(line) is None:
         raise BadRequest(f"Malformed request line: {line.rstrip()[:200]!r}")
+
+
+class _Peekable(_Readable, t.Protocol):
+    def peek(self, size: int = ..., /) -> bytes: ...
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+#: gevent's message class for request headers (``pywsgi.OldMessage``).
+_message_class: t.Any = type(pywsgi.headers_factory(io.BytesIO(b"\r\n")))  # type: ignore[attr-defined]
+
+
+def read_head(rfile: _Peekable) -> t.Any:
+    """Read and check the header lines up to the blank line (as
+    :func:`read_header_block`) and return them as the message pywsgi
+    expects, as gevent's ``headers_factory`` would have parsed them.
+
+    :raises HeadersTooLarge: see :func:`read_header_block`.
+    :raises BadRequest: see :func:`read_header_block`.
+    :raises IncompleteRequest: see :func:`read_header_block`.
+    """
+    # The request line was just read: the head is usually in the buffer
+    # already (peek does not read the socket then), and is at most its size
+    # (far under the limits of the slow path).
+    buffered = rfile.peek(1)
+    size = 2 if buffered.startswith(b"\r\n") else buffered.find(b"\r\n\r\n") + 4
+    lines = buffered.count(b"\n", 0, size)
+    if 3 < size <= MAX_HEADER_LINE and lines <= MAX_HEADERS + 1 and _HEAD.fullmatch(buffered, 0, size):
+        block = rfile.read(size)
+    else:
+        block = read_header_block(rfile)
+    message = _message_class()
+    # What email's parser would store (compat32 header_source_parse); the
+    # block was checked, so each line is name ":" value CRLF.
+    common = _COMMON.get
+    fields = _FIELD.findall(block.decode("latin-1"))
+    message._headers = [(common(name, name), common(value, value)) for name, value in fields]
+    return message
 
 
 def read_header_block(rfile: _Readable) -> bytes:
@@ -107,22 +206,24 @@ def check_framing(headers: t.Any, request_version: str | None) -> None:
     ``chunked``, never beside ``Content-Length``, never in HTTP/1.0. An
     HTTP/1.1 request has exactly one ``Host`` (RFC 9112 3.2).
 
-    :param headers: The message from gevent's ``headers_factory``.
+    :param headers: The message from :func:`read_head`.
     :raises BadRequest: Otherwise: two readings of one request are how
         requests are smuggled past a proxy.
     """
-    lengths = headers.get_all("content-length") or []
-    encodings = headers.get_all("transfer-encoding") or []
-    if lengths:
-        values = {value.strip() for value in lengths}
-        if len(values) != 1 or not all(value.isdigit() and value.isascii() for value in values):
-            raise BadRequest(f"Invalid Content-Length: {lengths!r}")
-    if encodings:
+    names = [name.lower() for name in headers.keys()]
+    if "content-length" in names or "transfer-encoding" in names:
+        lengths = headers.get_all("content-length") or []
+        encodings = headers.get_all("transfer-encoding") or []
         if lengths:
-            raise BadRequest("Both Transfer-Encoding and Content-Length")
-        if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
-            raise BadRequest(f"Unsupported Transfer-Encoding: {encodings!r}")
-        if request_version != "HTTP/1.1":
-            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
-    if request_version == "HTTP/1.1" and len(headers.get_all("host") or []) != 1:
+            values = {value.strip() for value in lengths}
+            if len(values) != 1 or not all(value.isdigit() and value.isascii() for value in values):
+                raise BadRequest(f"Invalid Content-Length: {lengths!r}")
+        if encodings:
+            if lengths:
+                raise BadRequest("Both Transfer-Encoding and Content-Length")
+            if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
+                raise BadRequest(f"Unsupported Transfer-Encoding: {encodings!r}")
+            if request_version != "HTTP/1.1":
+                raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+    if request_version == "HTTP/1.1" and names.count("host") != 1:
         raise BadRequest("An HTTP/1.1 request needs exactly one Host header")

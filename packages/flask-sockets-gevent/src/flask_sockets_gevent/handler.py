@@ -37,12 +37,12 @@ Differences from gevent-websocket 0.10.1:
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import typing as t
 
-import gevent
+from gevent import get_hub as _get_hub
+from gevent import getcurrent as _getcurrent
 from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
 from geventwebsocket.websocket import Stream
@@ -55,7 +55,7 @@ from flask_sockets.handshake import handshake_response_headers
 from ._http import HeadersTooLarge
 from ._http import check_framing
 from ._http import check_request_line
-from ._http import read_header_block
+from ._http import read_head
 from .websocket import WebSocket
 
 __all__ = [
@@ -78,8 +78,21 @@ DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 HANDSHAKE_NOT_SENT_STATUS = "499 Client Closed Request"
 
 
-#: gevent's parser of a header block into the message pywsgi and gunicorn use.
-_headers_factory: t.Callable[..., t.Any] = pywsgi.headers_factory  # type: ignore[attr-defined]
+class _PhaseExpired(BaseException):
+    """A connection's phase timer fired (raised in its handler's greenlet,
+    like gevent.Timeout; not an Exception, so nothing on the way catches it)."""
+
+
+class _HandshakeExpired(_PhaseExpired):
+    """The request line and headers did not arrive in time."""
+
+
+class _KeepaliveExpired(_PhaseExpired):
+    """No next request on a keep-alive connection in time."""
+
+
+class _BodyExpired(_PhaseExpired):
+    """The rest of a request body the app did not read did not arrive in time."""
 
 
 def _error_response(status: str) -> bytes:
@@ -91,7 +104,13 @@ _HEADERS_TOO_LARGE = _error_response("431 Request Header Fields Too Large")
 _REQUEST_TIMEOUT = _error_response("408 Request Timeout")
 
 
-class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
+class _Slots:
+    # The handler's own state, in slots rather than in the instance's
+    # __dict__ (see WebSocketHandler.handle).
+    __slots__ = ("_timer", "websocket")
+
+
+class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
     """A gevent ``pywsgi`` handler that serves WebSocket upgrades.
 
     Pass it as ``handler_class`` to :class:`gevent.pywsgi.WSGIServer`, or let
@@ -102,7 +121,22 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
     #: The socket class put in ``environ['wsgi.websocket']``.
     websocket_class = WebSocket
 
+    #: The socket of the request being served, if it is an upgrade.
     websocket: WebSocket | None
+    # The timer of the current phase (handshake, keep-alive wait, body
+    # drain), if any.
+    _timer: t.Any
+    # pywsgi's per-request state (its defaults are WSGIHandler's class
+    # attributes), for the type checker.
+    time_start: float
+    time_finish: float
+    requestline: str | None
+    command: str | None
+    path: str | None
+    request_version: str | None
+    status: bytes | None
+    _orig_status: str | None
+    environ: t.Any
 
     def run_application(self) -> None:
         if not is_websocket_upgrade(self.environ):
@@ -182,55 +216,108 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
 
     # -- reading requests: strict, bounded in time, quiet about bad clients ---
 
-    # The timer of the current phase (handshake or keep-alive wait), if any.
-    _timer: gevent.Timeout | None = None
-    # True while waiting for a keep-alive connection's next request.
-    _idle_wait = False
-    # True once a request was read on this connection.
-    _served = False
-
     def handle(self) -> None:
+        # pywsgi's request loop (WSGIHandler.handle), with the phase timers.
+        # It replaces pywsgi's rather than wrapping it: whatever frames sit
+        # under handle_one_request stay on the saved stack of the greenlet
+        # for the whole life of a WebSocket, and each costs memory per
+        # connection. For the same reason this class keeps its state in
+        # slots: pywsgi's handler already puts 27 entries in the instance's
+        # __dict__, and CPython 3.11 gives an instance a 1.5 KiB dict of its
+        # own past 29 (instead of sharing the class's keys).
+        handshake_timeout = self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
+        served = False
         # The first request line and headers must arrive within the
         # handshake timeout, counted from the connection's start.
-        self._arm(self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT))
+        self._arm(handshake_timeout, _HandshakeExpired)
         try:
-            super().handle()
+            while self.socket is not None:
+                self.time_start = time.time()
+                self.time_finish = 0
+                if served:
+                    # Nothing of the previous request on this connection may
+                    # show in the log line of this one (pywsgi keeps them for
+                    # error responses).
+                    self.requestline = self.command = self.path = self.request_version = None
+                    self.status = self._orig_status = self.environ = None
+                    self.__dict__.pop("headers", None)  # back to the class's empty message
+                    if not self._await_request():
+                        break
+                    self._arm(handshake_timeout, _HandshakeExpired)
+                served = True
+                try:
+                    result = self.handle_one_request()
+                except _HandshakeExpired:
+                    self._timed_out()
+                    break
+                finally:
+                    self._disarm()
+                if result is None:
+                    break
+                if result is True:
+                    continue
+                self.status, response_body = result
+                self.socket.sendall(response_body)
+                if self.time_finish == 0:
+                    self.time_finish = time.time()
+                self.log_request()
+                break
         except OSError as e:
             # The peer reset while an error response was written: not an error.
             logger.debug("%s: connection lost: %r", self._client(), e)
         finally:
             self._disarm()
+            self._close()
 
-    def handle_one_request(self) -> t.Any:
-        # Nothing of the previous request on this connection may show in the
-        # log line of this one (pywsgi keeps them for error responses).
-        state = self.__dict__
-        state.update(requestline=None, command=None, path=None, request_version=None)
-        state.update(status=None, _orig_status=None, environ=None)
-        state.pop("headers", None)  # back to the class's empty message
+    def _await_request(self) -> bool:
+        """Wait up to the keep-alive timeout for the first byte of the next
+        request on this connection; ``False``: close it."""
+        keepalive_timeout = self._setting("keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT)
+        # While it waits, a stopping server may cut it (see
+        # GracefulShutdownMixin): nothing is lost.
+        idle = getattr(self.server, "idle_connections", None)
+        if idle is not None:
+            idle.add(self.socket)
+        self._arm(keepalive_timeout, _KeepaliveExpired)
         try:
-            return super().handle_one_request()
-        except gevent.Timeout as e:
-            if e is not self._timer:
-                raise
-            return self._timed_out()
+            return not self.rfile.closed and bool(self.rfile.peek(1))  # b'': the client closed it
+        except _KeepaliveExpired:
+            logger.debug("%s: idle keep-alive connection closed", self._client())
+            return False
+        except OSError:
+            return False
         finally:
             self._disarm()
+            if idle is not None:
+                idle.discard(self.socket)
+
+    def _close(self) -> None:
+        # pywsgi's cleanup at the end of WSGIHandler.handle.
+        sock = self.socket
+        if sock is not None:
+            raw = getattr(sock, "_sock", None)
+            try:
+                # Read what the client still sent, so that closing does not reset.
+                if raw:
+                    try:
+                        raw.recv(16384)
+                    finally:
+                        raw.close()
+                sock.close()
+            except OSError:
+                pass
+        state = self.__dict__
+        state.pop("socket", None)
+        state.pop("rfile", None)
+        state.pop("wsgi_input", None)
 
     def read_requestline(self) -> str:
-        # While a keep-alive connection waits for its next request, a stopping
-        # server may cut it (see GracefulShutdownMixin): nothing is lost.
+        # While a connection waits for its request line, a stopping server
+        # may cut it (see GracefulShutdownMixin): nothing is lost.
         idle = getattr(self.server, "idle_connections", None)
         if idle is not None:
             idle.add(self.socket)
         try:
-            if self._served:
-                self._idle_wait = True
-                self._arm(self._setting("keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT))
-                if not self.rfile.peek(1):
-                    return ""  # the client closed the connection
-                self._idle_wait = False
-                self._arm(self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT))
             line: str = super().read_requestline()
             if line in ("\r\n", "\n"):
                 # RFC 9112 2.2: ignore an empty line before a request line.
@@ -245,19 +332,14 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         super().read_request(raw_requestline)
         # The request head is in: the app's time is its own.
         self._disarm()
-        self._served = True
         if self._setting("keepalive_timeout", DEFAULT_KEEPALIVE_TIMEOUT) == 0:
             self.close_connection = True
         return True
 
     def MessageClass(self, *args: t.Any) -> t.Any:  # noqa: N802 - gevent's name
-        # Header lines are checked (and bounded) here; the block that passes
-        # is parsed by gevent's own factory, the message type pywsgi and
-        # gunicorn expect.
-        block = read_header_block(args[0])
-        message = _headers_factory(io.BytesIO(block), *args[1:])
-        if getattr(message, "status", None):  # pragma: no cover - the block is bounded already
-            raise HeadersTooLarge(message.status)
+        # Header lines are checked (and bounded) as they are read; the
+        # message is the type pywsgi and gunicorn expect.
+        message = read_head(args[0])
         check_framing(message, self.request_version)
         return message
 
@@ -279,27 +361,24 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         timeout: a body that was announced and never comes closes the
         connection instead of holding it forever."""
         body: t.Any = self.wsgi_input
+        if body is None or (not body.chunked_input and body.position >= (body.content_length or 0)):
+            return  # nothing left (pywsgi's own test in Input._discard)
         limit = self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
-        if body is None or limit is None:
+        if limit is None:
             return
-        timer = gevent.Timeout(limit)
+        self._arm(limit, _BodyExpired)
         try:
-            with timer:
-                body._discard()
-        except gevent.Timeout as e:
-            if e is not timer:
-                raise
+            body._discard()
+        except _BodyExpired:
             logger.debug("%s: request body not received in time", self._client())
             self.close_connection = True
             self.wsgi_input = pywsgi.Input(self.rfile, 0)
+        finally:
+            self._disarm()
 
     def _timed_out(self) -> None:
-        """The current phase's timer fired: close the connection, with a
-        ``408`` if the request had begun and the answer can be written
-        without waiting."""
-        if self._idle_wait:
-            logger.debug("%s: idle keep-alive connection closed", self._client())
-            return None
+        """The handshake timer fired: close the connection, with a ``408``
+        if the answer can be written without waiting."""
         logger.debug("%s: request head not received in time", self._client())
         sock = self.socket
         try:
@@ -317,16 +396,20 @@ class WebSocketHandler(_BaseHandler):  # type: ignore[misc]
         value: float | None = getattr(self.server, name, default)
         return value
 
-    def _arm(self, seconds: float | None) -> None:
-        """Start the timer of a new phase (``None``: no limit)."""
+    def _arm(self, seconds: float | None, expired: type[BaseException]) -> None:
+        """Start the timer of a new phase (``None``: no limit): when it
+        fires, ``expired`` is raised in this greenlet. One hub timer, not a
+        ``gevent.Timeout`` (an exception object and a timer per phase)."""
         self._disarm()
         if seconds is not None:
-            self._timer = gevent.Timeout(seconds)
-            self._timer.start()
+            timer = _get_hub().loop.timer(seconds)
+            timer.start(_getcurrent().throw, expired)
+            self._timer = timer
 
     def _disarm(self) -> None:
-        timer, self._timer = self._timer, None
+        timer = getattr(self, "_timer", None)
         if timer is not None:
+            self._timer = None
             timer.close()
 
     def _client(self) -> str:
