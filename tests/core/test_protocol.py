@@ -547,17 +547,16 @@ def test_close_payload() -> None:
     assert len(cut) == 2 + 121 and cut[2:].decode() == "a" + "€" * 40
 
 
-def test_bytes_needed() -> None:
+def test_binary_frames_are_taken_whole_and_text_as_it_comes() -> None:
     proto = ServerProtocol()
-    assert proto.bytes_needed() == 1
-    # An uncompressed binary frame is taken whole: the rest of it is needed.
+    # An uncompressed binary frame waits in the buffer until it is whole.
     proto.receive_data(frame(OP_BINARY, b"b" * 100)[: 6 + 10])
     assert proto.next_event() is None
-    assert proto.bytes_needed() == 90
+    assert len(proto.buffer) == 10
     proto.receive_data(b"\x00" * 89)
-    assert proto.next_event() is None and proto.bytes_needed() == 1
-    # Text is decoded as it comes: any byte helps.
+    assert proto.next_event() is None and len(proto.buffer) == 99
+    # Text is decoded as it comes: the buffer does not keep it.
     proto = ServerProtocol()
     proto.receive_data(text("t" * 100)[: 6 + 10])
     assert proto.next_event() is None
-    assert proto.bytes_needed() == 1
+    assert len(proto.buffer) == 0
