@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import typing as t
 
-__all__ = ["SocketBase"]
+from .compression import Deflate
+from .compression import negotiate
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .options import SocketOptions
+    from .protocol import ServerProtocol
+
+__all__ = ["EngineSocket", "SocketBase"]
 
 
 class SocketBase:
@@ -42,3 +49,44 @@ class SocketBase:
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping frame."""
         self.send_frame(payload, self.OPCODE_PING)
+
+
+class EngineSocket:
+    """Mixin for the sockets built on :class:`flask_sockets.protocol.ServerProtocol`
+    (the gevent socket, the development server's): what they share of
+    configuring the engine and negotiating compression."""
+
+    __slots__ = ()
+
+    _protocol: ServerProtocol
+    environ: dict[str, t.Any]
+    accepted: bool
+
+    @property
+    def max_message_size(self) -> int | None:
+        """Largest incoming message in bytes, or ``None`` for no limit."""
+        return self._protocol.max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        self._protocol.max_message_size = value
+
+    @property
+    def compression(self) -> Deflate | None:
+        """The permessage-deflate codec negotiated with the client
+        (``compression.parameters()``), or ``None``. Known once the socket
+        was configured; sent with the ``101``."""
+        return self._protocol.deflate
+
+    def _configure_engine(self, options: SocketOptions) -> None:
+        """Apply the size limit, and answer the client's offer of
+        compression (before the ``101`` only)."""
+        self._protocol.max_message_size = options.max_message_size
+        if not self.accepted:
+            agreed = negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), options.compression)
+            self._protocol.deflate = None if agreed is None else agreed[1]
+
+    def _handshake_headers(self, headers: t.Sequence[tuple[str, str]]) -> t.Sequence[tuple[str, str]]:
+        """``headers`` plus ``Sec-WebSocket-Extensions`` if compression was negotiated."""
+        deflate = self._protocol.deflate
+        return headers if deflate is None else [*headers, ("Sec-WebSocket-Extensions", deflate.header)]

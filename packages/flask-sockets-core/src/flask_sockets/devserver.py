@@ -19,9 +19,8 @@ import threading
 import time
 import typing as t
 
+from .base import EngineSocket
 from .base import SocketBase
-from .compression import Deflate
-from .compression import negotiate
 from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
@@ -54,7 +53,7 @@ class HandshakeRefused(Exception):
         self.status, self.headers, self.body = status, headers, body
 
 
-class DevWebSocket(SocketBase):
+class DevWebSocket(EngineSocket, SocketBase):
     """A WebSocket over the development server's raw connection.
 
     Same interface as :class:`flask_sockets_gevent.WebSocket`: ``send``,
@@ -85,30 +84,13 @@ class DevWebSocket(SocketBase):
         self._send_lock = threading.Lock()
         self._receive_lock = threading.Lock()
 
-    @property
-    def max_message_size(self) -> int | None:
-        """Largest incoming message in bytes, or ``None`` for no limit."""
-        return self._protocol.max_message_size
-
-    @max_message_size.setter
-    def max_message_size(self, value: int | None) -> None:
-        self._protocol.max_message_size = value
-
-    @property
-    def compression(self) -> Deflate | None:
-        """The permessage-deflate parameters negotiated, or ``None``."""
-        return self._protocol.deflate
-
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`
         (pings are not sent in development)."""
-        self._protocol.max_message_size = options.max_message_size
+        self._configure_engine(options)
         self.close_timeout = options.close_timeout
         if options.subprotocol is not None:
             self.subprotocol = options.subprotocol
-        if not self.accepted:
-            agreed = negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), options.compression)
-            self._protocol.deflate = None if agreed is None else agreed[1]
 
     def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
         """Send ``101 Switching Protocols`` (done implicitly by the first
@@ -122,9 +104,7 @@ class DevWebSocket(SocketBase):
             return
         if subprotocol is not None:
             self.subprotocol = subprotocol
-        deflate = self._protocol.deflate
-        if deflate is not None:
-            headers = [*headers, ("Sec-WebSocket-Extensions", deflate.header)]
+        headers = self._handshake_headers(headers)
         lines = ["HTTP/1.1 101 Switching Protocols"]
         lines += [
             f"{name}: {value}" for name, value in handshake_response_headers(self.environ, self.subprotocol, headers)

@@ -52,9 +52,8 @@ from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 
 import flask_sockets
+from flask_sockets.base import EngineSocket
 from flask_sockets.base import SocketBase
-from flask_sockets.compression import Deflate
-from flask_sockets.compression import negotiate
 from flask_sockets.options import SocketOptions
 from flask_sockets.protocol import PAUSE
 from flask_sockets.protocol import Close
@@ -102,7 +101,7 @@ class _SendTimeout(Exception):
     """A send made no progress for ``send_timeout`` seconds."""
 
 
-class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
+class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
     """A server-side WebSocket connection (see the module docstring)."""
 
     # Slots: an open socket lives as long as its connection, and thousands
@@ -170,29 +169,10 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
         # and an unaccepted socket must never be answered from a finaliser.
         pass
 
-    @property
-    def max_message_size(self) -> int | None:
-        """Largest incoming message in bytes, or ``None`` for no limit."""
-        return self._protocol.max_message_size
-
-    @max_message_size.setter
-    def max_message_size(self, value: int | None) -> None:
-        self._protocol.max_message_size = value
-
-    @property
-    def compression(self) -> Deflate | None:
-        """The permessage-deflate parameters negotiated with the client
-        (``compression.parameters()``), or ``None``. Known once
-        :meth:`configure` ran; sent with the ``101``."""
-        return self._protocol.deflate
-
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
         Flask-Sockets calls it before the handler runs."""
-        self._protocol.max_message_size = options.max_message_size
-        if not self.accepted:
-            agreed = negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), options.compression)
-            self._protocol.deflate = None if agreed is None else agreed[1]
+        self._configure_engine(options)
         self.ping_interval = options.ping_interval
         self.ping_timeout = options.ping_timeout
         self.close_timeout = options.close_timeout
@@ -211,9 +191,7 @@ class WebSocket(SocketBase, _BaseWebSocket):  # type: ignore[misc]
             return
         if subprotocol is not None:
             self.subprotocol = subprotocol
-        deflate = self._protocol.deflate
-        if deflate is not None:
-            headers = [*headers, ("Sec-WebSocket-Extensions", deflate.header)]
+        headers = self._handshake_headers(headers)
         try:
             self.handler.send_handshake(self.subprotocol, headers)
         except OSError:
