@@ -512,6 +512,15 @@ def test_reset_message() -> None:
     assert proto.next_event() == "new"
 
 
+def test_a_protocol_error_drops_the_message_half_received() -> None:
+    """The connection fails: the engine lets go of the message it was assembling."""
+    proto = ServerProtocol()
+    proto.receive_data(text("abc" * 1000, fin=False) + text("new message during a fragmented one"))
+    with pytest.raises(ProtocolError):
+        proto.next_event()
+    assert proto._message is None and proto._opcode is None and proto._size == 0
+
+
 @pytest.mark.parametrize("length", [0, 5, 125, 126, 65535, 65536])
 def test_data_frame_without_compression(length: int) -> None:
     proto = ServerProtocol()

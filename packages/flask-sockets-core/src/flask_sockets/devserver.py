@@ -267,7 +267,6 @@ class DevWebSocket(EngineSocket, SocketBase):
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection for what the peer did: our close frame, then
         the end of TCP."""
-        self._protocol.reset_message()
         try:
             self._send(*self._control(self.OPCODE_CLOSE, close_payload(code, reason)))
         except ConnectionClosed:

@@ -210,10 +210,10 @@ class ServerProtocol:
         self._mask = b""
         self._mask_offset = 0
         self._frame_fin = False
-        # The message coming in: its opcode (None between messages), whether
-        # it is compressed, its payload so far (text is decoded into a
-        # StringIO as it comes, binary goes into a bytearray; None while it
-        # can still be a single frame handled whole), its size, its
+        # The message coming in: its opcode (None between messages, and for
+        # a whole message in one whole frame, which needs no assembly),
+        # whether it is compressed, its payload so far (text is decoded into
+        # a StringIO as it comes, binary goes into a BytesIO), its size, its
         # fragments and its size on the wire (compressed).
         self._opcode: int | None = None
         self._compressed = False
@@ -235,13 +235,18 @@ class ServerProtocol:
 
         :raises ProtocolError: When the peer broke the protocol (see ``code``).
         """
-        for _ in range(FRAMES_PER_CALL):
-            if self._frame_left:
-                event = self._payload()
-            else:
-                event = self._frame()
-            if event is not _MORE:
-                return t.cast("Event | None", event)
+        try:
+            for _ in range(FRAMES_PER_CALL):
+                if self._frame_left:
+                    event = self._payload()
+                else:
+                    event = self._frame()
+                if event is not _MORE:
+                    return t.cast("Event | None", event)
+        except ProtocolError:
+            # The connection fails: what it had of a message is garbage.
+            self.reset_message()
+            raise
         return PAUSE
 
     def _frame(self) -> t.Any:
@@ -440,7 +445,8 @@ class ServerProtocol:
         return Close(code, reason)
 
     def reset_message(self) -> None:
-        """Drop a message half received (after a failure)."""
+        """Drop a message half received (done by :meth:`next_event` when it
+        raises :exc:`ProtocolError`)."""
         self._opcode = self._message = self._decoder = None
         self._frame_left = self._size = self._fragments = self._wire_size = 0
         if self.deflate is not None:

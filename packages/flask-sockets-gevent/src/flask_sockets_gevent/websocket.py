@@ -55,6 +55,7 @@ import flask_sockets
 from flask_sockets.base import EngineSocket
 from flask_sockets.base import SocketBase
 from flask_sockets.options import SocketOptions
+from flask_sockets.protocol import CLOSE_NO_STATUS
 from flask_sockets.protocol import PAUSE
 from flask_sockets.protocol import Close
 from flask_sockets.protocol import MessageTooBig
@@ -71,13 +72,8 @@ __all__ = ["ConnectionClosed", "MessageTooBig", "WebSocket"]
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-#: Reported in ``close_code`` when the peer's close frame carried no code.
-CLOSE_NO_STATUS = 1005
 #: Reported in ``close_code`` when no close frame came at all (RFC 6455, 7.1.5).
 CLOSE_ABNORMAL = 1006
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
 _DEFAULTS = SocketOptions()
@@ -271,7 +267,6 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         try:
             return self._read_message()
         except ProtocolError as e:
-            self._protocol.reset_message()
             self._fail(e.code, str(e))
         except (_PeerGone, OSError):
             self._drop(CLOSE_ABNORMAL)
