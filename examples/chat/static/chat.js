@@ -9,7 +9,13 @@
   const form = document.getElementById("say-form");
   const input = document.getElementById("text");
   const send = document.getElementById("send");
-  const members = new Map(); // connection id -> name
+  const servedBy = document.getElementById("served-by");
+  // Who is there: every socket seen in the room's presence lists (id -> name),
+  // less those seen leaving. Lists from different workers may arrive out of
+  // order, so a list can be older than a leave already seen; socket ids are
+  // never reused, so a leave is final.
+  const known = new Map();
+  const gone = new Set();
   let myId = null;
 
   function line(cls, from, text) {
@@ -28,13 +34,14 @@
 
   function renderMembers() {
     membersList.replaceChildren();
-    const entries = [...members.entries()].sort((a, b) => a[1].localeCompare(b[1]));
-    for (const [id, name] of entries) {
+    const members = [...known].filter(([id]) => !gone.has(id));
+    members.sort((a, b) => a[1].localeCompare(b[1]) || a[0].localeCompare(b[0]));
+    for (const [id, name] of members) {
       const item = document.createElement("li");
       item.textContent = id === myId ? name + " (you)" : name;
       membersList.appendChild(item);
     }
-    memberCount.textContent = String(members.size);
+    memberCount.textContent = String(members.length);
   }
 
   function setStatus(text, cls) {
@@ -54,25 +61,19 @@
     switch (message.type) {
       case "welcome":
         myId = message.id;
-        members.set(message.id, message.name);
+        servedBy.textContent = "Served by process " + message.worker + ".";
         input.disabled = send.disabled = false;
         input.focus();
         line("system", null, "You joined #" + message.room + " as " + message.name + ".");
         break;
-      case "join":
-        members.set(message.id, message.name);
-        if (message.id !== myId) {
-          line("system", null, message.name + " joined.");
-          socket.send(JSON.stringify({ type: "here" })); // so the newcomer sees us
-        }
+      case "presence": {
+        const { kind, id, name } = message.change;
+        for (const member of message.members) known.set(member.id, member.name);
+        if (kind === "join") known.set(id, name);
+        else gone.add(id);
+        if (id !== myId) line("system", null, name + (kind === "join" ? " joined." : " left."));
         break;
-      case "here":
-        members.set(message.id, message.name);
-        break;
-      case "leave":
-        members.delete(message.id);
-        line("system", null, message.name + " left.");
-        break;
+      }
       case "say":
         line("said", message.name, message.text);
         break;
