@@ -225,9 +225,33 @@ def test_redis_presence_store_sweeps_once() -> None:
     assert sorted(stores[1].read("r")) == ["a\n1", "b\n2"]
     time.sleep(0.3)
     assert stores[1].read("r") == []
-    # Both sweep at once; each expired entry is reported by exactly one.
+    # Both sweep at once: both read the expired entries before either
+    # removes them; each entry is still reported by exactly one.
+    both_read = threading.Barrier(2, timeout=5)
+
+    class Racing:
+        def __init__(self, client: fakeredis.FakeRedis) -> None:
+            self.client = client
+
+        def pipeline(self, transaction: bool = False) -> t.Any:
+            pipe = self.client.pipeline(transaction=transaction)
+            execute = pipe.execute
+
+            def execute_then_wait() -> t.Any:
+                results = execute()
+                if any(isinstance(result, list) for result in results):  # the ZRANGEBYSCOREs
+                    both_read.wait()
+                return results
+
+            pipe.execute = execute_then_wait  # type: ignore[method-assign]
+            return pipe
+
+        def time(self) -> t.Any:
+            return self.client.time()
+
+    racing = [RedisPresence(lambda c=c: Racing(c), "p", 0.2, unavailable) for c in clients]  # type: ignore[misc]
     results: list[list[tuple[str, str]]] = []
-    threads = [threading.Thread(target=lambda s=s: results.append(s.refresh({}, ["r"])[1])) for s in stores]
+    threads = [threading.Thread(target=lambda s=s: results.append(s.refresh({}, ["r"])[1])) for s in racing]
     for thread in threads:
         thread.start()
     for thread in threads:
