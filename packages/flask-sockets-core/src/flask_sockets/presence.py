@@ -172,12 +172,11 @@ class RedisPresence(PresenceStore):
         return time.time() * 1000 + self._offset
 
     def _call(self, action: str, f: t.Callable[[t.Any], t.Any]) -> t.Any:
-        import redis
-        from redis.exceptions import RedisClusterException
+        from .redis_broker import redis_errors
 
         try:
             return f(self._client())
-        except (redis.RedisError, RedisClusterException, OSError) as e:
+        except redis_errors() as e:
             raise self._unavailable(action, e) from e
 
     def _keep(self, pipe: t.Any, room: str, entries: t.Iterable[str], expires: float) -> None:

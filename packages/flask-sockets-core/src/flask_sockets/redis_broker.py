@@ -74,6 +74,16 @@ def _require_redis() -> None:
         ) from e
 
 
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What redis-py raises when Redis cannot be used: its errors, a
+    cluster it cannot reach, and the socket's."""
+    import redis
+    from redis.exceptions import RedisClusterException
+
+    # ValueError: a connection closed under redis-py mid-read.
+    return (redis.RedisError, RedisClusterException, OSError, ValueError)
+
+
 def _checked_room(room: str) -> str:
     try:
         room.encode("utf-8")
@@ -107,8 +117,6 @@ class _Subscriber:
         return f"<subscriber of {self.broker!r}{' on ' + self.node if self.node else ''}>"
 
     def _run(self) -> None:
-        import redis
-
         broker = self.broker
         delay, longest = broker.reconnect_delay
         failures = 0
@@ -143,8 +151,7 @@ class _Subscriber:
                             subscribed.discard(channel)
                             version = -1
                             broker._topology_suspect(self.node)
-            except (redis.RedisError, OSError, ValueError) as e:
-                # ValueError: a connection closed under redis-py mid-read.
+            except redis_errors() as e:
                 with broker._state:
                     self.connected = False
                     self.attempted = True
@@ -196,6 +203,15 @@ class _Subscriber:
             else:
                 self.confirmed.discard(channel)
             broker._state.notify_all()
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    """``("host", port)`` of ``"host:port"`` or ``"[v6]:port"``."""
+    host, _, port = node.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ValueError(f"A Redis Cluster node is host:port, not {node!r}") from None
 
 
 def _text(channel: str | bytes) -> str:
@@ -310,13 +326,11 @@ class RedisBroker(Broker):
     # -- publishing -----------------------------------------------------------
 
     def publish(self, room: str | None, message: Message) -> None:
-        import redis
-
         channel = broadcast_channel(self.channel) if room is None else room_channel(self.channel, _checked_room(room))
         data = encode_message(room, message)
         try:
             self._send(self._publishing_client(), channel, data)
-        except (redis.RedisError, OSError) as e:
+        except redis_errors() as e:
             target = "every socket" if room is None else f"room {room!r}"
             raise MessageQueueUnavailable(
                 f"Could not publish to {target}: the message queue at {redacted(self.url)} is unavailable ({e})."
@@ -471,7 +485,9 @@ class RedisClusterBroker(RedisBroker):
     broadcast and a room message may not.
 
     :param url: ``redis+cluster://[[user]:password@]host:port/`` with
-        redis-py options in the query, as for :class:`RedisBroker`.
+        redis-py options in the query, as for :class:`RedisBroker`. It may
+        name several nodes, ``redis+cluster://h1:7000,h2:7000/``, so that a
+        process that starts while one is down still finds the cluster.
     :param refresh_interval: Seconds between checks of the cluster's
         topology while every subscriber is healthy (it is checked at once
         when one fails).
@@ -494,8 +510,14 @@ class RedisClusterBroker(RedisBroker):
         if parts.scheme not in CLUSTER_SCHEMES:
             raise ValueError(f"A Redis Cluster URL starts with redis+cluster:// or rediss+cluster://, not {url!r}")
         super().__init__(url, channel, reconnect_delay=reconnect_delay, presence_ttl=presence_ttl)
-        #: The URL in redis-py's own scheme.
-        self.redis_url = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        #: The nodes the URL names (``host:port``), to find the cluster by.
+        self.startup_nodes = [node for node in hosts.split(",") if node]
+        if not self.startup_nodes:
+            raise ValueError(f"A Redis Cluster URL names at least one node: {redacted(url)!r}")
+        # The first node in redis-py's own scheme, with the URL's credentials and options.
+        self._url_parts = parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme], path="")
+        self._credentials = credentials
         self.refresh_interval = refresh_interval
         # The master ("host:port") that owns each wanted channel, from the last topology read.
         self._owner: dict[str, str] = {}
@@ -505,16 +527,26 @@ class RedisClusterBroker(RedisBroker):
         self._manager_stopping = threading.Event()
 
     def _client(self, retries: int) -> t.Any:
+        from redis.cluster import ClusterNode
         from redis.cluster import RedisCluster
 
-        return RedisCluster.from_url(self.redis_url, socket_connect_timeout=5, socket_timeout=5)
+        # The nodes of the URL, and those a subscriber of this process found:
+        # a process still finds the cluster when the node it names is down.
+        names = list(self.startup_nodes)
+        topology = self._topology
+        if topology is not None:
+            names += [node.name for node in topology.get_nodes() if node.name not in names]
+        node: t.Any = ClusterNode  # untyped in redis-py
+        others = [node(*_host_port(name)) for name in names[1:]]
+        return RedisCluster(
+            url=self._node_url(names[0]), startup_nodes=others, socket_connect_timeout=5, socket_timeout=5
+        )
 
     def _node_url(self, node: str) -> str:
-        host, _, port = node.rpartition(":")
-        parts = urlsplit(self.redis_url)
-        credentials = parts.netloc.rpartition("@")[0]
-        netloc = (credentials + "@" if credentials else "") + (f"[{host}]" if ":" in host else host) + ":" + port
-        return urlunsplit(parts._replace(netloc=netloc, path=""))
+        """A redis-py URL of one node (``host:port``), with the URL's credentials and options."""
+        host, port = _host_port(node)
+        netloc = (self._credentials + "@" if self._credentials else "") + (f"[{host}]" if ":" in host else host)
+        return urlunsplit(self._url_parts._replace(netloc=f"{netloc}:{port}"))
 
     def _send(self, client: t.Any, channel: str, data: str) -> None:
         client.spublish(channel, data)
@@ -582,8 +614,6 @@ class RedisClusterBroker(RedisBroker):
         """Read the cluster's slot map at start, when a subscriber fails or
         loses a subscription, and every ``refresh_interval`` seconds; move
         each channel to the master that owns its slot."""
-        import redis
-
         delay = self.reconnect_delay[0]
         stopping = self._manager_stopping
         while not stopping.is_set():
@@ -594,7 +624,7 @@ class RedisClusterBroker(RedisBroker):
                     self._topology.nodes_manager.initialize()
                 self._assign(self._topology)
                 delay = self.reconnect_delay[0]
-            except (redis.RedisError, OSError, ValueError) as e:
+            except redis_errors() as e:
                 with self._state:
                     self.last_error = e
                     self._state.notify_all()
