@@ -57,6 +57,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(?!flask_sockets).*"),
     # Private helpers (``_Pause``, the type of ``PAUSE``) are not documented.
     (r"py:.*", r"flask_sockets\w*(\.\w+)*\._\w*"),
+    # The TypeVar of the @sockets.on_presence decorator's signature.
+    (r"py:class", r"flask_sockets\.extension\.P"),
 ]
 
 
