@@ -9,7 +9,7 @@ and ``/echo`` echoes WebSocket messages. The app is served by
 
 (To mix HTTP and socket routes in one blueprint instead, declare the socket
 routes with ``@sockets.route('/echo', blueprint=bp)`` and register ``bp``
-with ``app.register_blueprint``; see the README.)
+with ``app.register_blueprint``; see docs/routing.rst.)
 
 Run it with::
 

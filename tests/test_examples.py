@@ -8,8 +8,10 @@ client and plain HTTP.
 from __future__ import annotations
 
 import http.client
+import re
 import shlex
 import sys
+import textwrap
 import time
 import typing as t
 import urllib.error
@@ -233,6 +235,65 @@ def test_readme_quick_start(spawn, tmp_path):
             process.stop()
     assert process.popen.returncode == 0
     assert banner in process.output()
+    assert_no_errors(process.output())
+
+
+# -- docs/quickstart.rst ------------------------------------------------------
+
+QUICKSTART = ROOT / "docs" / "quickstart.rst"
+
+
+def rst_block(text: str, caption: str) -> str:
+    """The ``.. code-block::`` with ``:caption: <caption>`` of an RST page, dedented."""
+    pattern = rf"^\.\. code-block:: python\n    :caption: {re.escape(caption)}\n\n((?:(?: {{4}}.*)?\n)+)"
+    (block,) = re.findall(pattern, text, re.MULTILINE)
+    return textwrap.dedent(block).strip("\n") + "\n"
+
+
+def rst_commands(text: str, program: str) -> list[list[str]]:
+    """The shell commands of an RST page's text blocks (``    $ program ...``)."""
+    return [shlex.split(line) for line in re.findall(rf"^ {{4}}\$ ({re.escape(program)} .*)$", text, re.MULTILINE)]
+
+
+def quickstart_app(tmp_path: Path) -> tuple[str, Path]:
+    """The quickstart page, and its ``app.py`` written to ``tmp_path``."""
+    page = QUICKSTART.read_text()
+    (tmp_path / "app.py").write_text(rst_block(page, "app.py"))
+    return page, tmp_path / "app.py"
+
+
+def test_docs_quickstart_with_gevent(spawn, tmp_path):
+    """The quickstart's app.py, run as `python app.py` as the page says, prints the
+    banner the page shows and serves Hello World! and the echo on 127.0.0.1:5000."""
+    page, app = quickstart_app(tmp_path)
+    assert rst_commands(page, "python") == [["python", "app.py"], ["python", "-m", "websockets", "ws://127.0.0.1:5000/echo"]]
+    banner = "Serving on http://127.0.0.1:5000 (WebSockets: ws://127.0.0.1:5000)"
+    assert f"    {banner}\n" in page
+    with classic_port() as port:
+        process = spawn([sys.executable, str(app)], port=port, cwd=tmp_path)
+        try:
+            assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
+            assert_echoes(f"ws://127.0.0.1:{port}/echo")
+        finally:
+            process.stop()
+    assert process.popen.returncode == 0
+    assert banner in process.output()
+    assert_no_errors(process.output())
+
+
+def test_docs_quickstart_with_flask_run(spawn, tmp_path):
+    """The quickstart's app.py, served with the page's own `flask ... run`
+    command (the development server), serves the same routes on 127.0.0.1:5000."""
+    page, _ = quickstart_app(tmp_path)
+    (command,) = rst_commands(page, "flask")
+    assert command[:3] == ["flask", "--app", "app"] and "run" in command, command
+    with classic_port() as port:
+        process = spawn([sys.executable, "-m", *command], port=port, cwd=tmp_path)
+        try:
+            assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
+            assert_echoes(f"ws://127.0.0.1:{port}/echo")
+        finally:
+            process.stop()
     assert_no_errors(process.output())
 
 

@@ -159,3 +159,140 @@ def test_redis_outage_and_recovery(redis_server: RedisServer, spawn: t.Callable[
         log = process.output()
         assert "cannot receive messages" in log and "reconnected; receiving messages again" in log
         assert "Traceback" not in log, log
+
+
+# -- one channel per room ---------------------------------------------------------
+
+
+def numsub(redis_server: RedisServer, *channels: str) -> list[int]:
+    """How many connections Redis has subscribed to each channel."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        return [count for _, count in client.pubsub_numsub(*channels)]
+
+
+ROOM_A, ROOM_B, BROADCAST = "flask-sockets:room:a", "flask-sockets:room:b", "flask-sockets:broadcast"
+
+
+def test_each_process_subscribes_only_to_its_own_rooms(
+    redis_server: RedisServer, spawn: t.Callable[..., Process]
+) -> None:
+    hosts = [host(spawn, redis_server), host(spawn, redis_server)]
+    with contextlib.ExitStack() as stack:
+        in_a, _ = join(stack, hosts[0], "a")
+        in_b, _ = join(stack, hosts[1], "b")
+        # Redis itself says who holds which channel: a process with no member
+        # in a room is not subscribed to it; every process serving sockets
+        # holds the broadcast channel.
+        assert numsub(redis_server, ROOM_A, ROOM_B, BROADCAST) == [1, 1, 2]
+        for i in range(20):
+            assert http(hosts[1].server.http_url + "/publish/a", f"m{i}") == (200, "ok")
+        assert receive_all([in_a], 20) == [[f"m{i}" for i in range(20)]]
+        one, two = (stats(process)["rooms"] for process in hosts)
+        assert (one["broker_received"], one["deliveries"], one["subscriptions"], one["rooms"]) == (20, 20, 2, 1)
+        # The other process published them all and received none.
+        assert (two["broker_received"], two["broker_published"]) == (0, 20)
+        assert one["broker_connected"] and one["broker_last_error"] is None and one["sockets"] == 1
+        # The last member leaves: the process unsubscribes.
+        in_a.close()
+        wait_until(lambda: numsub(redis_server, ROOM_A, BROADCAST) == [0, 2])
+        wait_until(lambda: stats(hosts[0])["rooms"]["subscriptions"] == 1)
+        in_b.send("say still here")
+        assert in_b.recv(TIMEOUT) == "still here"
+
+
+def test_subscriptions_are_batched(redis_server: RedisServer) -> None:
+    """10,000 joins at start-up are a few SUBSCRIBE commands, not 10,000."""
+    import redis
+
+    from flask_sockets.redis_broker import RedisBroker
+
+    received: list[tuple[str | None, t.Any]] = []
+    broker, publisher = RedisBroker(redis_server.url, "batch"), RedisBroker(redis_server.url, "batch")
+    try:
+        broker.start(lambda room, message: received.append((room, message)))
+        rooms = [f"room {i}" for i in range(10_000)]
+        for room in rooms:
+            broker.subscribe(room)
+        assert broker.wait_until_ready(TIMEOUT, rooms[-1])
+        wait_until(lambda: broker.subscriptions == 10_001)
+        with redis.Redis.from_url(redis_server.url) as client:
+            calls = client.info("commandstats")["cmdstat_subscribe"]["calls"]
+            assert calls <= 15, f"{calls} SUBSCRIBE commands for 10,001 channels"
+            publisher.publish("room 9999", "hello")
+            wait_until(lambda: received == [("room 9999", "hello")])
+            for room in rooms:
+                broker.unsubscribe(room)
+            wait_until(lambda: broker.subscriptions == 1)
+            assert client.info("commandstats")["cmdstat_unsubscribe"]["calls"] <= 15
+            assert client.pubsub_numsub("batch:room:room 1") == [(b"batch:room:room 1", 0)]
+    finally:
+        broker.close()
+        publisher.close()
+
+
+# -- presence ---------------------------------------------------------------------
+
+
+def first_json(ws: ClientConnection) -> str:
+    """The first message that is a JSON object (skipping announcements)."""
+    while True:
+        message = t.cast(str, ws.recv(TIMEOUT))
+        if message.startswith("{"):
+            return message
+
+
+def test_presence_across_workers_and_a_killed_one(redis_server: RedisServer, spawn: t.Callable[..., Process]) -> None:
+    ttl = 2.0
+    port = free_port()
+    argv = gunicorn_argv(port, f"{APP}:app", workers=2)
+    env = {"REDIS_URL": redis_server.url, "GUNICORN_CMD_ARGS": "", "PRESENCE_TTL": str(ttl)}
+    workers = spawn(argv, port=port, env=env)
+    with contextlib.ExitStack() as stack:
+        clients: dict[int, list[tuple[ClientConnection, str]]] = {}
+        for i in range(40):
+            ws = stack.enter_context(connect(f"{workers.server.ws_url}/rooms/p?name=n{i}", open_timeout=TIMEOUT))
+            hello = json.loads(first_json(ws))
+            clients.setdefault(int(hello["pid"]), []).append((ws, f"n{i}"))
+            if len(clients) == 2:
+                break
+        assert len(clients) == 2, "gunicorn served every connection from one worker"
+        everyone = sorted(name for pairs in clients.values() for _, name in pairs)
+
+        def presence(ws: ClientConnection) -> list[str]:
+            ws.send("presence")
+            while True:  # skip the join/leave announcements
+                reply = t.cast(str, ws.recv(TIMEOUT))
+                if reply.startswith("["):
+                    return t.cast("list[str]", json.loads(reply))
+
+        # Every worker sees every worker's sockets.
+        for pairs in clients.values():
+            assert presence(pairs[0][0]) == everyone
+        victim, survivor = list(clients)
+        gone = sorted(name for _, name in clients[victim])
+        left = sorted(name for _, name in clients[survivor])
+        watcher = clients[survivor][0][0]
+        os.kill(victim, 9)
+        killed = time.monotonic()
+        # Its entries vanish within the TTL...
+        while presence(watcher) != left:
+            assert time.monotonic() - killed < ttl + 2, "a killed worker's entries outlived the TTL"
+            time.sleep(0.1)
+        # ... and their leave is announced once, within TTL * 4/3.
+        announced: list[str] = []
+        deadline = time.monotonic() + ttl * 4 / 3 + 3
+        while sorted(announced) != gone and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                message = t.cast(str, watcher.recv(0.2))
+                if message.startswith("leave "):
+                    announced.append(message[6:])
+        assert sorted(announced) == gone
+        assert time.monotonic() - killed < ttl * 4 / 3 + 2
+        with contextlib.suppress(TimeoutError):
+            while True:  # no second announcement of the same entries
+                message = t.cast(str, watcher.recv(ttl))
+                assert not message.startswith("leave "), message
+    assert workers.stop() == 0
+    assert "Traceback" not in workers.output(), workers.output()

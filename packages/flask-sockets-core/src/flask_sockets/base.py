@@ -40,7 +40,7 @@ class SocketBase:
             an attacker can choose: an attacker who sees the compressed
             sizes can guess the secret byte by byte (CRIME/BREACH, RFC 7692
             section 9).
-        :raises ConnectionClosed: If the socket is closed.
+        :raises ~flask_sockets.ConnectionClosed: If the socket is closed.
         """
         if binary is None:
             binary = not isinstance(message, str)

@@ -16,20 +16,31 @@ __all__ = ["DEFAULTS", "SocketOptions", "max_fragments"]
 #: sets each one with ``app.config.setdefault``.
 DEFAULTS: dict[str, t.Any] = {
     # Largest message (text or binary, all fragments together) a peer may
-    # send, in bytes; ``None`` for no limit. Over it: close 1009. It also
-    # bounds the fragments of one message (see ``max_fragments``).
+    # send, in bytes; ``None`` for no limit. Over it: close 1009. 1 MiB is
+    # plenty for chat and JSON and bounds what one peer can make the server
+    # buffer: the limit is checked against each frame's announced length
+    # before its payload is read, and while a compressed message is inflated.
+    # It also bounds the fragments of one message (see ``max_fragments``:
+    # 16,384 for 1 MiB), so a flood of empty fragments gets 1009 too.
     "SOCKETS_MAX_MESSAGE_SIZE": 1024 * 1024,
-    # Seconds of silence from the peer before the server pings it; ``None`` or 0: never.
+    # Seconds of silence from the peer before the server pings it; ``None`` or
+    # 0: never. Dead peers (a laptop closed, a network gone) send nothing;
+    # pinging finds them, and keeps proxies with a 60 s idle timeout from
+    # cutting quiet sockets.
     "SOCKETS_PING_INTERVAL": 20.0,
-    # Seconds to wait for the pong before closing with 1011.
+    # Seconds to wait for the pong before closing with 1011 (reason
+    # ``keepalive ping timeout``); the handler's ``receive()`` then returns ``None``.
     "SOCKETS_PING_TIMEOUT": 20.0,
     # Seconds ``close()`` waits for the peer's close frame, and that a
     # connection failed by the server (1002, 1007, 1009, 1011) goes on reading
     # and discarding what the peer still sends, so that the close frame arrives.
+    # Bounded, so that a peer that never answers cannot hold a handler.
     "SOCKETS_CLOSE_TIMEOUT": 5.0,
     # Seconds a send may go without progress (a peer that reads nothing)
     # before the connection is cut and ``send()`` raises ``ConnectionClosed``;
-    # ``None``: wait forever.
+    # ``None``: wait forever (the keepalive still cuts a peer that neither
+    # reads nor answers pings). Without it, one client that stops reading
+    # holds its handler, and everything it was sending, forever.
     "SOCKETS_SEND_TIMEOUT": 20.0,
     # permessage-deflate (RFC 7692), when the client offers it (browsers do):
     # ``True`` for the defaults of ``flask_sockets.compression.Compression``
@@ -37,20 +48,34 @@ DEFAULTS: dict[str, t.Any] = {
     # one shared compressor, a publish compressed once), ``False`` for off,
     # or a dict of its fields, e.g. ``{'server_no_context_takeover': False}``.
     # A route may override it: ``@sockets.route(rule, compression=False)``.
+    # On, because JSON and text shrink several times on the wire; mind
+    # secrets next to attacker-chosen text (CRIME/BREACH).
     "SOCKETS_COMPRESSION": True,
     # Browser origins allowed to open sockets: ``None`` for same-origin only
     # (requests without an Origin header, i.e. non-browser clients, always
     # pass), ``'*'`` for any origin, or a list of origins such as
-    # ``['https://example.com']``.
+    # ``['https://example.com']``. Same-origin by default, because browsers
+    # send cookies with WebSocket requests from any site: without the check,
+    # another site's page could open a socket as your logged-in user
+    # (cross-site WebSocket hijacking).
     "SOCKETS_ALLOWED_ORIGINS": None,
     # Where ``sockets.publish`` and ``sockets.broadcast`` send messages: ``None``
-    # for the sockets of this process only, or a Redis URL such as
+    # for the sockets of this process only; a Redis URL such as
     # ``'redis://localhost:6379/0'`` for those of every process and host using
-    # that Redis (needs ``flask-sockets-core[redis]``); or a
+    # that Redis, or a Redis Cluster URL such as ``'redis+cluster://host:7000/'``
+    # (sharded pub/sub; needs ``flask-sockets-core[redis]``); or a
     # ``flask_sockets.brokers.Broker``.
     "SOCKETS_MESSAGE_QUEUE": None,
-    # The Redis pub/sub channel of the messages; apps sharing a Redis need distinct ones.
+    # The prefix of the Redis channels and keys; apps sharing a Redis need distinct ones.
     "SOCKETS_MESSAGE_QUEUE_CHANNEL": "flask-sockets",
+    # Seconds a presence entry (``sockets.join(ws, room, presence=...)``)
+    # outlives the last heartbeat of its process (one every third of it): the
+    # entries of a process that died vanish from ``sockets.presence()`` after
+    # this, and their ``leave`` is reported within another third of it.
+    "SOCKETS_PRESENCE_TTL": 15.0,
+    # Largest presence payload, in bytes of JSON: every process reads every
+    # entry of a room, so entries stay small.
+    "SOCKETS_PRESENCE_MAX_SIZE": 1024,
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,

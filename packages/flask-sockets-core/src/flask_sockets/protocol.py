@@ -64,11 +64,17 @@ __all__ = [
     "is_valid_close_code",
 ]
 
+#: Opcode of a frame that continues a fragmented message (RFC 6455, 5.2).
 OP_CONTINUATION = 0x0
+#: Opcode of a text frame.
 OP_TEXT = 0x1
+#: Opcode of a binary frame.
 OP_BINARY = 0x2
+#: Opcode of a close frame.
 OP_CLOSE = 0x8
+#: Opcode of a ping frame.
 OP_PING = 0x9
+#: Opcode of a pong frame.
 OP_PONG = 0xA
 
 CLOSE_NORMAL = 1000

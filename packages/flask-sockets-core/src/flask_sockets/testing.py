@@ -198,7 +198,7 @@ class ServerSocket(SocketBase):
 
         :param timeout: Seconds to wait; on expiry :exc:`TimeoutError` is
             raised and the socket stays usable.
-        :raises ConnectionClosed: If the socket was already closed.
+        :raises ~flask_sockets.ConnectionClosed: If the socket was already closed.
         """
         self.accept()
         if self.closed:
@@ -229,7 +229,7 @@ class ServerSocket(SocketBase):
         receive) or a close frame. (Messages go to the test in-process:
         ``compress`` changes nothing here.)
 
-        :raises ConnectionClosed: If the socket is closed.
+        :raises ~flask_sockets.ConnectionClosed: If the socket is closed.
         """
         self.accept()
         if self.closed:
@@ -353,7 +353,7 @@ class TestSocket:
         A message sent after the handler closed (and before :meth:`receive`
         noticed) is lost, as on a network.
 
-        :raises ConnectionClosed: If this socket is closed.
+        :raises ~flask_sockets.ConnectionClosed: If this socket is closed.
         """
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
@@ -374,7 +374,7 @@ class TestSocket:
 
         :param timeout: Seconds to wait, by default the client's timeout.
         :raises TimeoutError: If no message came in time.
-        :raises ConnectionClosed: If the test closed this socket.
+        :raises ~flask_sockets.ConnectionClosed: If the test closed this socket.
         """
         if self._client_closed:
             raise ConnectionClosed("Connection is already closed")
