@@ -10,12 +10,10 @@
   const input = document.getElementById("text");
   const send = document.getElementById("send");
   const servedBy = document.getElementById("served-by");
-  // Who is there: every socket seen in the room's presence lists (id -> name),
-  // less those seen leaving. Lists from different workers may arrive out of
-  // order, so a list can be older than a leave already seen; socket ids are
-  // never reused, so a leave is final.
-  const known = new Map();
-  const gone = new Set();
+  // Who is there: socket id -> {name, here}. Lists from different workers may
+  // arrive out of order (a list can be older than a change already seen), so
+  // a socket's own join or leave wins; a list only adds sockets not seen yet.
+  const people = new Map();
   let myId = null;
 
   function line(cls, from, text) {
@@ -34,9 +32,9 @@
 
   function renderMembers() {
     membersList.replaceChildren();
-    const members = [...known].filter(([id]) => !gone.has(id));
-    members.sort((a, b) => a[1].localeCompare(b[1]) || a[0].localeCompare(b[0]));
-    for (const [id, name] of members) {
+    const members = [...people].filter(([, person]) => person.here);
+    members.sort(([idA, a], [idB, b]) => a.name.localeCompare(b.name) || idA.localeCompare(idB));
+    for (const [id, { name }] of members) {
       const item = document.createElement("li");
       item.textContent = id === myId ? name + " (you)" : name;
       membersList.appendChild(item);
@@ -68,9 +66,10 @@
         break;
       case "presence": {
         const { kind, id, name } = message.change;
-        for (const member of message.members) known.set(member.id, member.name);
-        if (kind === "join") known.set(id, name);
-        else gone.add(id);
+        for (const member of message.members) {
+          if (!people.has(member.id)) people.set(member.id, { name: member.name, here: true });
+        }
+        people.set(id, { name, here: kind === "join" });
         if (id !== myId) line("system", null, name + (kind === "join" ? " joined." : " left."));
         break;
       }
