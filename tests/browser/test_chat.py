@@ -83,9 +83,11 @@ def served_by(driver: t.Any) -> int:
 
 
 def members(driver: t.Any) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#members li")]
+    """The names in the page's list of who is there, read at once (the page
+    replaces the items at each presence message: items found first and read
+    after could be gone)."""
+    script = "return [...document.querySelectorAll('#members li')].map((item) => item.innerText)"
+    return t.cast("list[str]", driver.execute_script(script))
 
 
 def messages(driver: t.Any) -> str:
