@@ -24,11 +24,11 @@ from flask_sockets import CLOSE_SLOW_CONSUMER
 from flask_sockets import MessageQueueUnavailable
 from flask_sockets import Sockets
 from flask_sockets.brokers import LocalBroker
-from flask_sockets.brokers import RedisBroker
 from flask_sockets.brokers import decode_message
 from flask_sockets.brokers import encode_message
 from flask_sockets.brokers import redacted
 from flask_sockets.concurrency import current_runner
+from flask_sockets.redis_broker import RedisBroker
 from flask_sockets.rooms import SLOW_CONSUMER_REASON
 from flask_sockets.rooms import Rooms
 from flask_sockets.testing import SocketTestClient
@@ -551,10 +551,10 @@ def test_redis_broker_fans_out_between_apps_standing_in_for_processes() -> None:
             # A process that serves no sockets (a cron job) publishes too, and never subscribes.
             job_app, job_sockets = redis_app(server)
             job_sockets.publish("a", "from a job", app=job_app)
-            assert Rooms.of(job_app).broker._thread is None
+            assert not t.cast(RedisBroker, Rooms.of(job_app).broker).subscribing
             assert one.receive() == two.receive() == "from a job"
             # Junk on the channel is ignored.
-            fakeredis.FakeRedis(server=server).publish("test", "junk")
+            fakeredis.FakeRedis(server=server).publish("test:room:a", "junk")
             sockets1.publish("a", "still fine", app=app1)
             assert one.receive() == two.receive() == "still fine"
     finally:

@@ -16,6 +16,7 @@ from .exceptions import MissingWebSocketError as MissingWebSocketError
 from .exceptions import UpgradeRequired as UpgradeRequired
 from .extension import Sockets as Sockets
 from .options import SocketOptions as SocketOptions
+from .presence import PresenceChange as PresenceChange
 from .rooms import CLOSE_SLOW_CONSUMER as CLOSE_SLOW_CONSUMER
 from .typing import Message as Message
 from .typing import WebSocket as WebSocket
@@ -32,6 +33,7 @@ __all__ = [
     "Message",
     "MessageQueueUnavailable",
     "MissingWebSocketError",
+    "PresenceChange",
     "SocketOptions",
     "Sockets",
     "UpgradeRequired",

@@ -7,10 +7,14 @@ process's rooms (:class:`flask_sockets.rooms.Rooms`) for delivery.
 
 - :class:`LocalBroker` (the default) delivers within the process: enough for
   one gevent server, one gunicorn worker or the development server.
-- :class:`RedisBroker` (``SOCKETS_MESSAGE_QUEUE = 'redis://...'``) publishes
-  on one Redis pub/sub channel that every process subscribes to: messages
-  reach the sockets of every worker on every host, and any process that can
-  reach Redis (a cron job, a task queue worker) can publish.
+- :class:`~flask_sockets.redis_broker.RedisBroker` (``SOCKETS_MESSAGE_QUEUE =
+  'redis://...'``) publishes through one Redis server, on a channel per
+  room that each process subscribes to while it has members in the room:
+  messages reach the sockets of every worker on every host, and any process
+  that can reach Redis (a cron job, a task queue worker) can publish.
+- :class:`~flask_sockets.redis_broker.RedisClusterBroker`
+  (``'redis+cluster://...'``) does the same on a Redis Cluster with sharded
+  pub/sub, so that each message goes only to the shard of its room.
 """
 
 from __future__ import annotations
@@ -18,16 +22,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
-import random
-import threading
 import typing as t
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
-if t.TYPE_CHECKING:  # pragma: no cover
-    import redis
+from .options import DEFAULTS
+from .presence import LocalPresence
+from .presence import PresenceStore
 
+if t.TYPE_CHECKING:  # pragma: no cover
     from .typing import Message
 
 __all__ = [
@@ -36,18 +39,13 @@ __all__ = [
     "Deliver",
     "LocalBroker",
     "MessageQueueUnavailable",
-    "RedisBroker",
     "broker_from_config",
     "decode_message",
     "encode_message",
 ]
 
-logger = logging.getLogger("flask_sockets.brokers")
-
-#: The default Redis channel (``SOCKETS_MESSAGE_QUEUE_CHANNEL``).
+#: The default prefix of the Redis channels and keys (``SOCKETS_MESSAGE_QUEUE_CHANNEL``).
 DEFAULT_CHANNEL = "flask-sockets"
-#: Seconds the subscriber waits for a message before it checks whether to stop.
-_POLL_INTERVAL = 0.25
 
 #: ``deliver(room, message)``: hand a message to this process's sockets;
 #: ``room`` is ``None`` for a broadcast to every socket.
@@ -64,14 +62,19 @@ class Broker:
     """Carries published messages to every process serving the app.
 
     A subclass implements :meth:`publish`; one whose messages arrive from
-    elsewhere also :meth:`start` (begin handing them to ``deliver``) and
-    :meth:`close`.
+    elsewhere also :meth:`start` (begin handing them to ``deliver``),
+    :meth:`close`, and, to receive only the rooms the process has members
+    in, :meth:`subscribe` and :meth:`unsubscribe`. A broker that ignores
+    those two (the default) hands every message to ``deliver``, which
+    picks the sockets it concerns: that works too, at the cost of
+    receiving every room's messages.
     """
 
     def start(self, deliver: Deliver) -> None:
         """Hand every message published from now on, anywhere, to
-        ``deliver``. Called when the first socket of the process opens; a
-        second call does nothing. Must not block."""
+        ``deliver`` (for the rooms subscribed, and every broadcast). Called
+        when the first socket of the process opens; a second call does
+        nothing. Must not block."""
         raise NotImplementedError
 
     def publish(self, room: str | None, message: Message) -> None:
@@ -82,17 +85,39 @@ class Broker:
         """
         raise NotImplementedError
 
-    def wait_until_ready(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` seconds) until a started broker has
-        made its first attempt to receive messages; ``True`` if it receives
-        them now. A socket that joins a room waits for this, so that
-        messages published right after the join reach it."""
+    def subscribe(self, room: str) -> None:
+        """This process has its first member in ``room``: receive the
+        room's messages from now on. Must not block (see
+        :meth:`wait_until_ready`)."""
+
+    def unsubscribe(self, room: str) -> None:
+        """This process's last member left ``room``."""
+
+    def wait_until_ready(self, timeout: float, room: str | None = None) -> bool:
+        """Wait (at most ``timeout`` seconds) until the messages of
+        ``room`` (of broadcasts, if ``None``) published elsewhere reach this
+        process; ``True`` if they do now, ``False`` if the broker cannot
+        receive them (it is down: the caller goes on without waiting). A
+        socket that joins a room waits for this, so that messages published
+        right after the join reach it."""
         return True
 
     @property
     def connected(self) -> bool:
         """Whether messages published elsewhere reach this process now."""
         return True
+
+    @property
+    def subscriptions(self) -> int:
+        """The channels this process receives now (``0`` for a broker
+        without channels)."""
+        return 0
+
+    def presence_store(self) -> PresenceStore:
+        """Where the presence entries of this broker's deployment live: by
+        default in this process only
+        (:class:`~flask_sockets.presence.LocalPresence`)."""
+        return LocalPresence()
 
     def close(self) -> None:
         """Stop receiving and release connections."""
@@ -156,209 +181,14 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
-class RedisBroker(Broker):
-    """Fan-out through Redis pub/sub (redis-py, ``pip install
-    'flask-sockets-core[redis]'``).
-
-    Every message is published on one channel as JSON (see
-    :func:`encode_message`). Each process that serves sockets runs one
-    subscriber thread (a greenlet where gevent patched ``threading``),
-    started with the first socket, which hands every message to
-    ``deliver``; the process's rooms pick the sockets it concerns. A
-    process that only publishes (a cron job) never subscribes.
-
-    Faults: :meth:`publish` raises :exc:`MessageQueueUnavailable` at once
-    while Redis is unreachable (nothing is buffered). The subscriber logs a
-    warning, then reconnects with exponential backoff (from
-    ``reconnect_delay[0]`` up to ``reconnect_delay[1]`` seconds, with
-    jitter) and logs when it is back; messages published while it was away
-    are not replayed (Redis pub/sub keeps nothing).
-
-    :param url: A redis-py URL: ``redis://[[user]:password@]host:port/db``,
-        ``rediss://`` for TLS, ``unix:///path.sock``. Query parameters set
-        redis-py options, for example ``?socket_connect_timeout=2``;
-        connecting and reading time out after 5 seconds unless they say
-        otherwise.
-    :param channel: The pub/sub channel; apps sharing a Redis server need
-        distinct ones (``SOCKETS_MESSAGE_QUEUE_CHANNEL``).
-    :param client_factory: Makes the redis-py client (used for tests, with
-        fakeredis); by default ``redis.Redis.from_url(url, ...)``.
-    :param reconnect_delay: ``(first, longest)`` wait in seconds between
-        the subscriber's connection attempts.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        channel: str = DEFAULT_CHANNEL,
-        *,
-        client_factory: t.Callable[[], redis.Redis] | None = None,
-        reconnect_delay: tuple[float, float] = (0.1, 5.0),
-    ) -> None:
-        if client_factory is None:
-            try:
-                import redis  # noqa: F401
-            except ImportError as e:
-                raise ImportError(
-                    "SOCKETS_MESSAGE_QUEUE names a Redis server, but redis-py is not installed."
-                    " Install it with: pip install 'flask-sockets-core[redis]'"
-                ) from e
-        self.url = url
-        self.channel = channel
-        self.reconnect_delay = reconnect_delay
-        self._client_factory = client_factory
-        self._lock = threading.Lock()
-        self._publisher: redis.Redis | None = None
-        self._deliver: Deliver | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping: threading.Event | None = None
-        self._ready: threading.Event | None = None
-        self._connected = False
-        #: The last error of the subscriber's connection, while it is down.
-        self.last_error: BaseException | None = None
-
-    def __repr__(self) -> str:
-        return f"<RedisBroker {redacted(self.url)} channel={self.channel!r}>"
-
-    def _client(self, retries: int) -> redis.Redis:
-        if self._client_factory is not None:
-            return self._client_factory()
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        # Keyword arguments are defaults: options in the URL's query win.
-        return redis.Redis.from_url(
-            self.url,
-            socket_connect_timeout=5,
-            socket_timeout=5,
-            retry=Retry(NoBackoff(), retries),
-            health_check_interval=10,
-        )
-
-    # -- publishing -----------------------------------------------------------
-
-    def publish(self, room: str | None, message: Message) -> None:
-        import redis
-
-        data = encode_message(room, message)
-        with self._lock:
-            if self._publisher is None:
-                # One retry: a pooled connection that died with a Redis restart
-                # is replaced at once.
-                self._publisher = self._client(retries=1)
-            publisher = self._publisher
-        try:
-            publisher.publish(self.channel, data)
-        except (redis.RedisError, OSError) as e:
-            target = "every socket" if room is None else f"room {room!r}"
-            raise MessageQueueUnavailable(
-                f"Could not publish to {target}: the message queue at {redacted(self.url)} is unavailable ({e})."
-            ) from e
-
-    # -- receiving ------------------------------------------------------------
-
-    def start(self, deliver: Deliver) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._deliver = deliver
-            # Made here, in the serving process (after a fork, after gevent's patching).
-            self._stopping = threading.Event()
-            self._ready = threading.Event()
-            self._thread = threading.Thread(
-                target=self._subscribe_forever, name=f"flask-sockets subscriber {self.channel}", daemon=True
-            )
-            self._thread.start()
-
-    def wait_until_ready(self, timeout: float) -> bool:
-        ready = self._ready
-        if ready is not None:
-            ready.wait(timeout)
-        return self._connected
-
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    def _subscribe_forever(self) -> None:
-        import redis
-
-        assert self._stopping is not None and self._ready is not None
-        stopping, ready = self._stopping, self._ready
-        delay, longest = self.reconnect_delay
-        failures = 0
-        while not stopping.is_set():
-            client = pubsub = None
-            try:
-                client = self._client(retries=0)
-                pubsub = client.pubsub()  # type: ignore[no-untyped-call]
-                pubsub.subscribe(self.channel)
-                while not stopping.is_set():
-                    item = pubsub.get_message(timeout=_POLL_INTERVAL)
-                    if item is None:
-                        continue
-                    if item["type"] == "subscribe":
-                        self._connected, self.last_error = True, None
-                        if failures:
-                            logger.warning("%r: reconnected; receiving messages again.", self)
-                        failures, delay = 0, self.reconnect_delay[0]
-                        ready.set()
-                    elif item["type"] == "message":
-                        self._dispatch(item["data"])
-            except (redis.RedisError, OSError, ValueError) as e:
-                # ValueError: a connection closed under redis-py mid-read.
-                self._connected, self.last_error = False, e
-                if not failures:
-                    logger.warning(
-                        "%r: cannot receive messages (%s); retrying with backoff until Redis is back.", self, e
-                    )
-                failures += 1
-                ready.set()
-            finally:
-                for resource in (pubsub, client):
-                    try:
-                        if resource is not None:
-                            resource.close()
-                    except Exception:  # pragma: no cover - best effort on a dead connection
-                        pass
-            self._connected = False
-            stopping.wait(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, longest)
-
-    def _dispatch(self, data: str | bytes) -> None:
-        try:
-            room, message = decode_message(data)
-        except ValueError as e:
-            logger.warning("%r: ignored a message: %s", self, e)
-            return
-        deliver = self._deliver
-        if deliver is None:  # pragma: no cover - set before the thread starts
-            return
-        try:
-            deliver(room, message)
-        except Exception:
-            logger.exception("%r: delivering a message failed", self)
-
-    def close(self) -> None:
-        """Stop the subscriber (waiting up to 5 seconds for it) and close
-        the publisher's connections."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-            publisher, self._publisher = self._publisher, None
-        if self._stopping is not None:
-            self._stopping.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5)
-        if publisher is not None:
-            publisher.close()
-        self._connected = False
-
-
 def broker_from_config(config: t.Mapping[str, t.Any]) -> Broker:
     """The broker an app's config asks for: ``SOCKETS_MESSAGE_QUEUE`` is
-    ``None`` (a :class:`LocalBroker`), a Redis URL (a :class:`RedisBroker`
-    on ``SOCKETS_MESSAGE_QUEUE_CHANNEL``) or a :class:`Broker` instance.
+    ``None`` (a :class:`LocalBroker`), a Redis URL (a
+    :class:`~flask_sockets.redis_broker.RedisBroker`), a Redis Cluster URL
+    (``redis+cluster://``, a
+    :class:`~flask_sockets.redis_broker.RedisClusterBroker`), both with
+    ``SOCKETS_MESSAGE_QUEUE_CHANNEL`` as the prefix of their channels, or a
+    :class:`Broker` instance.
 
     :raises ValueError: For anything else.
     """
@@ -367,9 +197,17 @@ def broker_from_config(config: t.Mapping[str, t.Any]) -> Broker:
         return LocalBroker()
     if isinstance(queue, Broker):
         return queue
-    if isinstance(queue, str) and urlsplit(queue).scheme in ("redis", "rediss", "unix"):
-        return RedisBroker(queue, config.get("SOCKETS_MESSAGE_QUEUE_CHANNEL") or DEFAULT_CHANNEL)
+    scheme = urlsplit(queue).scheme if isinstance(queue, str) else None
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        from . import redis_broker
+
+        prefix = config.get("SOCKETS_MESSAGE_QUEUE_CHANNEL") or DEFAULT_CHANNEL
+        ttl = float(config.get("SOCKETS_PRESENCE_TTL", DEFAULTS["SOCKETS_PRESENCE_TTL"]))
+        if scheme in redis_broker.CLUSTER_SCHEMES:
+            return redis_broker.RedisClusterBroker(queue, prefix, presence_ttl=ttl)
+        return redis_broker.RedisBroker(queue, prefix, presence_ttl=ttl)
     raise ValueError(
         f"SOCKETS_MESSAGE_QUEUE is {queue!r}: use None (this process only), a Redis URL"
-        " such as 'redis://localhost:6379/0', or a flask_sockets.brokers.Broker."
+        " such as 'redis://localhost:6379/0', a Redis Cluster URL such as"
+        " 'redis+cluster://localhost:7000/', or a flask_sockets.brokers.Broker."
     )

@@ -14,6 +14,7 @@ from .blueprints import SocketRouteRegistrar
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
 from .rooms import EXTENSION_KEY as ROOMS_KEY
+from .rooms import PresenceCallback
 from .rooms import Rooms
 from .views import websocket_view
 from .wsgi import is_websocket_upgrade
@@ -29,6 +30,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Sockets"]
 
 F = t.TypeVar("F", bound="WebSocketHandler")
+P = t.TypeVar("P", bound=PresenceCallback)
 
 
 class Sockets:
@@ -63,6 +65,8 @@ class Sockets:
         self._routes: list[tuple[str, str | None, WebSocketHandler, dict[str, t.Any]]] = []
         self._blueprints: list[tuple[Blueprint, dict[str, t.Any]]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        #: The functions registered with :meth:`on_presence`.
+        self.presence_callbacks: list[PresenceCallback] = []
         if app is not None:
             self.init_app(app)
 
@@ -162,7 +166,7 @@ class Sockets:
 
     # -- rooms and broadcast --------------------------------------------------
 
-    def join(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
+    def join(self, ws: WebSocket, room: str, *, presence: t.Any = None, app: Flask | None = None) -> None:
         """Put the socket ``ws`` in ``room``: from now on it gets the
         messages published to the room, from any process.
 
@@ -170,13 +174,26 @@ class Sockets:
         be in many rooms, and it leaves them all when its handler returns.
         Joining accepts the socket (answers the handshake) if the handler
         has not done so yet, since a message may arrive at once. With
-        ``SOCKETS_MESSAGE_QUEUE`` set, the first join of a process waits
-        (up to 5 seconds) for its subscription to Redis.
+        ``SOCKETS_MESSAGE_QUEUE`` set, the process's first join of a room
+        waits (up to 5 seconds; not while Redis is down) for its
+        subscription to the room's channel.
 
+        :param presence: A payload that makes the socket *present* in the
+            room for every process (see :meth:`presence` and
+            :meth:`on_presence`): any JSON-serialisable value, such as
+            ``{'name': 'Ada'}``, of at most ``SOCKETS_PRESENCE_MAX_SIZE``
+            bytes as JSON. ``None``: no presence entry. Joining again with
+            another payload replaces it (a ``'join'`` change with the new
+            payload). The entry goes when the socket leaves the room, or
+            ``SOCKETS_PRESENCE_TTL`` seconds after its process died.
         :param app: The app, for a call outside its app context (see
             :meth:`publish`).
+        :raises TypeError: If ``presence`` is not JSON-serialisable.
+        :raises ValueError: If ``presence`` is too large.
+        :raises MessageQueueUnavailable: If the presence entry could not be
+            stored in Redis; the socket is in the room all the same.
         """
-        self.rooms_for(app).join(ws, room)
+        self.rooms_for(app).join(ws, room, presence)
 
     def leave(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
         """Take ``ws`` out of ``room``; nothing happens if it is not in it."""
@@ -188,12 +205,74 @@ class Sockets:
 
     def count(self, room: str, *, app: Flask | None = None) -> int:
         """How many sockets of *this process* are in ``room`` (with several
-        workers or hosts, each counts its own)."""
+        workers or hosts, each counts its own; :meth:`presence` counts
+        across all of them)."""
         return self.rooms_for(app).count(room)
 
     def members(self, room: str, *, app: Flask | None = None) -> list[WebSocket]:
-        """The sockets of this process in ``room``."""
+        """The sockets of *this process* in ``room``."""
         return self.rooms_for(app).members(room)
+
+    def presence(self, room: str, *, app: Flask | None = None) -> dict[str, t.Any]:
+        """Who is present in ``room``, in every process and host: the
+        payloads sockets joined with (``join(ws, room, presence=...)``), by
+        presence id (unique in the deployment).
+
+        Without ``SOCKETS_MESSAGE_QUEUE``, that is the sockets of this
+        process. With Redis, an entry of a process that died stays at most
+        ``SOCKETS_PRESENCE_TTL`` seconds (15 by default).
+
+        :raises MessageQueueUnavailable: If Redis is unreachable.
+        """
+        return self.rooms_for(app).presence(room)
+
+    def on_presence(self, f: P) -> P:
+        """Register ``f(change)`` to be called when a presence entry comes
+        or goes, with a :class:`~flask_sockets.PresenceChange` (``kind``
+        ``'join'`` or ``'leave'``, ``room``, ``id``, ``data``).
+
+        Each change is reported once in the whole deployment, in the
+        process that made it: the one whose socket joined or left, or, for
+        the entries of a process that died, one surviving process that has
+        members in the room, within ``SOCKETS_PRESENCE_TTL * 4/3`` seconds.
+        It runs in the app context (not in a request), in the thread that
+        made the change; an exception is logged. To tell clients, publish::
+
+            @sockets.on_presence
+            def announce(change):
+                names = [p["name"] for p in sockets.presence(change.room).values()]
+                sockets.publish(change.room, json.dumps({"present": names}))
+        """
+        self.presence_callbacks.append(f)
+        return f
+
+    def stats(self, *, app: Flask | None = None) -> dict[str, t.Any]:
+        """What the rooms of *this process* are doing, for a health check
+        or a metrics endpoint: a dict of
+
+        ``sockets``
+            open sockets of socket routes;
+        ``rooms``
+            rooms with a member here;
+        ``subscriptions``
+            message queue channels this process receives;
+        ``broker_received``, ``broker_published``
+            messages received from and published to the message queue
+            since start;
+        ``deliveries``
+            messages handed to this process's sockets;
+        ``slow_consumers_closed``
+            sockets closed with 1008 for not reading;
+        ``broker_connected``
+            whether messages published elsewhere reach this process;
+        ``broker_last_error``
+            the message queue's last error while it is down, else ``None``;
+        ``presence_entries``
+            presence entries of this process's sockets.
+
+        Counters only grow: a metrics system derives rates from them.
+        """
+        return self.rooms_for(app).stats()
 
     def publish(self, room: str, message: Message, *, app: Flask | None = None) -> None:
         """Send ``message`` (``str``: text, ``bytes``: binary) to every socket

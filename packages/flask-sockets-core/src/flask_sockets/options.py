@@ -44,13 +44,22 @@ DEFAULTS: dict[str, t.Any] = {
     # ``['https://example.com']``.
     "SOCKETS_ALLOWED_ORIGINS": None,
     # Where ``sockets.publish`` and ``sockets.broadcast`` send messages: ``None``
-    # for the sockets of this process only, or a Redis URL such as
+    # for the sockets of this process only; a Redis URL such as
     # ``'redis://localhost:6379/0'`` for those of every process and host using
-    # that Redis (needs ``flask-sockets-core[redis]``); or a
+    # that Redis, or a Redis Cluster URL such as ``'redis+cluster://host:7000/'``
+    # (sharded pub/sub; needs ``flask-sockets-core[redis]``); or a
     # ``flask_sockets.brokers.Broker``.
     "SOCKETS_MESSAGE_QUEUE": None,
-    # The Redis pub/sub channel of the messages; apps sharing a Redis need distinct ones.
+    # The prefix of the Redis channels and keys; apps sharing a Redis need distinct ones.
     "SOCKETS_MESSAGE_QUEUE_CHANNEL": "flask-sockets",
+    # Seconds a presence entry (``sockets.join(ws, room, presence=...)``)
+    # outlives the last heartbeat of its process (one every third of it): the
+    # entries of a process that died vanish from ``sockets.presence()`` after
+    # this, and their ``leave`` is reported within another third of it.
+    "SOCKETS_PRESENCE_TTL": 15.0,
+    # Largest presence payload, in bytes of JSON: every process reads every
+    # entry of a room, so entries stay small.
+    "SOCKETS_PRESENCE_MAX_SIZE": 1024,
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,

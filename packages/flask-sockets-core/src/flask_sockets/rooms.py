@@ -26,6 +26,7 @@ connection is cut.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import socket
 import threading
@@ -33,10 +34,16 @@ import time
 import typing as t
 
 from .brokers import Broker
+from .brokers import MessageQueueUnavailable
 from .brokers import broker_from_config
 from .concurrency import current_runner
 from .exceptions import ConnectionClosed
 from .options import DEFAULTS
+from .presence import PresenceChange
+from .presence import PresenceStore
+from .presence import decode_entry
+from .presence import encode_entry
+from .presence import new_presence_id
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
@@ -45,7 +52,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .typing import Message
     from .typing import WebSocket
 
-__all__ = ["CLOSE_SLOW_CONSUMER", "EXTENSION_KEY", "SLOW_CONSUMER_REASON", "Member", "Rooms"]
+__all__ = ["CLOSE_SLOW_CONSUMER", "EXTENSION_KEY", "SLOW_CONSUMER_REASON", "Member", "PresenceCallback", "Rooms"]
 
 logger = logging.getLogger("flask_sockets.rooms")
 
@@ -60,6 +67,11 @@ SLOW_CONSUMER_REASON = "Send queue full: the client does not read fast enough"
 _POLL_INTERVAL = 0.02
 #: The rooms of a member that has joined none.
 _NO_ROOMS: frozenset[str] = frozenset()
+#: Seconds a join waits for the subscription of its room.
+_SUBSCRIBE_TIMEOUT = 5.0
+
+#: An ``@sockets.on_presence`` callback.
+PresenceCallback = t.Callable[[PresenceChange], None]
 
 
 class Member:
@@ -89,6 +101,7 @@ class Member:
         "close_timeout",
         "closing",
         "ended",
+        "presence",
         "queue_size",
         "rooms",
         "runner",
@@ -121,6 +134,9 @@ class Member:
         self.closing = False
         #: ``True`` once the socket's handler has returned.
         self.ended = False
+        #: The socket's presence entries, per room (guarded by the
+        #: :class:`Rooms` lock); ``None`` until it first joins with one.
+        self.presence: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Member {self.ws!r} rooms={sorted(self.rooms)!r}>"
@@ -285,8 +301,9 @@ def _cut(ws: WebSocket) -> None:
 
 
 class Rooms:
-    """The rooms of one app in this process, and the broker that carries
-    published messages between processes.
+    """The rooms of one app in this process, the broker that carries
+    published messages between processes, and the presence entries of this
+    process's sockets.
 
     Use it through :class:`~flask_sockets.Sockets`: ``sockets.join(ws,
     room)``, ``sockets.publish(room, message)`` and so on. All methods are
@@ -297,6 +314,7 @@ class Rooms:
     """
 
     def __init__(self, app: Flask) -> None:
+        self._app = app
         self._config = app.config
         self._lock = threading.Lock()
         # Shared by the members' send queues (see Member); never held with _lock.
@@ -304,6 +322,18 @@ class Rooms:
         self._members: dict[int, Member] = {}
         self._rooms: dict[str, set[Member]] = {}
         self._broker: Broker | None = None
+        # Presence: the store (made with the broker), this process's entries
+        # per room (guarded by _lock), and the heartbeat that keeps them alive.
+        self._store: PresenceStore | None = None
+        self._entries: dict[str, dict[str, None]] = {}
+        self._heartbeat: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._outage = False
+        # For stats(); plain counters (an increment may rarely be lost to a race).
+        self._received = 0
+        self._published = 0
+        self._deliveries = 0
+        self._slow_closed = 0
 
     @classmethod
     def of(cls, app: Flask) -> Rooms:
@@ -326,9 +356,21 @@ class Rooms:
                 return broker
             broker = self._broker = broker_from_config(self._config)
             receiving = bool(self._members)
-        if receiving:  # made again after close(): the members still want their messages
+            for room in self._rooms:  # made again after close(): the members still want their messages
+                broker.subscribe(room)
+        if receiving:
             broker.start(self._deliver)
         return broker
+
+    @property
+    def presence_store(self) -> PresenceStore:
+        """Where presence entries live: the broker's store (Redis with a
+        Redis message queue, this process without)."""
+        broker = self.broker
+        with self._lock:
+            if self._store is None:
+                self._store = broker.presence_store()
+            return self._store
 
     # -- membership -----------------------------------------------------------
 
@@ -360,16 +402,22 @@ class Rooms:
             if member is None:
                 return
             self._remove_from_rooms(member)
+            presence, member.presence = member.presence, None
         member.end()
+        for room, entry in (presence or {}).items():
+            self._drop_presence(room, entry)
 
-    def join(self, ws: WebSocket, room: str) -> None:
-        """Put ``ws`` in ``room``. See :meth:`flask_sockets.Sockets.join`."""
+    def join(self, ws: WebSocket, room: str, presence: t.Any = None) -> None:
+        """Put ``ws`` in ``room``, present with the payload ``presence``
+        unless it is ``None``. See :meth:`flask_sockets.Sockets.join`."""
         if not isinstance(room, str):
             raise TypeError(f"A room is named by a str, not {type(room).__name__}")
+        data = self._checked_presence(presence)
         member = self.register(ws)
         accept = getattr(ws, "accept", None)
         if callable(accept) and not getattr(ws, "accepted", True):
             accept()
+        broker = self.broker
         with self._lock:
             if member.closing:
                 return
@@ -377,9 +425,15 @@ class Rooms:
                 member.rooms.add(room)
             else:  # its first room
                 member.rooms = {room}
-            self._rooms.setdefault(room, set()).add(member)
-        # Until the broker receives, messages published elsewhere would miss us.
-        self.broker.wait_until_ready(timeout=5.0)
+            sockets = self._rooms.get(room)
+            if sockets is None:  # this process's first member in the room
+                sockets = self._rooms[room] = set()
+                broker.subscribe(room)
+            sockets.add(member)
+        # Until the broker receives the room, messages published elsewhere would miss us.
+        broker.wait_until_ready(_SUBSCRIBE_TIMEOUT, room)
+        if data is not None:
+            self._add_presence(member, room, data)
 
     def leave(self, ws: WebSocket, room: str) -> None:
         """Take ``ws`` out of ``room`` (nothing happens if it is not in it)."""
@@ -389,6 +443,9 @@ class Rooms:
                 return
             member.rooms.discard(room)  # type: ignore[union-attr]  # a room in it: a set
             self._discard(room, member)
+            entry = member.presence.pop(room, None) if member.presence else None
+        if entry is not None:
+            self._drop_presence(room, entry)
 
     def rooms_of(self, ws: WebSocket) -> frozenset[str]:
         """The rooms ``ws`` is in."""
@@ -424,6 +481,126 @@ class Rooms:
             sockets.discard(member)
             if not sockets:
                 del self._rooms[room]
+                if self._broker is not None:
+                    self._broker.unsubscribe(room)
+
+    # -- presence -------------------------------------------------------------
+
+    def presence(self, room: str) -> dict[str, t.Any]:
+        """The presence entries of ``room`` in every process: id to payload.
+        See :meth:`flask_sockets.Sockets.presence`."""
+        return dict(decode_entry(entry) for entry in self.presence_store.read(room))
+
+    def _checked_presence(self, presence: t.Any) -> str | None:
+        """``presence`` as JSON, or ``None`` for no presence entry."""
+        if presence is None:
+            return None
+        try:
+            data = json.dumps(presence, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"A presence payload must be JSON-serialisable: {e}") from None
+        limit = int(self._config.get("SOCKETS_PRESENCE_MAX_SIZE", DEFAULTS["SOCKETS_PRESENCE_MAX_SIZE"]))
+        if len(data.encode("utf-8")) > limit:
+            raise ValueError(f"A presence payload is at most SOCKETS_PRESENCE_MAX_SIZE ({limit}) bytes of JSON")
+        return data
+
+    def _add_presence(self, member: Member, room: str, data: str) -> None:
+        store = self.presence_store
+        with self._lock:
+            old = member.presence.get(room) if member.presence else None
+        presence_id = decode_entry(old)[0] if old is not None else new_presence_id()
+        entry = encode_entry(presence_id, data)
+        if entry == old:
+            return
+        if old is not None:
+            store.remove(room, old)
+        store.add(room, entry)
+        with self._lock:
+            if member.closing or room not in member.rooms:  # it left meanwhile
+                gone = True
+            else:
+                gone = False
+                if member.presence is None:
+                    member.presence = {}
+                member.presence[room] = entry
+                entries = self._entries.setdefault(room, {})
+                if old is not None:
+                    entries.pop(old, None)
+                entries[entry] = None
+        if gone:
+            store.remove(room, entry)
+            return
+        self._start_heartbeat(store)
+        self._notify(PresenceChange("join", room, presence_id, json.loads(data)))
+
+    def _drop_presence(self, room: str, entry: str) -> None:
+        """A socket with a presence entry left ``room``."""
+        with self._lock:
+            entries = self._entries.get(room)
+            if entries is not None:
+                entries.pop(entry, None)
+                if not entries:
+                    del self._entries[room]
+        store = self._store
+        if store is None:  # pragma: no cover - closed meanwhile
+            return
+        try:
+            removed = store.remove(room, entry)
+        except MessageQueueUnavailable as e:
+            logger.warning("A socket left room %r, but its presence entry stays until it expires: %s", room, e)
+            return
+        if removed:
+            self._notify(PresenceChange("leave", room, *decode_entry(entry)))
+
+    def _start_heartbeat(self, store: PresenceStore) -> None:
+        if store.heartbeat is None:
+            return
+        with self._lock:
+            if self._heartbeat is not None or self._stopping.is_set():
+                return
+            self._heartbeat = threading.Thread(
+                target=self._beat, args=(store, self._stopping), name="flask-sockets presence", daemon=True
+            )
+        self._heartbeat.start()
+
+    def _beat(self, store: PresenceStore, stopping: threading.Event) -> None:
+        """Every ``store.heartbeat`` seconds: keep this process's entries
+        alive, and report the entries of dead processes in its rooms as gone."""
+        assert store.heartbeat is not None
+        while not stopping.wait(store.heartbeat):
+            with self._lock:
+                mine = {room: list(entries) for room, entries in self._entries.items()}
+                rooms = list(self._rooms)
+            try:
+                added, expired = store.refresh(mine, rooms)
+            except MessageQueueUnavailable as e:
+                if not self._outage:
+                    logger.warning("Cannot refresh presence entries (%s); they expire if this lasts.", e)
+                self._outage = True
+                continue
+            if self._outage:
+                logger.warning("Presence entries refreshed again.")
+                self._outage = False
+            for room, entry in added:  # they had expired; they are back
+                with self._lock:
+                    current = entry in self._entries.get(room, ())
+                if current:
+                    self._notify(PresenceChange("join", room, *decode_entry(entry)))
+            for room, entry in expired:
+                self._notify(PresenceChange("leave", room, *decode_entry(entry)))
+
+    def _notify(self, change: PresenceChange) -> None:
+        """Call the ``@sockets.on_presence`` callbacks, in the app's context."""
+        sockets = self._app.extensions.get("sockets")
+        callbacks: list[PresenceCallback] = getattr(sockets, "presence_callbacks", [])
+        if not callbacks:
+            return
+        with self._app.app_context():
+            for callback in callbacks:
+                try:
+                    callback(change)
+                except Exception:
+                    self._app.logger.exception("An on_presence callback failed for %r", change)
 
     # -- messages -------------------------------------------------------------
 
@@ -432,27 +609,61 @@ class Rooms:
         if not isinstance(room, str):
             raise TypeError(f"A room is named by a str, not {type(room).__name__}")
         self.broker.publish(room, _checked(message))
+        self._published += 1
 
     def broadcast(self, message: Message) -> None:
         """Send ``message`` to every socket in every process."""
         self.broker.publish(None, _checked(message))
+        self._published += 1
 
     def _deliver(self, room: str | None, message: Message) -> None:
         """Queue a message for this process's sockets in ``room`` (all of
         them if ``room`` is ``None``); the broker calls this."""
         with self._lock:
             targets = list(self._members.values()) if room is None else list(self._rooms.get(room, ()))
+        self._received += 1
+        self._deliveries += len(targets)
         for member in targets:
             if not member.offer(message):
                 with self._lock:
                     self._remove_from_rooms(member)
+                self._slow_closed += 1
                 member.close_slow()
 
+    def stats(self) -> dict[str, t.Any]:
+        """What this process's rooms are doing, for a health check or
+        metrics. See :meth:`flask_sockets.Sockets.stats`."""
+        with self._lock:
+            broker = self._broker
+            stats: dict[str, t.Any] = {
+                "sockets": len(self._members),
+                "rooms": len(self._rooms),
+                "presence_entries": sum(len(entries) for entries in self._entries.values()),
+            }
+        error = getattr(broker, "last_error", None)
+        stats.update(
+            subscriptions=broker.subscriptions if broker is not None else 0,
+            broker_received=self._received,
+            broker_published=self._published,
+            deliveries=self._deliveries,
+            slow_consumers_closed=self._slow_closed,
+            broker_connected=broker.connected if broker is not None else False,
+            broker_last_error=str(error) if error is not None else None,
+        )
+        return stats
+
     def close(self) -> None:
-        """Close the broker (stop a Redis subscriber). For tests and for
-        processes that are done publishing; sockets stay open."""
+        """Close the broker (stop a Redis subscriber) and the presence
+        heartbeat. For tests and for processes that are done publishing;
+        sockets stay open."""
+        self._stopping.set()
         with self._lock:
             broker, self._broker = self._broker, None
+            heartbeat, self._heartbeat = self._heartbeat, None
+            self._store = None
+        if heartbeat is not None and heartbeat is not threading.current_thread():
+            heartbeat.join(5)
+        self._stopping = threading.Event()
         if broker is not None:
             broker.close()
 
