@@ -5,7 +5,9 @@ main before issue #13 (``git show 7041bdd:packages/flask-sockets-core/src/
 flask_sockets/brokers.py``), copied with its message encoding: every process
 that serves sockets subscribes to one channel and receives every message of
 the app, whatever its rooms. The only change is a counter of the messages
-its subscriber received (``received``). bench/servers/scaling_ours.py passes
+its subscriber received (``received``), and ``wait_until_ready`` takes the
+``room`` argument that issue #13 added to the Broker interface (and ignores
+it: the one channel carries every room). bench/servers/scaling_ours.py passes
 an instance as ``SOCKETS_MESSAGE_QUEUE``; bench/scaling.py publishes with
 one too. It ignores ``subscribe``/``unsubscribe`` (the base class's no-ops).
 """
@@ -193,7 +195,7 @@ class OneChannelBroker(Broker):
             )
             self._thread.start()
 
-    def wait_until_ready(self, timeout: float) -> bool:
+    def wait_until_ready(self, timeout: float, room: str | None = None) -> bool:  # bench: #13's signature
         ready = self._ready
         if ready is not None:
             ready.wait(timeout)
