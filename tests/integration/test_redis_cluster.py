@@ -213,6 +213,15 @@ def test_cluster_broker_in_process(redis_cluster: RedisClusterServer) -> None:
             broker.unsubscribe(room)
         wait_until(lambda: broker.subscriptions == 1)
         assert redis_cluster.shard_numsub("inproc:room:room 7") == 0
+        # Presence entries on the cluster: stored, refreshed (pipelined over
+        # the shards), read, swept.
+        store = broker.presence_store()
+        entries = {f"room {i}": [f"id{i}\n{i}"] for i in range(20)}
+        for room, [entry] in entries.items():
+            store.add(room, entry)
+        assert store.refresh(entries, list(entries)) == ([], [])
+        assert all(store.read(room) == [entry] for room, [entry] in entries.items())
+        assert store.remove("room 3", "id3\n3") and not store.remove("room 3", "id3\n3")
         # A room name Redis cannot carry is refused clearly.
         with pytest.raises(ValueError, match="valid Unicode"):
             broker.subscribe("\ud800")
