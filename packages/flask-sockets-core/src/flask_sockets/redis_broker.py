@@ -156,7 +156,8 @@ class _Subscriber:
                     self.connected = False
                     self.attempted = True
                     self.confirmed.clear()
-                    broker.last_error = e
+                    if broker._workers.get(self.node) is self:  # not one the cluster left behind
+                        broker.last_error = e
                     broker._state.notify_all()
                 if not failures:
                     logger.warning(

@@ -421,15 +421,15 @@ class Rooms:
         with self._lock:
             if member.closing:
                 return
+            sockets = self._rooms.get(room)
+            if sockets is None:  # this process's first member in the room
+                broker.subscribe(room)  # first: it may refuse the name
+                sockets = self._rooms[room] = set()
+            sockets.add(member)
             if isinstance(member.rooms, set):
                 member.rooms.add(room)
             else:  # its first room
                 member.rooms = {room}
-            sockets = self._rooms.get(room)
-            if sockets is None:  # this process's first member in the room
-                sockets = self._rooms[room] = set()
-                broker.subscribe(room)
-            sockets.add(member)
         # Until the broker receives the room, messages published elsewhere would miss us.
         broker.wait_until_ready(_SUBSCRIBE_TIMEOUT, room)
         if data is not None:
