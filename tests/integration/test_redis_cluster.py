@@ -25,6 +25,7 @@ from tests.integration.gunicorn import gunicorn_argv
 from tests.integration.test_redis import APP
 from tests.integration.test_redis import http
 from tests.integration.test_redis import join
+from tests.integration.test_redis import on_both_workers
 from tests.integration.test_redis import receive_all
 from tests.integration.test_redis import stats
 from tests.redisserver import RedisClusterServer
@@ -52,15 +53,7 @@ def test_sharded_fan_out_reaches_only_the_processes_with_members(
     )
     hosts = [host(spawn, redis_cluster), host(spawn, redis_cluster)]
     with contextlib.ExitStack() as stack:
-        clients: list[ClientConnection] = []
-        pids: set[int] = set()
-        for _ in range(40):
-            ws, pid = join(stack, workers, "a")
-            clients.append(ws)
-            pids.add(pid)
-            if len(pids) == 2:
-                break
-        assert len(pids) == 2, "gunicorn served every connection from one worker"
+        clients = on_both_workers(stack, workers, "a")
         clients.append(join(stack, hosts[0], "a")[0])
         in_b, _ = join(stack, hosts[1], "b")
         # The owner of each room's slot says who is subscribed (PUBSUB
