@@ -269,3 +269,28 @@ def test_redis_presence_store_sweeps_once() -> None:
     assert clients[0].exists("p:presence:r") == 0
     with pytest.raises(ValueError, match="SOCKETS_PRESENCE_TTL must be positive"):
         RedisPresence(lambda: None, "p", 0, unavailable)
+
+
+def test_a_heartbeat_racing_a_leave_leaves_no_entry_behind() -> None:
+    """The heartbeat read this process's entries, then the socket left
+    (its entry removed), then the heartbeat's refresh reached Redis and put
+    the entry back: it is taken out again, and not reported twice."""
+    server = fakeredis.FakeServer()
+    app, sockets, changes = redis_app(server, ttl=60)  # no heartbeat of its own during the test
+    rooms = Rooms.of(app)
+    try:
+        with SocketTestClient(app).connect("/rooms/r?name=ada") as ada:
+            assert ada.receive() == "joined"
+            store = rooms.presence_store
+            refresh = store.refresh
+
+            def late_refresh(mine: t.Any, rooms_in: t.Any) -> t.Any:
+                rooms.leave(rooms.members("r")[0], "r")  # the leave wins the race to Redis
+                return refresh(mine, rooms_in)
+
+            store.refresh = late_refresh  # type: ignore[method-assign]
+            rooms._beat_once(store)
+            assert names(sockets, app) == []
+            assert kinds(changes) == [("join", "ada"), ("leave", "ada")]
+    finally:
+        rooms.close()

@@ -26,6 +26,7 @@ connection is cut.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import socket
@@ -564,30 +565,37 @@ class Rooms:
         self._heartbeat.start()
 
     def _beat(self, store: PresenceStore, stopping: threading.Event) -> None:
-        """Every ``store.heartbeat`` seconds: keep this process's entries
-        alive, and report the entries of dead processes in its rooms as gone."""
+        """Every ``store.heartbeat`` seconds, :meth:`_beat_once`."""
         assert store.heartbeat is not None
         while not stopping.wait(store.heartbeat):
+            self._beat_once(store)
+
+    def _beat_once(self, store: PresenceStore) -> None:
+        """Keep this process's entries alive, and report the entries of dead
+        processes in its rooms as gone."""
+        with self._lock:
+            mine = {room: list(entries) for room, entries in self._entries.items()}
+            rooms = list(self._rooms)
+        try:
+            added, expired = store.refresh(mine, rooms)
+        except MessageQueueUnavailable as e:
+            if not self._outage:
+                logger.warning("Cannot refresh presence entries (%s); they expire if this lasts.", e)
+            self._outage = True
+            return
+        if self._outage:
+            logger.warning("Presence entries refreshed again.")
+            self._outage = False
+        for room, entry in added:  # they had expired; they are back
             with self._lock:
-                mine = {room: list(entries) for room, entries in self._entries.items()}
-                rooms = list(self._rooms)
-            try:
-                added, expired = store.refresh(mine, rooms)
-            except MessageQueueUnavailable as e:
-                if not self._outage:
-                    logger.warning("Cannot refresh presence entries (%s); they expire if this lasts.", e)
-                self._outage = True
-                continue
-            if self._outage:
-                logger.warning("Presence entries refreshed again.")
-                self._outage = False
-            for room, entry in added:  # they had expired; they are back
-                with self._lock:
-                    current = entry in self._entries.get(room, ())
-                if current:
-                    self._notify(PresenceChange("join", room, *decode_entry(entry)))
-            for room, entry in expired:
-                self._notify(PresenceChange("leave", room, *decode_entry(entry)))
+                current = entry in self._entries.get(room, ())
+            if current:
+                self._notify(PresenceChange("join", room, *decode_entry(entry)))
+            else:  # its socket left while the heartbeat was on its way: take it out again
+                with contextlib.suppress(MessageQueueUnavailable):
+                    store.remove(room, entry)
+        for room, entry in expired:
+            self._notify(PresenceChange("leave", room, *decode_entry(entry)))
 
     def _notify(self, change: PresenceChange) -> None:
         """Call the ``@sockets.on_presence`` callbacks, in the app's context."""
