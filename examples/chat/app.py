@@ -2,7 +2,9 @@
 
 A person picks a name (an HTTP form; the name is kept in the Flask session),
 joins a room, sees who is there and chats. Every socket in a room gets the
-room's messages through ``sockets.publish``:
+room's messages through ``sockets.publish``, and the room's presence (who is
+there) through ``sockets.join(ws, room, presence=...)``,
+``sockets.presence(room)`` and an ``@sockets.on_presence`` callback:
 
 - in one process (``python examples/chat/app.py``), with the default
   in-process backend;
@@ -14,10 +16,12 @@ See README.md beside this file.
 
 Messages on the socket are JSON objects with a ``type``:
 
-- client to server: ``{"type": "say", "text": ...}``; ``{"type": "here"}``
-  answers someone's arrival, so that the newcomer learns who is there;
-- server to client: ``welcome`` (your id and name), ``join``, ``here``,
-  ``leave``, ``say`` (with ``id``, ``name`` and ``text``) and ``error``.
+- client to server: ``{"type": "say", "text": ...}``;
+- server to client: ``welcome`` (your ``id`` and ``name``, the ``room``, and
+  the ``worker``: the pid of the process serving you), ``presence`` (the
+  room's ``members``, a list of ``{"id", "name"}`` sorted by name, and the
+  ``change`` that caused it: ``{"kind": "join" | "leave", "id", "name"}``),
+  ``say`` (with ``id``, ``name`` and ``text``) and ``error``.
 """
 
 # gevent must patch the standard library before anything else imports it.
@@ -49,12 +53,18 @@ DEV_SECRET_KEY = "dev-only-insecure-chat-key"
 ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: Longest name and message, in characters.
 MAX_NAME, MAX_TEXT = 32, 2000
+#: What a person sees when the message queue is down.
+UNAVAILABLE = "The chat is unavailable right now; try again soon."
 
 app = Flask(__name__)
 # Every worker and host must sign sessions with the same key.
 app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
 # None: this process only. A Redis URL: every worker and host using that Redis.
 app.config["SOCKETS_MESSAGE_QUEUE"] = os.environ.get("SOCKETS_MESSAGE_QUEUE") or None
+# Seconds after which the presence of a process that died (SIGKILL, host gone)
+# vanishes; unset: the default of Flask-Sockets (15).
+if os.environ.get("SOCKETS_PRESENCE_TTL"):
+    app.config["SOCKETS_PRESENCE_TTL"] = float(os.environ["SOCKETS_PRESENCE_TTL"])
 sockets = Sockets(app)
 
 
@@ -122,27 +132,42 @@ def room_socket(ws, room):
     if not ROOM_NAME.fullmatch(room):
         abort(404)
     me = {"id": uuid.uuid4().hex[:12], "name": name}
-    ws.send(json.dumps({"type": "welcome", "room": room, **me}))
-    sockets.join(ws, room)
+    ws.send(json.dumps({"type": "welcome", "room": room, "worker": os.getpid(), **me}))
     try:
-        _publish(ws, room, {"type": "join", **me})
-        while True:
-            message = ws.receive()
-            if message is None:
-                break
-            try:
-                event = json.loads(message)
-            except ValueError:
-                continue
-            if not isinstance(event, dict):
-                continue
-            if event.get("type") == "say" and isinstance(event.get("text"), str) and event["text"].strip():
-                _publish(ws, room, {"type": "say", **me, "text": event["text"][:MAX_TEXT]})
-            elif event.get("type") == "here":
-                _publish(ws, room, {"type": "here", **me})
-    finally:
-        # Leaving the room is automatic; telling the others is the app's business.
-        _publish(None, room, {"type": "leave", **me})
+        # Everyone in the room learns of the join from on_presence below;
+        # leaving (the handler returns, or the process dies) is automatic.
+        sockets.join(ws, room, presence=me)
+    except MessageQueueUnavailable:
+        app.logger.warning("Could not join room %r: the message queue is unavailable", room)
+        ws.send(json.dumps({"type": "error", "text": UNAVAILABLE}))
+        return
+    while True:
+        message = ws.receive()
+        if message is None:
+            break
+        try:
+            event = json.loads(message)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("type") == "say" and isinstance(event.get("text"), str) and event["text"].strip():
+            _publish(ws, room, {"type": "say", **me, "text": event["text"][:MAX_TEXT]})
+
+
+@sockets.on_presence
+def presence_changed(change):
+    """Someone joined or left a room (once per change, in one process of
+    the deployment): tell the room who is there now."""
+    try:
+        entries = sockets.presence(change.room).values()
+    except MessageQueueUnavailable:
+        app.logger.warning("Could not read the presence of room %r: the message queue is unavailable", change.room)
+        return
+    # Each entry is what a socket joined with: {"id": ..., "name": ...}.
+    members = sorted(entries, key=lambda member: (member["name"].casefold(), member["id"]))
+    event = {"type": "presence", "members": members, "change": {"kind": change.kind, **change.data}}
+    _publish(None, change.room, event)
 
 
 def _publish(ws, room, event):
@@ -152,7 +177,7 @@ def _publish(ws, room, event):
     except MessageQueueUnavailable:
         app.logger.warning("Could not publish to room %r: the message queue is unavailable", room)
         if ws is not None and not ws.closed:
-            ws.send(json.dumps({"type": "error", "text": "The chat is unavailable right now; try again soon."}))
+            ws.send(json.dumps({"type": "error", "text": UNAVAILABLE}))
 
 
 def main(argv=None):

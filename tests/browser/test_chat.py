@@ -1,11 +1,13 @@
 """The chat example (examples/chat) in real browsers: two headless Chromium
-pages pick names, join one room, see each other and chat, on one process
-and on two gunicorn workers fanned out through Redis. Chromium offers
-permessage-deflate, and the chat's sockets must have negotiated it (seen in
-the browser's own DevTools log), with every message still going through."""
+pages pick names, join one room, see each other in its presence list and
+chat, on one process and on two gunicorn workers (one page on each) fanned
+out through Redis. Chromium offers permessage-deflate, and the chat's
+sockets must have negotiated it (seen in the browser's own DevTools log),
+with every message still going through."""
 
 from __future__ import annotations
 
+import re
 import sys
 import typing as t
 from pathlib import Path
@@ -25,6 +27,8 @@ pytestmark = pytest.mark.slow
 CHAT = EXAMPLES / "chat"
 #: Seconds a page may take to show what the test waits for.
 WAIT = 15
+#: How often a page may reconnect to land on the other gunicorn worker.
+RECONNECTS = 20
 
 
 def serve_chat(kind: str, spawn: t.Callable[..., Process], request: pytest.FixtureRequest) -> Process:
@@ -67,6 +71,17 @@ def assert_compressed(driver: t.Any, base: str) -> None:
         )
 
 
+def served_by(driver: t.Any) -> int:
+    """The pid of the process serving the page's socket, as the page shows it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, "served-by").text)
+    match = re.fullmatch(r"Served by process (\d+)\.", text)
+    assert match, text
+    return int(match.group(1))
+
+
 def members(driver: t.Any) -> list[str]:
     from selenium.webdriver.common.by import By
 
@@ -95,11 +110,23 @@ def test_two_people_chat_in_one_room(
     alice, bob = browser(), browser()
     enter_room(alice, server.server.http_url, "Alice", "tea")
     enter_room(bob, server.server.http_url, "Bob", "tea")
+    if kind == "one process":
+        assert served_by(alice) == served_by(bob) == server.popen.pid
+    else:
+        # The workers share the listening socket: Bob reconnects (reloads)
+        # until the other worker serves him.
+        for _ in range(RECONNECTS):
+            if served_by(bob) != served_by(alice):
+                break
+            bob.refresh()
+            WebDriverWait(bob, WAIT).until(lambda d: d.find_element(By.ID, "status").text == "connected")
+        assert served_by(bob) != served_by(alice), "gunicorn served every page from one worker"
+
     # Both sockets negotiated permessage-deflate; the chat below goes through them.
     assert_compressed(alice, server.server.http_url)
     assert_compressed(bob, server.server.http_url)
 
-    # Each sees who is there: the newcomer learns of Alice, Alice of Bob.
+    # Each sees who is there, whichever worker serves them: presence.
     WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)", "Bob"])
     WebDriverWait(bob, WAIT).until(lambda d: members(d) == ["Alice", "Bob (you)"])
     assert alice.find_element(By.ID, "member-count").text == "2"
@@ -117,7 +144,8 @@ def test_two_people_chat_in_one_room(
     assert screenshot.stat().st_size > 1000
 
     # Bob leaves the room: Alice sees it.
+    left_before = messages(alice).count("Bob left.")  # his reconnections, if any
     bob.get(server.server.http_url + "/")
     WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)"])
-    assert "Bob left." in messages(alice)
+    assert messages(alice).count("Bob left.") == left_before + 1
     print(f"screenshot: {screenshot}")

@@ -9,7 +9,11 @@
   const form = document.getElementById("say-form");
   const input = document.getElementById("text");
   const send = document.getElementById("send");
-  const members = new Map(); // connection id -> name
+  const servedBy = document.getElementById("served-by");
+  // Who is there: socket id -> {name, here}. Lists from different workers may
+  // arrive out of order (a list can be older than a change already seen), so
+  // a socket's own join or leave wins; a list only adds sockets not seen yet.
+  const people = new Map();
   let myId = null;
 
   function line(cls, from, text) {
@@ -28,13 +32,14 @@
 
   function renderMembers() {
     membersList.replaceChildren();
-    const entries = [...members.entries()].sort((a, b) => a[1].localeCompare(b[1]));
-    for (const [id, name] of entries) {
+    const members = [...people].filter(([, person]) => person.here);
+    members.sort(([idA, a], [idB, b]) => a.name.localeCompare(b.name) || idA.localeCompare(idB));
+    for (const [id, { name }] of members) {
       const item = document.createElement("li");
       item.textContent = id === myId ? name + " (you)" : name;
       membersList.appendChild(item);
     }
-    memberCount.textContent = String(members.size);
+    memberCount.textContent = String(members.length);
   }
 
   function setStatus(text, cls) {
@@ -54,25 +59,20 @@
     switch (message.type) {
       case "welcome":
         myId = message.id;
-        members.set(message.id, message.name);
+        servedBy.textContent = "Served by process " + message.worker + ".";
         input.disabled = send.disabled = false;
         input.focus();
         line("system", null, "You joined #" + message.room + " as " + message.name + ".");
         break;
-      case "join":
-        members.set(message.id, message.name);
-        if (message.id !== myId) {
-          line("system", null, message.name + " joined.");
-          socket.send(JSON.stringify({ type: "here" })); // so the newcomer sees us
+      case "presence": {
+        const { kind, id, name } = message.change;
+        for (const member of message.members) {
+          if (!people.has(member.id)) people.set(member.id, { name: member.name, here: true });
         }
+        people.set(id, { name, here: kind === "join" });
+        if (id !== myId) line("system", null, name + (kind === "join" ? " joined." : " left."));
         break;
-      case "here":
-        members.set(message.id, message.name);
-        break;
-      case "leave":
-        members.delete(message.id);
-        line("system", null, message.name + " left.");
-        break;
+      }
       case "say":
         line("said", message.name, message.text);
         break;
