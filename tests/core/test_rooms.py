@@ -597,3 +597,21 @@ def test_redis_url_config() -> None:
     with pytest.raises(MessageQueueUnavailable, match=r"redis://:\*\*\*@127.0.0.1:1/0 is unavailable"):
         Rooms.of(app).publish("a", "x")
     Rooms.of(app).close()
+
+
+def test_a_room_redis_cannot_carry_is_refused_before_joining() -> None:
+    server = fakeredis.FakeServer()
+    app, sockets = redis_app(server)
+
+    @sockets.route("/bad")
+    def bad(ws: t.Any) -> None:
+        try:
+            sockets.join(ws, "\ud800")
+        except ValueError as e:
+            ws.send(f"{e} {sorted(sockets.rooms(ws))} {sockets.count(chr(0xD800))}")
+
+    try:
+        with SocketTestClient(app).connect("/bad") as ws:
+            assert ws.receive() == "A room sent through Redis must be valid Unicode text: '\\ud800' [] 0"
+    finally:
+        Rooms.of(app).close()

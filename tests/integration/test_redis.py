@@ -70,6 +70,20 @@ def join(stack: contextlib.ExitStack, process: Process, room: str) -> tuple[Clie
     return ws, int(hello["pid"])
 
 
+def on_both_workers(stack: contextlib.ExitStack, workers: Process, room: str) -> list[ClientConnection]:
+    """Clients in ``room`` on the two gunicorn workers of ``workers``: they
+    share the listening socket, so connect until both serve one."""
+    clients: list[ClientConnection] = []
+    pids: set[int] = set()
+    for _ in range(40):
+        ws, pid = join(stack, workers, room)
+        clients.append(ws)
+        pids.add(pid)
+        if len(pids) == 2:
+            return clients
+    pytest.fail("gunicorn served every connection from one worker")
+
+
 def receive_all(clients: list[ClientConnection], count: int) -> list[list[str | bytes]]:
     return [[ws.recv(TIMEOUT) for _ in range(count)] for ws in clients]
 
@@ -80,16 +94,7 @@ def test_fan_out_across_workers_hosts_and_a_publishing_job(
     workers = gunicorn_workers(spawn, redis_server)
     host_one, host_two = host(spawn, redis_server), host(spawn, redis_server)
     with contextlib.ExitStack() as stack:
-        # gunicorn's workers share the listening socket: connect until both serve a client.
-        clients: list[ClientConnection] = []
-        pids: set[int] = set()
-        for _ in range(40):
-            ws, pid = join(stack, workers, "a")
-            clients.append(ws)
-            pids.add(pid)
-            if len(pids) == 2:
-                break
-        assert len(pids) == 2, "gunicorn served every connection from one worker"
+        clients = on_both_workers(stack, workers, "a")
         on_hosts = [join(stack, host_one, "a")[0], join(stack, host_two, "a")[0]]
         bystander, _ = join(stack, host_one, "b")
         everyone = clients + on_hosts

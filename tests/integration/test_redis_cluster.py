@@ -25,6 +25,7 @@ from tests.integration.gunicorn import gunicorn_argv
 from tests.integration.test_redis import APP
 from tests.integration.test_redis import http
 from tests.integration.test_redis import join
+from tests.integration.test_redis import on_both_workers
 from tests.integration.test_redis import receive_all
 from tests.integration.test_redis import stats
 from tests.redisserver import RedisClusterServer
@@ -52,15 +53,7 @@ def test_sharded_fan_out_reaches_only_the_processes_with_members(
     )
     hosts = [host(spawn, redis_cluster), host(spawn, redis_cluster)]
     with contextlib.ExitStack() as stack:
-        clients: list[ClientConnection] = []
-        pids: set[int] = set()
-        for _ in range(40):
-            ws, pid = join(stack, workers, "a")
-            clients.append(ws)
-            pids.add(pid)
-            if len(pids) == 2:
-                break
-        assert len(pids) == 2, "gunicorn served every connection from one worker"
+        clients = on_both_workers(stack, workers, "a")
         clients.append(join(stack, hosts[0], "a")[0])
         in_b, _ = join(stack, hosts[1], "b")
         # The owner of each room's slot says who is subscribed (PUBSUB
@@ -213,6 +206,15 @@ def test_cluster_broker_in_process(redis_cluster: RedisClusterServer) -> None:
             broker.unsubscribe(room)
         wait_until(lambda: broker.subscriptions == 1)
         assert redis_cluster.shard_numsub("inproc:room:room 7") == 0
+        # Presence entries on the cluster: stored, refreshed (pipelined over
+        # the shards), read, swept.
+        store = broker.presence_store()
+        entries = {f"room {i}": [f"id{i}\n{i}"] for i in range(20)}
+        for room, [entry] in entries.items():
+            store.add(room, entry)
+        assert store.refresh(entries, list(entries)) == ([], [])
+        assert all(store.read(room) == [entry] for room, [entry] in entries.items())
+        assert store.remove("room 3", "id3\n3") and not store.remove("room 3", "id3\n3")
         # A room name Redis cannot carry is refused clearly.
         with pytest.raises(ValueError, match="valid Unicode"):
             broker.subscribe("\ud800")

@@ -156,7 +156,8 @@ class _Subscriber:
                     self.connected = False
                     self.attempted = True
                     self.confirmed.clear()
-                    broker.last_error = e
+                    if broker._workers.get(self.node) is self:  # not one the cluster left behind
+                        broker.last_error = e
                     broker._state.notify_all()
                 if not failures:
                     logger.warning(
@@ -276,7 +277,6 @@ class RedisBroker(Broker):
         self._lock = threading.Lock()
         self._publisher: t.Any = None
         self._deliver: Deliver | None = None
-        self._closed = False
         # The channels this process wants, and a counter the subscribers
         # watch to know that it changed; guarded by _state, which subscribers
         # also notify when a subscription is confirmed or a connection drops.
@@ -343,7 +343,7 @@ class RedisBroker(Broker):
 
     def start(self, deliver: Deliver) -> None:
         with self._state:
-            if self._deliver is not None or self._closed:
+            if self._deliver is not None:
                 return
             self._deliver = deliver
             self._want(broadcast_channel(self.channel))
@@ -400,6 +400,8 @@ class RedisBroker(Broker):
         if channel not in self._wanted:
             return False
         worker = self._worker_of(channel)
+        if worker is None and self._deliver is None:
+            return False  # not started: nothing to wait for
         if worker is not None and channel in worker.confirmed:
             return True
         if worker is not None and worker.attempted and not worker.connected:
@@ -445,9 +447,9 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Stop the subscribers (waiting up to 5 seconds for each) and close
-        the publisher's connections. A closed broker stays closed."""
+        the publisher's connections. :meth:`start` starts it again."""
         with self._state:
-            self._closed = True
+            self._deliver = None  # start() may start it again
             workers = list(self._workers.values())
             self._workers.clear()
         self._stop(workers)
@@ -564,6 +566,7 @@ class RedisClusterBroker(RedisBroker):
     # -- topology ---------------------------------------------------------------
 
     def _start_subscribers(self) -> None:
+        self._manager_stopping = threading.Event()
         self._manager = threading.Thread(
             target=self._follow_topology, name=f"flask-sockets cluster topology {self.channel}", daemon=True
         )
@@ -588,7 +591,7 @@ class RedisClusterBroker(RedisBroker):
 
     def _ensure_worker(self, node: str) -> None:
         """Start a subscriber for ``node`` if there is none (``_state`` held)."""
-        if node not in self._workers and not self._closed:
+        if node not in self._workers and self._deliver is not None:
             url = self._node_url(node)
             self._spawn(node, lambda: self._client_for(url, retries=0))
 
@@ -640,8 +643,10 @@ class RedisClusterBroker(RedisBroker):
             self._refresh.clear()
 
     def _assign(self, topology: t.Any) -> None:
+        with self._state:
+            wanted = list(self._wanted)
         owners = {}
-        for channel in list(self._wanted):
+        for channel in wanted:
             owners[channel] = topology.get_node_from_key(channel).name
         masters = {node.name for node in topology.get_primaries()}
         with self._state:

@@ -26,6 +26,7 @@ connection is cut.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import socket
@@ -421,15 +422,15 @@ class Rooms:
         with self._lock:
             if member.closing:
                 return
+            sockets = self._rooms.get(room)
+            if sockets is None:  # this process's first member in the room
+                broker.subscribe(room)  # first: it may refuse the name
+                sockets = self._rooms[room] = set()
+            sockets.add(member)
             if isinstance(member.rooms, set):
                 member.rooms.add(room)
             else:  # its first room
                 member.rooms = {room}
-            sockets = self._rooms.get(room)
-            if sockets is None:  # this process's first member in the room
-                sockets = self._rooms[room] = set()
-                broker.subscribe(room)
-            sockets.add(member)
         # Until the broker receives the room, messages published elsewhere would miss us.
         broker.wait_until_ready(_SUBSCRIBE_TIMEOUT, room)
         if data is not None:
@@ -564,30 +565,37 @@ class Rooms:
         self._heartbeat.start()
 
     def _beat(self, store: PresenceStore, stopping: threading.Event) -> None:
-        """Every ``store.heartbeat`` seconds: keep this process's entries
-        alive, and report the entries of dead processes in its rooms as gone."""
+        """Every ``store.heartbeat`` seconds, :meth:`_beat_once`."""
         assert store.heartbeat is not None
         while not stopping.wait(store.heartbeat):
+            self._beat_once(store)
+
+    def _beat_once(self, store: PresenceStore) -> None:
+        """Keep this process's entries alive, and report the entries of dead
+        processes in its rooms as gone."""
+        with self._lock:
+            mine = {room: list(entries) for room, entries in self._entries.items()}
+            rooms = list(self._rooms)
+        try:
+            added, expired = store.refresh(mine, rooms)
+        except MessageQueueUnavailable as e:
+            if not self._outage:
+                logger.warning("Cannot refresh presence entries (%s); they expire if this lasts.", e)
+            self._outage = True
+            return
+        if self._outage:
+            logger.warning("Presence entries refreshed again.")
+            self._outage = False
+        for room, entry in added:  # they had expired; they are back
             with self._lock:
-                mine = {room: list(entries) for room, entries in self._entries.items()}
-                rooms = list(self._rooms)
-            try:
-                added, expired = store.refresh(mine, rooms)
-            except MessageQueueUnavailable as e:
-                if not self._outage:
-                    logger.warning("Cannot refresh presence entries (%s); they expire if this lasts.", e)
-                self._outage = True
-                continue
-            if self._outage:
-                logger.warning("Presence entries refreshed again.")
-                self._outage = False
-            for room, entry in added:  # they had expired; they are back
-                with self._lock:
-                    current = entry in self._entries.get(room, ())
-                if current:
-                    self._notify(PresenceChange("join", room, *decode_entry(entry)))
-            for room, entry in expired:
-                self._notify(PresenceChange("leave", room, *decode_entry(entry)))
+                current = entry in self._entries.get(room, ())
+            if current:
+                self._notify(PresenceChange("join", room, *decode_entry(entry)))
+            else:  # its socket left while the heartbeat was on its way: take it out again
+                with contextlib.suppress(MessageQueueUnavailable):
+                    store.remove(room, entry)
+        for room, entry in expired:
+            self._notify(PresenceChange("leave", room, *decode_entry(entry)))
 
     def _notify(self, change: PresenceChange) -> None:
         """Call the ``@sockets.on_presence`` callbacks, in the app's context."""
