@@ -37,7 +37,9 @@ def make_app(**config: t.Any) -> tuple[Flask, Sockets, list[PresenceChange]]:
     def in_room(ws: t.Any, room: str) -> None:
         from flask import request
 
-        sockets.join(ws, room, presence={"name": request.args["name"]})
+        presence_id = sockets.join(ws, room, presence={"name": request.args["name"]})
+        assert presence_id in sockets.presence(room) and presence_id == changes[-1].id
+        assert sockets.join(ws, "no presence") is None
         ws.send("joined")
         while True:
             message = ws.receive()
@@ -49,7 +51,8 @@ def make_app(**config: t.Any) -> tuple[Flask, Sockets, list[PresenceChange]]:
                 sockets.leave(ws, room)
                 ws.send("left")
             elif message.startswith("rejoin "):
-                sockets.join(ws, room, presence={"name": message[7:]})
+                again = sockets.join(ws, room, presence={"name": message[7:]})
+                assert again == changes[-1].id  # the id it returns is the one reported
                 ws.send("joined")
 
     @sockets.on_presence

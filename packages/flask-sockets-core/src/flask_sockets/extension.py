@@ -166,7 +166,7 @@ class Sockets:
 
     # -- rooms and broadcast --------------------------------------------------
 
-    def join(self, ws: WebSocket, room: str, *, presence: t.Any = None, app: Flask | None = None) -> None:
+    def join(self, ws: WebSocket, room: str, *, presence: t.Any = None, app: Flask | None = None) -> str | None:
         """Put the socket ``ws`` in ``room``: from now on it gets the
         messages published to the room, from any process.
 
@@ -188,12 +188,15 @@ class Sockets:
             ``SOCKETS_PRESENCE_TTL`` seconds after its process died.
         :param app: The app, for a call outside its app context (see
             :meth:`publish`).
+        :returns: The socket's presence id in the room (a key of
+            :meth:`presence`, the ``id`` of its :class:`~flask_sockets.PresenceChange`),
+            or ``None`` without ``presence``.
         :raises TypeError: If ``presence`` is not JSON-serialisable.
         :raises ValueError: If ``presence`` is too large.
         :raises MessageQueueUnavailable: If the presence entry could not be
             stored in Redis; the socket is in the room all the same.
         """
-        self.rooms_for(app).join(ws, room, presence)
+        return self.rooms_for(app).join(ws, room, presence)
 
     def leave(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
         """Take ``ws`` out of ``room``; nothing happens if it is not in it."""

@@ -408,7 +408,7 @@ class Rooms:
         for room, entry in (presence or {}).items():
             self._drop_presence(room, entry)
 
-    def join(self, ws: WebSocket, room: str, presence: t.Any = None) -> None:
+    def join(self, ws: WebSocket, room: str, presence: t.Any = None) -> str | None:
         """Put ``ws`` in ``room``, present with the payload ``presence``
         unless it is ``None``. See :meth:`flask_sockets.Sockets.join`."""
         if not isinstance(room, str):
@@ -421,7 +421,7 @@ class Rooms:
         broker = self.broker
         with self._lock:
             if member.closing:
-                return
+                return None
             sockets = self._rooms.get(room)
             if sockets is None:  # this process's first member in the room
                 broker.subscribe(room)  # first: it may refuse the name
@@ -433,8 +433,7 @@ class Rooms:
                 member.rooms = {room}
         # Until the broker receives the room, messages published elsewhere would miss us.
         broker.wait_until_ready(_SUBSCRIBE_TIMEOUT, room)
-        if data is not None:
-            self._add_presence(member, room, data)
+        return self._add_presence(member, room, data) if data is not None else None
 
     def leave(self, ws: WebSocket, room: str) -> None:
         """Take ``ws`` out of ``room`` (nothing happens if it is not in it)."""
@@ -505,14 +504,15 @@ class Rooms:
             raise ValueError(f"A presence payload is at most SOCKETS_PRESENCE_MAX_SIZE ({limit}) bytes of JSON")
         return data
 
-    def _add_presence(self, member: Member, room: str, data: str) -> None:
+    def _add_presence(self, member: Member, room: str, data: str) -> str:
+        """Store the member's entry in ``room``; its presence id."""
         store = self.presence_store
         with self._lock:
             old = member.presence.get(room) if member.presence else None
         presence_id = decode_entry(old)[0] if old is not None else new_presence_id()
         entry = encode_entry(presence_id, data)
         if entry == old:
-            return
+            return presence_id
         if old is not None:
             store.remove(room, old)
         store.add(room, entry)
@@ -530,9 +530,10 @@ class Rooms:
                 entries[entry] = None
         if gone:
             store.remove(room, entry)
-            return
+            return presence_id
         self._start_heartbeat(store)
         self._notify(PresenceChange("join", room, presence_id, json.loads(data)))
+        return presence_id
 
     def _drop_presence(self, room: str, entry: str) -> None:
         """A socket with a presence entry left ``room``."""
