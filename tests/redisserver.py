@@ -39,6 +39,16 @@ REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 SLOTS = 16384
 
 
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within ``TIMEOUT``."""
+    process.terminate()
+    try:
+        process.wait(TIMEOUT)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        process.kill()
+        process.wait(TIMEOUT)
+
+
 class RedisServer:
     """One ``redis-server`` process at a time on one port; no persistence."""
 
@@ -63,12 +73,7 @@ class RedisServer:
         process, self.process = self.process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            process.kill()
-            process.wait(TIMEOUT)
+        terminate(process)
 
     def numsub(self, channel: str) -> int:
         """How many connections are subscribed to ``channel`` (``PUBSUB NUMSUB``)."""
@@ -288,13 +293,9 @@ class RedisClusterServer:
             return
         if kill:
             process.kill()
+            process.wait(TIMEOUT)
         else:
-            process.terminate()
-        try:
-            process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            process.kill()
-            process.wait(TIMEOUT)
+            terminate(process)
 
     def start_node(self, port: int, timeout: float = 30.0) -> None:
         """Start a stopped node again; it rejoins with its old identity

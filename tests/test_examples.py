@@ -218,16 +218,11 @@ def test_seed_examples_are_verbatim():
     assert "sockets.register_blueprint(ws, url_prefix=r'/')" in examples[1]
 
 
-def test_readme_quick_start(spawn, tmp_path):
-    """The README's quick start, run verbatim, serves Hello World! and the echo on 127.0.0.1:5000 as it says."""
-    readme = (ROOT / "README.rst").read_text()
-    (source,) = [block for block in readme_examples(readme) if "flask_sockets_gevent.run(app)" in block]
-    banner = "Serving on http://127.0.0.1:5000 (WebSockets: ws://127.0.0.1:5000)"
-    assert banner in readme
-    path = tmp_path / "app.py"
-    path.write_text(source)
+def serves_hello_and_echo(spawn, script, cwd, banner):
+    """``python script`` serves "Hello World!" on / and echoes on /echo, on
+    port 5000 as the page says, prints ``banner``, and stops cleanly."""
     with classic_port() as port:
-        process = spawn([sys.executable, str(path)], port=port, cwd=tmp_path)
+        process = spawn([sys.executable, str(script)], port=port, cwd=cwd)
         try:
             assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
             assert_echoes(f"ws://127.0.0.1:{port}/echo")
@@ -236,6 +231,17 @@ def test_readme_quick_start(spawn, tmp_path):
     assert process.popen.returncode == 0
     assert banner in process.output()
     assert_no_errors(process.output())
+
+
+def test_readme_quick_start(spawn, tmp_path):
+    """The README's quick start, run verbatim, serves Hello World! and the echo on 127.0.0.1:5000 as it says."""
+    readme = (ROOT / "README.rst").read_text()
+    (source,) = [block for block in readme_examples(readme) if "flask_sockets_gevent.run(app)" in block]
+    banner = "Serving on http://127.0.0.1:5000 (WebSockets: ws://127.0.0.1:5000)"
+    assert banner in readme
+    path = tmp_path / "app.py"
+    path.write_text(source)
+    serves_hello_and_echo(spawn, path, tmp_path, banner)
 
 
 # -- docs/quickstart.rst ------------------------------------------------------
@@ -269,16 +275,7 @@ def test_docs_quickstart_with_gevent(spawn, tmp_path):
     assert rst_commands(page, "python") == [["python", "app.py"], ["python", "-m", "websockets", "ws://127.0.0.1:5000/echo"]]
     banner = "Serving on http://127.0.0.1:5000 (WebSockets: ws://127.0.0.1:5000)"
     assert f"    {banner}\n" in page
-    with classic_port() as port:
-        process = spawn([sys.executable, str(app)], port=port, cwd=tmp_path)
-        try:
-            assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
-            assert_echoes(f"ws://127.0.0.1:{port}/echo")
-        finally:
-            process.stop()
-    assert process.popen.returncode == 0
-    assert banner in process.output()
-    assert_no_errors(process.output())
+    serves_hello_and_echo(spawn, app, tmp_path, banner)
 
 
 def test_docs_quickstart_with_flask_run(spawn, tmp_path):
