@@ -245,7 +245,7 @@ def http_read_until_close(sock: socket.socket, timeout: float = 5.0) -> bytes:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 chunk = sock.recv(65536)
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError from Python 3.10
                 raise AssertionError(f"the server kept the connection open; got {received!r}") from None
             if not chunk:
                 break

@@ -169,7 +169,9 @@ class DevWebSocket(EngineSocket, SocketBase):
             self._sock.settimeout(remaining)
         try:
             data = self._sock.recv(_READ_SIZE)
-        except TimeoutError:
+        # socket.timeout: not yet TimeoutError on Python 3.9 (an OSError, read
+        # below as the end of the connection).
+        except (TimeoutError, socket.timeout):
             raise TimeoutError("no message within the timeout") from None
         except OSError:
             data = b""
