@@ -125,6 +125,10 @@ def negotiate(offers: str | None, settings: Compression | None) -> tuple[str, De
             response, agreed = factory.process_request_params(params, [])
         except NegotiationError:
             continue
+        if agreed.local_max_window_bits < 9:
+            # zlib cannot compress with an 8-bit window (compressobj raises
+            # ValueError); websockets accepts server_max_window_bits=8 before 17.
+            continue
         header = build_extension([(name, response)])
         deflate = Deflate(
             settings,
