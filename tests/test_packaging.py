@@ -121,6 +121,73 @@ def test_bump_check_passes_on_the_repo():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# --- fast: the supported versions are the tested ones -------------------------
+
+
+def hatch_test_env() -> dict:
+    return tomllib.loads((ROOT / "hatch.toml").read_text(encoding="utf-8"))["envs"]["hatch-test"]
+
+
+def claimed_pythons(project: dict) -> list[str]:
+    """The ``Programming Language :: Python :: 3.X`` classifiers' versions."""
+    found = (re.fullmatch(r"Programming Language :: Python :: (3\.\d+)", c) for c in project["classifiers"])
+    return [match[1] for match in found if match]
+
+
+def test_the_test_matrix_runs_every_claimed_python():
+    """requires-python, the classifiers and hatch.toml's test matrix name the
+    same Pythons, and the lower-bounds environment runs on the oldest."""
+    projects = {d: p["project"] for d, p in load().items()}
+    claims = {d: (p["requires-python"], claimed_pythons(p)) for d, p in projects.items()}
+    assert len(set(map(repr, claims.values()))) == 1, f"the distributions claim different Pythons: {claims}"
+    requires_python, classified = claims["flask-sockets-core"]
+    from packaging.version import Version
+
+    versions = sorted(classified, key=Version)
+    assert requires_python == f">={versions[0]}"
+    # Consecutive minor versions: no hole between the oldest and the newest.
+    minors = [Version(v).minor for v in versions]
+    assert minors == list(range(minors[0], minors[0] + len(minors))), versions
+    matrices = hatch_test_env()["matrix"]
+    by_python = [m for m in matrices if set(m) == {"python"}]
+    assert len(by_python) == 1 and sorted(by_python[0]["python"], key=Version) == versions
+    lowest = [m for m in matrices if m.get("deps") == ["lowest"]]
+    assert len(lowest) == 1 and lowest[0]["python"] == [versions[0]]
+    # Only the interpreters on the machine, never a download.
+    assert hatch_test_env()["python-sources"] == ["external"]
+
+
+def test_the_lowest_env_pins_every_lower_bound():
+    """hatch-test.py3.9-lowest pins each third-party requirement of the
+    distributions at its ``>=`` bound: nothing more, nothing less, same version."""
+    from packaging.version import Version
+
+    bounds: dict[str, Version] = {}
+    for directory, pyproject in load().items():
+        project = pyproject["project"]
+        requirements = list(project.get("dependencies", []))
+        for extra in project.get("optional-dependencies", {}).values():
+            requirements += extra
+        for requirement in map(Requirement, requirements):
+            name = canonicalize_name(requirement.name)
+            if name in SIBLINGS:
+                continue
+            lower = [s for s in requirement.specifier if s.operator == ">="]
+            assert len(lower) == 1, f"{directory}: {requirement} has no single >= lower bound"
+            assert bounds.setdefault(name, Version(lower[0].version)) == Version(lower[0].version), (
+                f"{directory}: {requirement} disagrees with another distribution's bound on {name}"
+            )
+    overrides = hatch_test_env()["overrides"]["matrix"]["deps"]["extra-dependencies"]
+    pins: dict[str, Version] = {}
+    for entry in overrides:
+        assert entry["if"] == ["lowest"], entry
+        requirement = Requirement(entry["value"])
+        version = pinned_version(requirement)
+        assert version is not None, f"{requirement} is not an exact == pin"
+        pins[canonicalize_name(requirement.name)] = Version(version)
+    assert pins == bounds
+
+
 # --- fast: the bump script, on a copy ----------------------------------------
 
 
