@@ -323,10 +323,9 @@ class Rooms:
         self._members: dict[int, Member] = {}
         self._rooms: dict[str, set[Member]] = {}
         self._broker: Broker | None = None
-        # Presence: the store (made with the broker), this process's entries
-        # per room (guarded by _lock), and the heartbeat that keeps them alive.
+        # Presence: the store (made with the broker) and the heartbeat that
+        # keeps this process's entries (its members' ``presence``) alive.
         self._store: PresenceStore | None = None
-        self._entries: dict[str, dict[str, None]] = {}
         self._heartbeat: threading.Thread | None = None
         self._stopping = threading.Event()
         self._outage = False
@@ -524,10 +523,6 @@ class Rooms:
                 if member.presence is None:
                     member.presence = {}
                 member.presence[room] = entry
-                entries = self._entries.setdefault(room, {})
-                if old is not None:
-                    entries.pop(old, None)
-                entries[entry] = None
         if gone:
             store.remove(room, entry)
             return presence_id
@@ -536,13 +531,8 @@ class Rooms:
         return presence_id
 
     def _drop_presence(self, room: str, entry: str) -> None:
-        """A socket with a presence entry left ``room``."""
-        with self._lock:
-            entries = self._entries.get(room)
-            if entries is not None:
-                entries.pop(entry, None)
-                if not entries:
-                    del self._entries[room]
+        """A socket with a presence entry left ``room`` (its member no
+        longer holds the entry)."""
         store = self._store
         if store is None:  # pragma: no cover - closed meanwhile
             return
@@ -575,7 +565,7 @@ class Rooms:
         """Keep this process's entries alive, and report the entries of dead
         processes in its rooms as gone."""
         with self._lock:
-            mine = {room: list(entries) for room, entries in self._entries.items()}
+            mine = self._presence_entries()
             rooms = list(self._rooms)
         try:
             added, expired = store.refresh(mine, rooms)
@@ -587,16 +577,25 @@ class Rooms:
         if self._outage:
             logger.warning("Presence entries refreshed again.")
             self._outage = False
-        for room, entry in added:  # they had expired; they are back
+        if added:
             with self._lock:
-                current = entry in self._entries.get(room, ())
-            if current:
+                now = self._presence_entries()
+        for room, entry in added:  # they had expired; they are back
+            if entry in now.get(room, ()):
                 self._notify(PresenceChange("join", room, *decode_entry(entry)))
             else:  # its socket left while the heartbeat was on its way: take it out again
                 with contextlib.suppress(MessageQueueUnavailable):
                     store.remove(room, entry)
         for room, entry in expired:
             self._notify(PresenceChange("leave", room, *decode_entry(entry)))
+
+    def _presence_entries(self) -> dict[str, list[str]]:
+        """This process's presence entries, per room (``_lock`` held)."""
+        entries: dict[str, list[str]] = {}
+        for member in self._members.values():
+            for room, entry in (member.presence or {}).items():
+                entries.setdefault(room, []).append(entry)
+        return entries
 
     def _notify(self, change: PresenceChange) -> None:
         """Call the ``@sockets.on_presence`` callbacks, in the app's context."""
@@ -647,7 +646,7 @@ class Rooms:
             stats: dict[str, t.Any] = {
                 "sockets": len(self._members),
                 "rooms": len(self._rooms),
-                "presence_entries": sum(len(entries) for entries in self._entries.values()),
+                "presence_entries": sum(len(m.presence) for m in self._members.values() if m.presence),
             }
         error = getattr(broker, "last_error", None)
         stats.update(
