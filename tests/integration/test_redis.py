@@ -84,6 +84,19 @@ def on_both_workers(stack: contextlib.ExitStack, workers: Process, room: str) ->
     pytest.fail("gunicorn served every connection from one worker")
 
 
+def publish_from_a_job(url: str, room: str, text: str) -> None:
+    """Publish from a process of its own that serves no sockets (a cron job)."""
+    job = subprocess.run(
+        [sys.executable, "-c", f"from {APP} import sockets; sockets.publish({room!r}, {text!r})"],
+        cwd=ROOT,
+        env={**os.environ, "REDIS_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert job.returncode == 0, job.stderr
+
+
 def receive_all(clients: list[ClientConnection], count: int) -> list[list[str | bytes]]:
     return [[ws.recv(TIMEOUT) for _ in range(count)] for ws in clients]
 
@@ -106,15 +119,7 @@ def test_fan_out_across_workers_hosts_and_a_publishing_job(
         assert http(host_two.server.http_url + "/publish/a", "from a view") == (200, "ok")
         assert receive_all(everyone, 1) == [["from a view"]] * len(everyone)
         # From a process that serves no sockets at all.
-        job = subprocess.run(
-            [sys.executable, "-c", f"from {APP} import sockets; sockets.publish('a', 'from a job')"],
-            cwd=ROOT,
-            env={**os.environ, "REDIS_URL": redis_server.url},
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
-        assert job.returncode == 0, job.stderr
+        publish_from_a_job(redis_server.url, "a", "from a job")
         assert receive_all(everyone, 1) == [["from a job"]] * len(everyone)
         # One publisher's messages arrive everywhere in order.
         for i in range(50):

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
 import typing as t
@@ -16,7 +14,6 @@ import typing as t
 import pytest
 from websockets.sync.client import ClientConnection
 
-from tests.conftest import ROOT
 from tests.conftest import TIMEOUT
 from tests.conftest import Process
 from tests.conftest import free_port
@@ -26,6 +23,7 @@ from tests.integration.test_redis import APP
 from tests.integration.test_redis import http
 from tests.integration.test_redis import join
 from tests.integration.test_redis import on_both_workers
+from tests.integration.test_redis import publish_from_a_job
 from tests.integration.test_redis import receive_all
 from tests.integration.test_redis import stats
 from tests.redisserver import RedisClusterServer
@@ -63,15 +61,7 @@ def test_sharded_fan_out_reaches_only_the_processes_with_members(
         assert redis_cluster.shard_numsub(room_channel("b")) == 1
         clients[0].send("say from a worker")
         assert receive_all(clients, 1) == [["from a worker"]] * len(clients)
-        job = subprocess.run(
-            [sys.executable, "-c", f"from {APP} import sockets; sockets.publish('a', 'from a job')"],
-            cwd=ROOT,
-            env={**os.environ, "REDIS_URL": redis_cluster.url},
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )
-        assert job.returncode == 0, job.stderr
+        publish_from_a_job(redis_cluster.url, "a", "from a job")
         for i in range(30):
             clients[-1].send(f"say {i}")
         assert receive_all(clients, 31) == [["from a job"] + [str(i) for i in range(30)]] * len(clients)
