@@ -128,7 +128,7 @@ class _Subscriber:
             version = -1
             try:
                 client = self._connect()
-                pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+                pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2
                 while not self.stopping.is_set():
                     if broker._version != version:
                         version, wanted = broker._wanted_of(self.node)
