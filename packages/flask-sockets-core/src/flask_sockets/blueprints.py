@@ -171,8 +171,8 @@ def record_socket_route(
 
     def register(state: BlueprintSetupState) -> None:
         socket_state = copy.copy(state)
-        socket_state.app = SocketRouteRegistrar(state.app)  # type: ignore[assignment]
-        socket_state.add_url_rule(rule, endpoint, handler, **options)
+        socket_state.app = SocketRouteRegistrar(t.cast("Flask", state.app))  # type: ignore[assignment]
+        socket_state.add_url_rule(rule, endpoint, t.cast("t.Callable[..., t.Any]", handler), **options)
 
     blueprint.record(register)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections.abc
 import typing as t
-import warnings
 
 from werkzeug.routing import Map
 from werkzeug.routing import Rule
@@ -130,21 +129,17 @@ class SocketMiddleware:
     builds it: ``app.wsgi_app = SocketMiddleware(app.wsgi_app, app, sockets)``.
 
     Socket routes are served by Flask itself now, so the middleware passes
-    every request on to ``wsgi_app``. Building one initialises ``sockets``
-    for ``app`` if it was not (as building it was 0.2's ``init_app``), and
-    warns (:exc:`DeprecationWarning`) that ``Sockets(app)`` or
-    ``sockets.init_app(app)`` is all it takes. ``Sockets`` no longer wraps
-    ``app.wsgi_app``: to tell whether an app serves sockets, look for
-    ``'sockets' in app.extensions``.
+    every request on to ``wsgi_app``, and building one is no longer needed:
+    ``Sockets(app)`` or ``sockets.init_app(app)`` is all it takes. Building
+    one initialises ``socket`` for ``app`` if it was not, as building it
+    was 0.2's ``init_app``. (No warning: 0.2 apps run unchanged, even under
+    ``-W error``.)
+
+    ``Sockets`` no longer wraps ``app.wsgi_app``: to tell whether an app
+    serves sockets, look for ``'sockets' in app.extensions``.
     """
 
     def __init__(self, wsgi_app: WSGIApplication, app: Flask, socket: Sockets) -> None:
-        warnings.warn(
-            "SocketMiddleware is not needed since Flask-Sockets 0.3: Sockets(app) or"
-            " sockets.init_app(app) serves the socket routes. It passes requests through.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
         self.wsgi_app = wsgi_app
         self.app = app
         self.ws = socket
