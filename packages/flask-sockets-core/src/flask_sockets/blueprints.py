@@ -38,7 +38,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
     from .typing import WebSocketHandler
 
-__all__ = ["ENDPOINT_PREFIX", "SharedEndpoint", "SocketRouteRegistrar", "default_endpoint", "record_socket_route"]
+__all__ = ["ENDPOINT_PREFIX", "SharedEndpoint", "SocketRouteRegistrar", "default_endpoint"]
 
 #: What a socket route's default endpoint starts with, and the name of a
 #: blueprint registered with :meth:`Sockets.register_blueprint
