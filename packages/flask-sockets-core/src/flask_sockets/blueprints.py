@@ -11,9 +11,11 @@ machinery, unchanged), and the socket routes declared on a blueprint that
 
 Socket routes have endpoints of their own, so that they never clash with
 each other or with HTTP views over a function's name: a socket route's
-default endpoint is ``ws:`` and its function's name (``ws:echo_socket``),
-and a blueprint registered with ``Sockets.register_blueprint`` is
-registered under ``ws:`` and its name (``ws:chat.echo_socket``). Several
+default endpoint is ``ws:`` and its function's name (``ws:echo_socket``;
+``chat.ws:echo_socket`` on a blueprint ``chat`` registered with
+``app.register_blueprint``), and a blueprint registered with
+``Sockets.register_blueprint`` is registered under ``ws:`` and its name
+(``ws:chat.echo_socket``). Several
 socket rules may share an endpoint (two handlers named alike, one handler
 on two URLs): its view runs the handler of the rule that matched.
 """
@@ -175,6 +177,16 @@ def record_socket_route(
         socket_state.add_url_rule(rule, endpoint, t.cast("t.Callable[..., t.Any]", handler), **options)
 
     blueprint.record(register)
+
+
+def register_socket_blueprint(app: Flask, blueprint: Blueprint, options: dict[str, t.Any]) -> None:
+    """Register ``blueprint`` on ``app`` with all its routes as socket
+    routes, under the name ``'ws:<name>'`` (the ``name`` option, by default
+    the blueprint's): Flask's own registration, with the app's blueprint
+    names, hooks and endpoints of its own, so that the same blueprint may
+    also be registered with ``app.register_blueprint``, before or after."""
+    name = ENDPOINT_PREFIX + options.get("name", blueprint.name)
+    blueprint.register(SocketRouteRegistrar(app), {**options, "name": name})  # type: ignore[arg-type]
 
 
 def _drop_unknown_options(app: Flask, rule: str, options: dict[str, t.Any]) -> None:

@@ -10,9 +10,9 @@ from flask import has_app_context
 from flask import request
 from werkzeug.routing import WebsocketMismatch
 
-from .blueprints import ENDPOINT_PREFIX
 from .blueprints import SocketRouteRegistrar
 from .blueprints import record_socket_route
+from .blueprints import register_socket_blueprint
 from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
@@ -103,7 +103,7 @@ class Sockets:
         for rule, endpoint, handler, options in self._routes:
             SocketRouteRegistrar(app).add_url_rule(rule, endpoint, handler, **options)
         for blueprint, options in self._blueprints:
-            _register_socket_blueprint(app, blueprint, options)
+            register_socket_blueprint(app, blueprint, options)
         self._apps.add(app)
 
     def route(self, rule: str, *, blueprint: Blueprint | None = None, **options: t.Any) -> t.Callable[[F], F]:
@@ -190,7 +190,7 @@ class Sockets:
         """
         self._blueprints.append((blueprint, options))
         for app in self._apps:
-            _register_socket_blueprint(app, blueprint, options)
+            register_socket_blueprint(app, blueprint, options)
 
     @property
     def blueprints(self) -> dict[str, Blueprint]:
@@ -357,13 +357,6 @@ class Sockets:
         if app.extensions.get("sockets") is not self:
             raise RuntimeError(f"{app!r} was not initialised with this Sockets extension.")
         return Rooms.of(app)
-
-
-def _register_socket_blueprint(app: Flask, blueprint: Blueprint, options: dict[str, t.Any]) -> None:
-    """Register ``blueprint`` on ``app`` with its routes as socket routes,
-    under the name ``'ws:<name>'``."""
-    name = ENDPOINT_PREFIX + options.get("name", blueprint.name)
-    blueprint.register(SocketRouteRegistrar(app), {**options, "name": name})  # type: ignore[arg-type]
 
 
 def _require_websocket_upgrade() -> None:
