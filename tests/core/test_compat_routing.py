@@ -137,6 +137,8 @@ def test_url_map_iter_rules_and_other_attributes():
 
     assert [(r.rule, r.websocket) for r in sockets.url_map.iter_rules()] == [("/echo", True)]
     assert [r.rule for r in sockets.url_map.iter_rules("ws:echo_socket")] == ["/echo"]
+    assert [r.rule for r in sockets.url_map.iter_rules(echo_socket)] == ["/echo"]  # 0.2's endpoints
+    assert list(sockets.url_map.iter_rules("index")) == []
     with pytest.raises(AttributeError, match=r"use app.url_map.bind_to_environ"):
         sockets.url_map.bind_to_environ  # noqa: B018
 

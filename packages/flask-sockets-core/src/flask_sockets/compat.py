@@ -14,6 +14,8 @@ import typing as t
 from werkzeug.routing import Map
 from werkzeug.routing import Rule
 
+from .blueprints import default_endpoint
+
 if t.TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIApplication
@@ -71,9 +73,12 @@ class SocketURLMap:
             del options["endpoint"]
             self._sockets.add_url_rule(rule.rule, None, handler, **options)
 
-    def iter_rules(self, endpoint: str | None = None) -> t.Iterator[Rule]:
+    def iter_rules(self, endpoint: str | t.Callable[..., t.Any] | None = None) -> t.Iterator[Rule]:
         """The WebSocket rules of the apps the extension serves (of the
-        ``endpoint`` only, if given)."""
+        ``endpoint`` only, if given: an endpoint name, or a handler as in
+        0.2, for its default endpoint)."""
+        if callable(endpoint):
+            endpoint = default_endpoint(endpoint)
         for app in self._sockets._apps:
             for rule in app.url_map.iter_rules():
                 if rule.websocket and (endpoint is None or rule.endpoint == endpoint):
