@@ -2,7 +2,7 @@
 
 Shows a socket route, ``/echo``, that sends every message back, and an HTTP
 page, ``/``, whose script opens that socket at the URL Flask builds for it
-with ``url_for('echo_socket', _external=True)`` (a ``ws://`` URL). The app
+with ``url_for('ws:echo_socket', _external=True)`` (a ``ws://`` URL). The app
 is served by ``flask_sockets_gevent.run``.
 
 Run it from the repository root with ``hatch run demo``, or::
@@ -80,7 +80,7 @@ PAGE = """\
 @app.route("/")
 def index():
     # A full ws:// URL (wss:// when the page was served over https).
-    return render_template_string(PAGE, ws_url=url_for("echo_socket", _external=True))
+    return render_template_string(PAGE, ws_url=url_for("ws:echo_socket", _external=True))
 
 
 def main(argv=None):

@@ -101,7 +101,7 @@ PAGE = """\
   </form>
   <pre id="log"></pre>
   <script>
-    const url = {{ url_for("greet", _external=True)|tojson }};
+    const url = {{ url_for("ws:greet", _external=True)|tojson }};
     const input = document.getElementById("message");
     const log = (line) => { document.getElementById("log").textContent += line + "\\n"; };
     const socket = new WebSocket(url);

@@ -111,7 +111,7 @@ def room_page(room):
         "room.html",
         room=room,
         name=session["name"],
-        socket_url=url_for("room_socket", room=room, _external=True),
+        socket_url=url_for("ws:room_socket", room=room, _external=True),
     )
 
 

@@ -42,7 +42,7 @@ def test_seed_blueprint_form_with_slash_prefix(serve):
 
     assert {r.rule for r in app.url_map.iter_rules() if r.websocket} == {"/echo"}
     with app.test_request_context():
-        assert url_for("ws.echo_socket") == "ws://localhost/echo"
+        assert url_for("ws:ws.echo_socket") == "ws://localhost/echo"
         assert url_for("html.hello") == "/"
     server = serve(app)
     with connect(f"{server.ws_url}/echo") as c:
@@ -77,7 +77,7 @@ def test_nested_blueprints_and_scoped_before_request(serve):
     sockets.register_blueprint(api, url_prefix="/api")
 
     with app.test_request_context():
-        assert url_for("api.live.feed", name="x") == "ws://localhost/api/live/feed/x"
+        assert url_for("ws:api.live.feed", name="x") == "ws://localhost/api/live/feed/x"
     server = serve(app)
     with connect(f"{server.ws_url}/api/live/feed/x") as c:
         assert c.recv(timeout=5) == "api:x"
@@ -121,7 +121,7 @@ def test_mixed_blueprint_with_plain_register_blueprint(serve):
 
     @chat.route("/")
     def page():
-        return url_for("chat.stream", _external=True)
+        return url_for("chat.ws:stream", _external=True)
 
     @sockets.route("/stream", blueprint=chat)
     def stream(ws):
@@ -146,8 +146,8 @@ def test_register_blueprint_name_option(serve):
     sockets.register_blueprint(bp, url_prefix="/one")
     sockets.register_blueprint(bp, url_prefix="/two", name="bp2")
     with app.test_request_context():
-        assert url_for("bp.echo_once") == "ws://localhost/one/e"
-        assert url_for("bp2.echo_once") == "ws://localhost/two/e"
+        assert url_for("ws:bp.echo_once") == "ws://localhost/one/e"
+        assert url_for("ws:bp2.echo_once") == "ws://localhost/two/e"
     server = serve(app)
     for prefix in ("one", "two"):
         with connect(f"{server.ws_url}/{prefix}/e") as c:

@@ -57,9 +57,9 @@ def test_app_factory_with_two_apps(serve):
 
     for app in (first, second):
         with app.test_request_context():
-            assert url_for("greeter") == "ws://localhost/before"
-            assert url_for("bp.greeter") == "ws://localhost/x/in-bp"
-            assert url_for("after") == "ws://localhost/after"
+            assert url_for("ws:greeter") == "ws://localhost/before"
+            assert url_for("ws:bp.greeter") == "ws://localhost/x/in-bp"
+            assert url_for("ws:after") == "ws://localhost/after"
     server = serve(second)
     for path, expected in (("/before", "hello"), ("/x/in-bp", "hello"), ("/after", "after")):
         with connect(f"{server.ws_url}{path}") as ws:

@@ -220,7 +220,7 @@ def test_hooks_signals_and_request_context(serve):
             f"{server.ws_url}/room/lobby?who=ann",
             additional_headers={"Cookie": "theme=dark", "X-Client": "test"},
         ) as ws:
-            assert ws.recv(timeout=5) == f"LOBBY|ann|dark|test|{app.name}|room"
+            assert ws.recv(timeout=5) == f"LOBBY|ann|dark|test|{app.name}|ws:room"
         wait_until(lambda: any(e.startswith("teardown") for e in events))
     assert events == [
         "request_started",

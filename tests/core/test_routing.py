@@ -65,20 +65,20 @@ def test_url_variables_and_converters(app, serve):
 
 
 def test_rules_are_websocket_rules_in_app_url_map(app):
-    """The routes are Werkzeug websocket rules in app.url_map, named like Flask endpoints."""
+    """The routes are Werkzeug websocket rules in app.url_map, named ws:<function name>."""
     rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
-    assert rules["echo_socket"].websocket is True
-    assert rules["chat"].websocket is True
+    assert rules["ws:echo_socket"].websocket is True
+    assert rules["ws:chat"].websocket is True
     assert rules["hello"].websocket is False
 
 
 def test_url_for_builds_ws_urls(app):
     """url_for builds ws:// URLs, and wss:// behind TLS."""
     with app.test_request_context("/"):
-        assert url_for("echo_socket", _external=True) == "ws://localhost/echo"
-        assert url_for("chat", room="a", n=1) == "ws://localhost/chat/a/1"
+        assert url_for("ws:echo_socket", _external=True) == "ws://localhost/echo"
+        assert url_for("ws:chat", room="a", n=1) == "ws://localhost/chat/a/1"
     with app.test_request_context("/", base_url="https://example.com"):
-        assert url_for("echo_socket", _external=True) == "wss://example.com/echo"
+        assert url_for("ws:echo_socket", _external=True) == "wss://example.com/echo"
 
 
 def test_plain_http_to_socket_only_url_gets_426(app, serve):

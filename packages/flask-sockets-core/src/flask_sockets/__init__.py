@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import typing as t
 
+# Flask-Sockets 0.2 code imports Werkzeug's Rule and Map from here.
+from werkzeug.routing import Map as Map
+from werkzeug.routing import Rule as Rule
+
 from .brokers import MessageQueueUnavailable as MessageQueueUnavailable
+from .compat import SocketMiddleware as SocketMiddleware
 from .exceptions import ConnectionClosed as ConnectionClosed
 from .exceptions import MissingWebSocketError as MissingWebSocketError
 from .exceptions import UpgradeRequired as UpgradeRequired
@@ -34,6 +39,7 @@ __all__ = [
     "MessageQueueUnavailable",
     "MissingWebSocketError",
     "PresenceChange",
+    "SocketMiddleware",
     "SocketOptions",
     "Sockets",
     "UpgradeRequired",
@@ -47,14 +53,15 @@ __all__ = [
 
 def __getattr__(name: str) -> t.Any:
     # ``gunicorn -k flask_sockets.worker`` and ``from flask_sockets import worker``
-    # from Flask-Sockets 0.2 keep working: the worker now lives in its own
-    # distribution, loaded only when asked for so the core never imports a server.
-    if name == "worker":
+    # (or ``Worker``) from Flask-Sockets 0.2 keep working: the worker now lives in
+    # its own distribution, loaded only when asked for so the core never imports
+    # a server.
+    if name in ("worker", "Worker"):
         try:
             from flask_sockets_gunicorn import worker
         except ImportError as e:
             raise ImportError(
-                "flask_sockets.worker is the gunicorn worker from the"
+                f"flask_sockets.{name} is the gunicorn worker from the"
                 " 'flask-sockets-gunicorn' distribution, which is not installed"
                 f" or failed to import ({e}). Install it with:"
                 " pip install 'Flask-Sockets[gunicorn]'"

@@ -11,12 +11,14 @@ from flask import request
 from werkzeug.routing import WebsocketMismatch
 
 from .blueprints import SocketRouteRegistrar
+from .blueprints import record_socket_route
+from .blueprints import register_socket_blueprint
+from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .rooms import PresenceCallback
 from .rooms import Rooms
-from .views import websocket_view
 from .wsgi import is_websocket_upgrade
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +67,13 @@ class Sockets:
         self._routes: list[tuple[str, str | None, WebSocketHandler, dict[str, t.Any]]] = []
         self._blueprints: list[tuple[Blueprint, dict[str, t.Any]]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        #: Flask-Sockets 0.2's URL map, kept for 0.2 code:
+        #: ``url_map.add(Rule('/echo', endpoint=echo_socket))`` adds a socket
+        #: route and ``url_map.converters['regex'] = RegexConverter`` a URL
+        #: converter to every app the extension has or gets (see
+        #: :class:`~flask_sockets.compat.SocketURLMap`). Socket routes are
+        #: rules in ``app.url_map``.
+        self.url_map = SocketURLMap(self)
         #: The functions registered with :meth:`on_presence`.
         self.presence_callbacks: list[PresenceCallback] = []
         if app is not None:
@@ -90,15 +99,25 @@ class Sockets:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         app.before_request(_require_websocket_upgrade)
+        self.url_map.converters.init_app(app)
         for rule, endpoint, handler, options in self._routes:
             SocketRouteRegistrar(app).add_url_rule(rule, endpoint, handler, **options)
         for blueprint, options in self._blueprints:
-            blueprint.register(SocketRouteRegistrar(app), options)  # type: ignore[arg-type]
+            register_socket_blueprint(app, blueprint, options)
         self._apps.add(app)
 
     def route(self, rule: str, *, blueprint: Blueprint | None = None, **options: t.Any) -> t.Callable[[F], F]:
         """Decorate a socket handler ``f(ws, **url_variables)`` to serve
         WebSocket connections at ``rule``.
+
+        The route's endpoint, for ``url_for``, is ``'ws:'`` and the
+        function's name (``url_for('ws:echo_socket')``), or
+        ``'<blueprint>.ws:<name>'`` with ``blueprint``: socket routes never
+        clash with HTTP views, or with each other, over a function's name.
+        Several socket routes may share an endpoint (one function on two
+        URLs, or two functions named alike); ``url_for`` then builds the
+        URL of the first one declared. ``endpoint='name'`` names the route
+        ``name`` (``'<blueprint>.name'``).
 
         :param rule: The URL rule, with variables and converters as in
             :meth:`flask.Flask.route`.
@@ -114,17 +133,17 @@ class Sockets:
             :class:`~flask_sockets.compression.Compression`). Other options go to
             :meth:`flask.Flask.add_url_rule` (``endpoint``, ``defaults``,
             ``subdomain``, ...). The rule only matches WebSocket requests;
-            ``methods`` may only name ``GET``.
+            ``methods`` may only name ``GET``. ``websocket=True`` (which
+            Flask-Sockets 0.2 code may pass) is accepted; an option that
+            none of these take is dropped with a warning.
+        :raises ValueError: If ``endpoint`` is an HTTP view's.
         """
 
         endpoint = options.pop("endpoint", None)
 
         def decorator(f: F) -> F:
             if blueprint is not None:
-                # Blueprint.add_url_rule -> the app's add_url_rule, with Flask's prefixing.
-                view = websocket_view(f, options.get("subprotocols"), options.get("compression"))
-                rule_options = {k: v for k, v in options.items() if k not in ("subprotocols", "compression")}
-                blueprint.add_url_rule(rule, endpoint, view, websocket=True, **rule_options)
+                record_socket_route(blueprint, rule, endpoint, f, options)
             else:
                 self.add_url_rule(rule, endpoint, f, **options)
             return f
@@ -139,7 +158,8 @@ class Sockets:
         **options: t.Any,
     ) -> None:
         """Register ``view_func`` as the socket handler for ``rule``; the
-        non-decorator form of :meth:`route`."""
+        non-decorator form of :meth:`route`. ``endpoint`` defaults to
+        ``'ws:'`` and the function's name."""
         if view_func is None:
             raise TypeError("add_url_rule() needs the socket handler as 'view_func'.")
         self._routes.append((rule, endpoint, view_func, options))
@@ -156,13 +176,27 @@ class Sockets:
         in ``blueprint`` become socket blueprints too; its hooks
         (``before_request``, error handlers, ...) apply as usual.
 
+        The blueprint is registered on the app under the name ``'ws:'`` and
+        its name, so its endpoints are ``'ws:<blueprint>.<name>'``
+        (``url_for('ws:ws.echo_socket')``). Socket blueprints thus never
+        clash with the app's blueprints, and one blueprint may be
+        registered both ways, in either order, as with Flask-Sockets 0.2:
+        ``app.register_blueprint(bp)`` adds its routes as HTTP views and
+        ``sockets.register_blueprint(bp)`` as socket routes.
+
         To mix HTTP and socket routes in one blueprint, use
         ``@sockets.route(rule, blueprint=bp)`` and register ``bp`` with
         ``app.register_blueprint`` instead.
         """
         self._blueprints.append((blueprint, options))
         for app in self._apps:
-            blueprint.register(SocketRouteRegistrar(app), options)  # type: ignore[arg-type]
+            register_socket_blueprint(app, blueprint, options)
+
+    @property
+    def blueprints(self) -> dict[str, Blueprint]:
+        """The blueprints registered with :meth:`register_blueprint`, by
+        name (without the ``'ws:'`` they have in ``app.blueprints``)."""
+        return {options.get("name", blueprint.name): blueprint for blueprint, options in self._blueprints}
 
     # -- rooms and broadcast --------------------------------------------------
 
