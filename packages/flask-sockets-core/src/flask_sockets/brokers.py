@@ -26,6 +26,7 @@ import typing as t
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from .base import to_payload
 from .options import DEFAULTS
 from .presence import LocalPresence
 from .presence import PresenceStore
@@ -150,9 +151,7 @@ def encode_message(room: str | None, message: Message) -> str:
     ``null`` for a broadcast."""
     if isinstance(message, str):
         return json.dumps({"room": room, "text": message})
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return json.dumps({"room": room, "binary": base64.b64encode(message).decode("ascii")})
-    raise TypeError(f"A message is str or bytes, not {type(message).__name__}")
+    return json.dumps({"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii")})
 
 
 def decode_message(data: str | bytes) -> tuple[str | None, Message]:
