@@ -42,9 +42,9 @@ __all__ = [
     "MessageQueueUnavailable",
     "broker_from_config",
     "check_message_queue",
-    "require_redis",
     "decode_message",
     "encode_message",
+    "require_redis",
 ]
 
 #: The default prefix of the Redis channels and keys (``SOCKETS_MESSAGE_QUEUE_CHANNEL``).
