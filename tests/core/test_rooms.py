@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 import typing as t
@@ -273,9 +274,13 @@ def test_bad_arguments_and_config() -> None:
         sockets.publish("a", 42, app=app)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="named by a str"):
         sockets.publish(7, "x", app=app)  # type: ignore[arg-type]
-    bad, bad_sockets = make_app(SOCKETS_MESSAGE_QUEUE="amqp://somewhere")
     with pytest.raises(ValueError, match="SOCKETS_MESSAGE_QUEUE is 'amqp://somewhere'"):
-        bad_sockets.publish("a", "x", app=bad)
+        make_app(SOCKETS_MESSAGE_QUEUE="amqp://somewhere")  # at init_app
+    late = Flask("late")
+    late_sockets = Sockets(late)
+    late.config["SOCKETS_MESSAGE_QUEUE"] = "amqp://somewhere"  # set after init_app: at first use
+    with pytest.raises(ValueError, match="SOCKETS_MESSAGE_QUEUE is 'amqp://somewhere'"):
+        late_sockets.publish("a", "x", app=late)
     tiny, _ = make_app(SOCKETS_SEND_QUEUE_SIZE=0, TESTING=True)
     with pytest.raises(ValueError, match="SOCKETS_SEND_QUEUE_SIZE"):
         SocketTestClient(tiny).connect("/lobby")
@@ -615,3 +620,21 @@ def test_a_room_redis_cannot_carry_is_refused_before_joining() -> None:
             assert ws.receive() == "A room sent through Redis must be valid Unicode text: '\\ud800' [] 0"
     finally:
         Rooms.of(app).close()
+
+
+@pytest.mark.parametrize("url", ["redis://:secret@localhost:6379/0", "redis+cluster://localhost:7000/"])
+def test_a_redis_url_without_redis_py_fails_at_init_app(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Without redis-py, SOCKETS_MESSAGE_QUEUE = a Redis URL stops the app at
+    init_app with an install command that works anywhere (not a 500 on every
+    socket); set after init_app, the first use raises the same."""
+    monkeypatch.setitem(sys.modules, "redis", None)  # `import redis` raises ImportError
+    with pytest.raises(ImportError, match=r"pip install redis \(or install Flask-Sockets with its \[redis\] extra\)"):
+        make_app(SOCKETS_MESSAGE_QUEUE=url)
+    with pytest.raises(ImportError) as e:
+        make_app(SOCKETS_MESSAGE_QUEUE=url)
+    assert "secret" not in str(e.value)
+    late = Flask("late")
+    late_sockets = Sockets(late)
+    late.config["SOCKETS_MESSAGE_QUEUE"] = url
+    with pytest.raises(ImportError, match="pip install redis"):
+        late_sockets.publish("a", "x", app=late)

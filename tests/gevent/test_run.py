@@ -50,3 +50,27 @@ def test_run_serves_logs_and_stops_on_signal(tmp_path, spawn, port, sig):
     assert f"Received {signal.Signals(sig).name}, shutting down." in output
     assert "run() returned" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["not-patched", "patched"])
+def test_run_warns_when_the_process_is_not_monkey_patched(tmp_path, spawn, port, patched):
+    """Without monkey.patch_all(), run() warns once at start, with the two
+    lines that fix it, and serves all the same; with it, no warning."""
+    script = tmp_path / "app.py"
+    source = APP if patched else APP.replace("from gevent import monkey; monkey.patch_all()\n", "")
+    assert ("patch_all" in source) is patched
+    script.write_text(source)
+    process = spawn([sys.executable, str(script), str(port)], port=port)
+    with connect(f"{process.server.ws_url}/echo") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "hi"
+    assert process.stop() == 0
+    output = process.output()
+    assert "Traceback" not in output
+    if patched:
+        assert "NotMonkeyPatchedWarning" not in output
+    else:
+        assert output.count("NotMonkeyPatchedWarning") == 1, output
+        # Shown at the caller's line, with the fix.
+        assert f"{script}:" in output and "flask_sockets_gevent.run(app" in output, output
+        assert "    from gevent import monkey\n    monkey.patch_all()\n" in output, output

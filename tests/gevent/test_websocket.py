@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -229,3 +230,17 @@ def test_send_nowait_never_waits_and_keeps_frames_whole(app_and_sockets, serve, 
     finally:
         client.close()
     wait_until(lambda: "after close" in results)
+
+
+def test_wrong_message_types_raise_type_error(serve):
+    """send, send_frame and send_nowait of an int, a dict, None...: a
+    TypeError naming the type, and nothing goes out."""
+    from tests.core.test_send_types import bad_sends_app
+    from tests.core.test_send_types import check_outcomes
+    from tests.core.test_send_types import receive_all
+
+    server = serve(bad_sends_app())
+    with connect(f"{server.ws_url}/bad", open_timeout=5) as ws:
+        first, *rest = receive_all(ws)
+    check_outcomes(json.loads(first), calls_per_value=4)
+    assert rest == [b"ba", b"mv"]

@@ -47,7 +47,9 @@ def test_worker_class_and_handler_mro():
     # The gunicorn handler only fills in what gunicorn's access log reads, then calls ours.
     assert handler.log_request is workers.GunicornWebSocketHandler.log_request
     assert mro.index(workers.GunicornWebSocketHandler) < mro.index(flask_sockets_gevent.WebSocketHandler)
-    assert handler.get_environ is PyWSGIHandler.get_environ
+    # Ours wraps the request body, after gunicorn's additions (next in the MRO).
+    assert handler.get_environ is flask_sockets_gevent.WebSocketHandler.get_environ
+    assert "get_environ" in vars(PyWSGIHandler)
     assert flask_sockets.worker is flask_sockets_gunicorn.worker
 
 

@@ -24,13 +24,13 @@ from tests.conftest import free_port
 from tests.conftest import wait_for_port
 
 #: The app both servers run. ``/`` counts its calls (``/hits`` reads the
-#: count), ``/echo`` echoes, ``/record`` records how its handler ended
-#: (``/outcomes`` reads them).
+#: count), ``POST /body`` reads the request body, ``/echo`` echoes,
+#: ``/record`` records how its handler ended (``/outcomes`` reads them).
 HTTP_APP_SOURCE = textwrap.dedent(
     """
     import json
 
-    from flask import Flask
+    from flask import Flask, request
     from flask_sockets import ConnectionClosed, Sockets
 
     app = Flask(__name__)
@@ -48,6 +48,11 @@ HTTP_APP_SOURCE = textwrap.dedent(
     @app.route("/hits")
     def count_hits():
         return str(len(hits))
+
+
+    @app.post("/body")
+    def body():
+        return str(len(request.get_data()))
 
 
     @app.route("/outcomes")

@@ -212,3 +212,40 @@ def test_a_keepalive_connection_serves_requests_in_turn(http_target):
         for _ in range(3):
             assert http_status(http_keepalive_request(sock)) == 200
 
+
+
+#: Requests whose body ends before what they announced, sent over a raw
+#: socket before the client shuts down its side (or resets).
+BODIES_CUT_SHORT = [
+    pytest.param(b"Content-Length: 5\r\n\r\n", id="length-nothing-sent"),
+    pytest.param(b"Content-Length: 5\r\n\r\nab", id="length-part-sent"),
+    pytest.param(b"Transfer-Encoding: chunked\r\n\r\n5\r\nab", id="chunked-inside-a-chunk"),
+    pytest.param(b"Transfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n", id="chunked-without-last-chunk"),
+    pytest.param(b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", id="chunked-size-not-hex"),
+]
+
+
+@pytest.mark.parametrize("ending", ["shutdown", "reset"])
+@pytest.mark.parametrize(("path", "status"), [("/", 200), ("/body", 400)], ids=["app-ignores-body", "app-reads-body"])
+@pytest.mark.parametrize("rest", BODIES_CUT_SHORT)
+def test_a_body_cut_short_is_a_client_event(http_target, capfd, caplog, rest, path, status, ending):
+    """A request that announces a body and ends before sending it all: the
+    app's answer if it did not read the body, a 400 if it did (Werkzeug's
+    ClientDisconnected); the connection is closed; no traceback, no error
+    log line; the server goes on serving."""
+    server = http_target.server
+    with caplog.at_level(logging.INFO):
+        with http_connect(server) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode() + rest)
+            if ending == "reset":
+                http_reset(sock)
+            else:
+                sock.shutdown(socket.SHUT_WR)
+                response = http_read_until_close(sock)
+                assert http_status(response) == status, response
+        assert http_get(server, "/hits")  # still serving HTTP
+        http_echo_works(server)
+        time.sleep(0.1)  # a reset's handler may still be ending: let it log what it would
+    http_assert_quiet(http_target, capfd.readouterr().err)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, "a client that leaves early is not a server error"

@@ -13,7 +13,28 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .options import SocketOptions
     from .protocol import ServerProtocol
 
-__all__ = ["EngineSocket", "SocketBase"]
+__all__ = ["EngineSocket", "SocketBase", "to_payload"]
+
+
+def to_payload(message: object) -> bytes:
+    """The bytes a message is sent as: ``str`` encoded as UTF-8, ``bytes``
+    as is, ``bytearray`` and ``memoryview`` copied. Every socket class's
+    ``send_frame``, :meth:`~flask_sockets.Sockets.publish` and the test
+    client check messages here.
+
+    :raises TypeError: For anything else (an ``int`` would otherwise be sent
+        as that many NUL bytes, a ``dict`` fail deep in the send).
+    """
+    cls = type(message)
+    if cls is bytes:  # the usual cases first: two type tests
+        return t.cast(bytes, message)
+    if cls is str:
+        return t.cast(str, message).encode("utf-8")
+    if isinstance(message, str):
+        return message.encode("utf-8")
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError(f"A message is str or bytes (or bytearray, memoryview), not {cls.__name__}")
 
 
 class SocketBase:
@@ -41,6 +62,8 @@ class SocketBase:
             sizes can guess the secret byte by byte (CRIME/BREACH, RFC 7692
             section 9).
         :raises ~flask_sockets.ConnectionClosed: If the socket is closed.
+        :raises TypeError: If ``message`` is not ``str``, ``bytes``,
+            ``bytearray`` or ``memoryview`` (see :func:`to_payload`).
         """
         if binary is None:
             binary = not isinstance(message, str)

@@ -26,6 +26,7 @@ import typing as t
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from .base import to_payload
 from .options import DEFAULTS
 from .presence import LocalPresence
 from .presence import PresenceStore
@@ -40,8 +41,10 @@ __all__ = [
     "LocalBroker",
     "MessageQueueUnavailable",
     "broker_from_config",
+    "check_message_queue",
     "decode_message",
     "encode_message",
+    "require_redis",
 ]
 
 #: The default prefix of the Redis channels and keys (``SOCKETS_MESSAGE_QUEUE_CHANNEL``).
@@ -150,9 +153,7 @@ def encode_message(room: str | None, message: Message) -> str:
     ``null`` for a broadcast."""
     if isinstance(message, str):
         return json.dumps({"room": room, "text": message})
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return json.dumps({"room": room, "binary": base64.b64encode(message).decode("ascii")})
-    raise TypeError(f"A message is str or bytes, not {type(message).__name__}")
+    return json.dumps({"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii")})
 
 
 def decode_message(data: str | bytes) -> tuple[str | None, Message]:
@@ -181,6 +182,47 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
+#: The URL schemes of Redis (``redis+cluster``: a Redis Cluster).
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def require_redis(url: str) -> None:
+    """Check that redis-py can be imported, to use the Redis at ``url``.
+
+    :raises ImportError: If it cannot; the message says how to install it.
+    """
+    try:
+        import redis  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            f"SOCKETS_MESSAGE_QUEUE is {redacted(url)!r}, but redis-py, the Redis client, is not"
+            " installed. Install it with: pip install redis (or install Flask-Sockets with its"
+            " [redis] extra)."
+        ) from e
+
+
+def check_message_queue(queue: t.Any) -> None:
+    """Check a ``SOCKETS_MESSAGE_QUEUE`` setting (see
+    :func:`broker_from_config`) without connecting anywhere: ``init_app``
+    calls it, so that a setting that cannot work stops the app at start
+    rather than fail every socket.
+
+    :raises ValueError: If it is not ``None``, a Redis URL or a :class:`Broker`.
+    :raises ImportError: If it is a Redis URL and redis-py is not installed;
+        the message says how to install it.
+    """
+    if queue is None or isinstance(queue, Broker):
+        return
+    if isinstance(queue, str) and urlsplit(queue).scheme in _REDIS_SCHEMES:
+        require_redis(queue)
+        return
+    raise ValueError(
+        f"SOCKETS_MESSAGE_QUEUE is {queue!r}: use None (this process only), a Redis URL"
+        " such as 'redis://localhost:6379/0', a Redis Cluster URL such as"
+        " 'redis+cluster://localhost:7000/', or a flask_sockets.brokers.Broker."
+    )
+
+
 def broker_from_config(config: t.Mapping[str, t.Any]) -> Broker:
     """The broker an app's config asks for: ``SOCKETS_MESSAGE_QUEUE`` is
     ``None`` (a :class:`LocalBroker`), a Redis URL (a
@@ -191,23 +233,19 @@ def broker_from_config(config: t.Mapping[str, t.Any]) -> Broker:
     :class:`Broker` instance.
 
     :raises ValueError: For anything else.
+    :raises ImportError: For a Redis URL without redis-py (see
+        :func:`check_message_queue`).
     """
     queue = config.get("SOCKETS_MESSAGE_QUEUE")
+    check_message_queue(queue)
     if queue is None:
         return LocalBroker()
     if isinstance(queue, Broker):
         return queue
-    scheme = urlsplit(queue).scheme if isinstance(queue, str) else None
-    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
-        from . import redis_broker
+    from . import redis_broker
 
-        prefix = config.get("SOCKETS_MESSAGE_QUEUE_CHANNEL") or DEFAULT_CHANNEL
-        ttl = float(config.get("SOCKETS_PRESENCE_TTL", DEFAULTS["SOCKETS_PRESENCE_TTL"]))
-        if scheme in redis_broker.CLUSTER_SCHEMES:
-            return redis_broker.RedisClusterBroker(queue, prefix, presence_ttl=ttl)
-        return redis_broker.RedisBroker(queue, prefix, presence_ttl=ttl)
-    raise ValueError(
-        f"SOCKETS_MESSAGE_QUEUE is {queue!r}: use None (this process only), a Redis URL"
-        " such as 'redis://localhost:6379/0', a Redis Cluster URL such as"
-        " 'redis+cluster://localhost:7000/', or a flask_sockets.brokers.Broker."
-    )
+    prefix = config.get("SOCKETS_MESSAGE_QUEUE_CHANNEL") or DEFAULT_CHANNEL
+    ttl = float(config.get("SOCKETS_PRESENCE_TTL", DEFAULTS["SOCKETS_PRESENCE_TTL"]))
+    if urlsplit(queue).scheme in redis_broker.CLUSTER_SCHEMES:
+        return redis_broker.RedisClusterBroker(queue, prefix, presence_ttl=ttl)
+    return redis_broker.RedisBroker(queue, prefix, presence_ttl=ttl)

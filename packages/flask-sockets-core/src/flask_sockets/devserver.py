@@ -21,6 +21,7 @@ import typing as t
 
 from .base import EngineSocket
 from .base import SocketBase
+from .base import to_payload
 from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
@@ -201,13 +202,17 @@ class DevWebSocket(EngineSocket, SocketBase):
     def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
         """Send one frame with ``opcode`` (text, binary, ping or pong); text
         and binary are compressed as :meth:`flask_sockets_gevent.WebSocket.send_frame`
-        says."""
+        says.
+
+        :raises TypeError: If ``message`` is not ``str`` or bytes-like.
+        """
         self.accept()
         if self.closed:
+            # First: the classic loop sends receive()'s None once the peer closed.
             raise ConnectionClosed("Connection is already closed")
+        payload = to_payload(message)
         if opcode == self.OPCODE_TEXT and not isinstance(message, str):
-            bytes(message).decode("utf-8")  # text must be text: fail here, not in the peer
-        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+            payload.decode("utf-8")  # text must be text: fail here, not in the peer
         if opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
             with self._send_lock:  # the compressor's state follows the order frames go out in
                 self._send_locked(*self._protocol.data_frame(opcode, payload, compress, message))

@@ -13,6 +13,7 @@ from werkzeug.routing import WebsocketMismatch
 from .blueprints import SocketRouteRegistrar
 from .blueprints import record_socket_route
 from .blueprints import register_socket_blueprint
+from .brokers import check_message_queue
 from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
@@ -88,12 +89,18 @@ class Sockets:
         ``SOCKETS_*`` config keys (see :data:`flask_sockets.options.DEFAULTS`).
 
         :raises RuntimeError: If ``app`` was already initialised.
+        :raises ImportError: If ``SOCKETS_MESSAGE_QUEUE`` is a Redis URL and
+            redis-py is not installed (``pip install redis``).
+        :raises ValueError: If ``SOCKETS_MESSAGE_QUEUE`` is neither ``None``,
+            a Redis URL nor a broker.
         """
         if "sockets" in app.extensions:
             raise RuntimeError(
                 "A 'Sockets' instance has already been registered on this Flask app."
                 " Import and use that instance instead."
             )
+        # A setting that cannot work stops the app here, not every socket later.
+        check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
         app.extensions["sockets"] = self
         app.extensions[ROOMS_KEY] = Rooms(app)
         for key, value in DEFAULTS.items():

@@ -32,6 +32,7 @@ from .brokers import MessageQueueUnavailable
 from .brokers import decode_message
 from .brokers import encode_message
 from .brokers import redacted
+from .brokers import require_redis
 from .presence import PresenceStore
 from .presence import RedisPresence
 
@@ -62,16 +63,6 @@ def room_channel(prefix: str, room: str) -> str:
 def broadcast_channel(prefix: str) -> str:
     """The pub/sub channel of :meth:`~flask_sockets.Sockets.broadcast`."""
     return f"{prefix}:broadcast"
-
-
-def _require_redis() -> None:
-    try:
-        import redis  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            "SOCKETS_MESSAGE_QUEUE names a Redis server, but redis-py is not installed."
-            " Install it with: pip install 'flask-sockets-core[redis]'"
-        ) from e
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
@@ -220,8 +211,8 @@ def _text(channel: str | bytes) -> str:
 
 
 class RedisBroker(Broker):
-    """Fan-out through one Redis server's pub/sub (redis-py, ``pip install
-    'flask-sockets-core[redis]'``), one channel per room.
+    """Fan-out through one Redis server's pub/sub (redis-py: ``pip install
+    redis``, or the ``[redis]`` extra), one channel per room.
 
     Each message is published as JSON (see
     :func:`~flask_sockets.brokers.encode_message`) on the channel of its
@@ -268,7 +259,7 @@ class RedisBroker(Broker):
         presence_ttl: float = 15.0,
     ) -> None:
         if client_factory is None:
-            _require_redis()
+            require_redis(url)
         self.url = url
         self.channel = channel
         self.reconnect_delay = reconnect_delay
@@ -394,9 +385,13 @@ class RedisBroker(Broker):
         Redis. Returns ``False`` at once while Redis is down."""
         channel = broadcast_channel(self.channel) if room is None else room_channel(self.channel, room)
         with self._state:
-            return self._state.wait_for(lambda: self._ready(channel), timeout) is True
+            # Until the outcome is known: False (down, not started) ends the wait as True does.
+            self._state.wait_for(lambda: self._ready(channel) is not None, timeout)
+            return self._ready(channel) is True
 
     def _ready(self, channel: str) -> bool | None:
+        """``True``: subscribed; ``False``: it will not be soon (Redis is
+        down, nothing receives), do not wait; ``None``: not yet."""
         if channel not in self._wanted:
             return False
         worker = self._worker_of(channel)

@@ -34,6 +34,7 @@ import threading
 import time
 import typing as t
 
+from .base import to_payload
 from .brokers import Broker
 from .brokers import MessageQueueUnavailable
 from .brokers import broker_from_config
@@ -677,8 +678,5 @@ class Rooms:
 
 
 def _checked(message: Message) -> Message:
-    if isinstance(message, str):
-        return message
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return bytes(message)
-    raise TypeError(f"A message is str or bytes, not {type(message).__name__}")
+    """``message`` as it is published: ``str``, or bytes-like as ``bytes``."""
+    return message if isinstance(message, str) else to_payload(message)

@@ -48,6 +48,7 @@ from werkzeug.wrappers import Request
 from werkzeug.wsgi import get_current_url
 
 from .base import SocketBase
+from .base import to_payload
 from .exceptions import ConnectionClosed
 from .wsgi import WSGI_WEBSOCKET_KEY
 
@@ -230,20 +231,22 @@ class ServerSocket(SocketBase):
         ``compress`` changes nothing here.)
 
         :raises ~flask_sockets.ConnectionClosed: If the socket is closed.
+        :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
         self.accept()
         if self.closed:
+            # First: the classic loop sends receive()'s None once the peer closed.
             raise ConnectionClosed("Connection is already closed")
+        payload = to_payload(message)
         connection = self._connection
         if connection.client_has_hung_up(self._received):
             self._drop(CLOSE_ABNORMAL)
             raise ConnectionClosed("Socket is dead: the client closed the connection")
         if opcode == self.OPCODE_TEXT:
-            connection.to_client.put(message if isinstance(message, str) else bytes(message).decode("utf-8"))
+            connection.to_client.put(message if isinstance(message, str) else payload.decode("utf-8"))
         elif opcode == self.OPCODE_BINARY:
-            connection.to_client.put(bytes(message))
+            connection.to_client.put(payload)
         elif opcode == self.OPCODE_CLOSE:
-            payload = bytes(message)
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CLOSE_NORMAL
             self._send_close(code, payload[2:].decode("utf-8", "replace"))
         elif opcode not in (self.OPCODE_PING, self.OPCODE_PONG):
@@ -354,14 +357,14 @@ class TestSocket:
         noticed) is lost, as on a network.
 
         :raises ~flask_sockets.ConnectionClosed: If this socket is closed.
+        :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            raise TypeError(f"A message is str or bytes, not {type(message).__name__}")
+        payload = to_payload(message)
         with self._connection.lock:
             self._connection.client_sent += 1
-            self._connection.to_server.put(message if isinstance(message, str) else bytes(message))
+            self._connection.to_server.put(message if isinstance(message, str) else payload)
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
         """Return the next message from the handler (``str`` for text,

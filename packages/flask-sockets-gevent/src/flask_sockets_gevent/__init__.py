@@ -19,6 +19,7 @@ from __future__ import annotations
 from .handler import WebSocketHandler as WebSocketHandler
 from .server import ConnectionLimitsMixin as ConnectionLimitsMixin
 from .server import GracefulShutdownMixin as GracefulShutdownMixin
+from .server import NotMonkeyPatchedWarning as NotMonkeyPatchedWarning
 from .server import WebSocketServer as WebSocketServer
 from .server import make_server as make_server
 from .server import run as run
@@ -29,6 +30,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLimitsMixin",
     "GracefulShutdownMixin",
+    "NotMonkeyPatchedWarning",
     "WebSocket",
     "WebSocketHandler",
     "WebSocketServer",

@@ -21,13 +21,16 @@ import re
 import typing as t
 
 from gevent import pywsgi
+from werkzeug.exceptions import ClientDisconnected
 
 __all__ = [
     "MAX_HEADERS",
     "MAX_HEADER_LINE",
     "BadRequest",
+    "BodyCutShort",
     "HeadersTooLarge",
     "IncompleteRequest",
+    "RequestBody",
     "check_framing",
     "check_request_line",
     "read_head",
@@ -112,6 +115,44 @@ class HeadersTooLarge(ValueError):
 
 class IncompleteRequest(ValueError):
     """The connection ended inside the request head: nothing to dispatch."""
+
+
+class BodyCutShort(ClientDisconnected, OSError):
+    """The client ended (closed, reset) before sending the whole body it
+    announced, or sent chunks that do not parse. An :exc:`OSError`, as
+    pywsgi raises, and Werkzeug's :exc:`~werkzeug.exceptions.ClientDisconnected`
+    (a ``400 Bad Request``), so that a Flask app reading the body answers
+    400 without logging an error, as on Werkzeug's own server."""
+
+
+class RequestBody(pywsgi.Input):
+    """pywsgi's request body (``wsgi.input``), raising :exc:`BodyCutShort`
+    for a body the client cut short; ``cut_short`` then tells the handler
+    to close the connection (the next request cannot be found)."""
+
+    __slots__ = ("cut_short",)
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cut_short = False
+
+    def _do_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
+        try:
+            return super()._do_read(length, use_readline)  # type: ignore[misc,no-any-return]  # (not in the stubs)
+        except OSError as e:
+            raise self._cut(e) from e
+
+    def _chunked_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
+        try:
+            return super()._chunked_read(length, use_readline)  # type: ignore[misc,no-any-return]
+        except OSError as e:
+            raise self._cut(e) from e
+
+    def _cut(self, error: OSError) -> BodyCutShort:
+        self.cut_short = True
+        if isinstance(error, BodyCutShort):
+            return error
+        return BodyCutShort(f"The request body was cut short: {error}")
 
 
 class _Readable(t.Protocol):

@@ -33,6 +33,11 @@ Differences from gevent-websocket 0.10.1:
 - The request line and headers must arrive within the server's
   ``handshake_timeout`` (``408``, then close), and an idle keep-alive
   connection is closed after ``keepalive_timeout``.
+- A request body the client cuts short (it closes or resets before
+  sending what it announced, or its chunks do not parse) closes the
+  connection, logged at DEBUG; a Flask app that reads it gets Werkzeug's
+  ``ClientDisconnected`` (``400``) instead of an ``OSError`` (a ``500``
+  and a traceback).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from flask_sockets.handshake import check_handshake
 from flask_sockets.handshake import handshake_response_headers
 
 from ._http import HeadersTooLarge
+from ._http import RequestBody
 from ._http import check_framing
 from ._http import check_request_line
 from ._http import read_head
@@ -343,6 +349,16 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         check_framing(message, self.request_version)
         return message
 
+    def get_environ(self) -> dict[str, t.Any]:
+        env: dict[str, t.Any] = super().get_environ()
+        body = self.wsgi_input
+        if env.get("wsgi.input") is body:  # not an upgrade: pywsgi reads the body
+            # The same body, raising BodyCutShort (a 400 for Flask) if it ends early.
+            self.wsgi_input = env["wsgi.input"] = RequestBody(
+                body.rfile, body.content_length, socket=body.socket, chunked_input=body.chunked_input
+            )
+        return env
+
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
         # gevent's hook for unparsable requests: answer with a status and log
         # at DEBUG (gevent writes to the error log, and a traceback to stderr
@@ -359,8 +375,15 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         """Read what is left of a request body the app did not read, as
         pywsgi does to keep the connection, but for at most the handshake
         timeout: a body that was announced and never comes closes the
-        connection instead of holding it forever."""
+        connection instead of holding it forever. A body cut short (the
+        client closed or reset before sending all it announced, or its
+        chunks do not parse) closes the connection too: a client event,
+        logged at DEBUG."""
         body: t.Any = self.wsgi_input
+        if getattr(body, "cut_short", False):  # the app read it, and it ended early
+            self.close_connection = True
+            self.wsgi_input = pywsgi.Input(self.rfile, 0)
+            return
         if body is None or (not body.chunked_input and body.position >= (body.content_length or 0)):
             return  # nothing left (pywsgi's own test in Input._discard)
         limit = self._setting("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
@@ -369,9 +392,11 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         self._arm(limit, _BodyExpired)
         try:
             body._discard()
-        except _BodyExpired:
-            logger.debug("%s: request body not received in time", self._client())
+        except (_BodyExpired, OSError) as e:
+            reason = "not received in time" if isinstance(e, _BodyExpired) else f"cut short ({e})"
+            logger.debug("%s: request body %s", self._client(), reason)
             self.close_connection = True
+            # Nothing is left for pywsgi to discard after us.
             self.wsgi_input = pywsgi.Input(self.rfile, 0)
         finally:
             self._disarm()

@@ -8,8 +8,10 @@ import signal
 import socket
 import time
 import typing as t
+import warnings
 
 import gevent
+from gevent import monkey
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
@@ -25,6 +27,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ConnectionLimitsMixin",
     "GracefulShutdownMixin",
+    "NotMonkeyPatchedWarning",
     "WebSocketServer",
     "default_max_connections",
     "make_server",
@@ -35,6 +38,29 @@ logger = logging.getLogger("flask_sockets_gevent")
 
 #: Close code and reason every open socket gets when the server stops.
 GOING_AWAY = (1001, "Server shutting down")
+
+
+class NotMonkeyPatchedWarning(RuntimeWarning):
+    """:func:`run` serves a process that gevent has not monkey-patched: a
+    handler that blocks (``time.sleep``, a database or HTTP call) stalls
+    every other connection until it returns."""
+
+
+def _warn_if_not_patched() -> None:
+    """Warn (:class:`NotMonkeyPatchedWarning`, at the caller of :func:`run`)
+    if gevent has not patched ``socket`` or ``time`` in this process, with
+    the two lines that fix it."""
+    missing = [name for name in ("socket", "time") if not monkey.is_module_patched(name)]
+    if missing:
+        warnings.warn(
+            f"gevent has not monkey-patched this process ({', '.join(missing)} not patched): a handler"
+            " that blocks (time.sleep, a database or HTTP call) stalls every other connection."
+            " Put these two lines at the very top of the main module, before any other import:\n\n"
+            "    from gevent import monkey\n"
+            "    monkey.patch_all()\n",
+            NotMonkeyPatchedWarning,
+            stacklevel=3,
+        )
 
 
 class GracefulShutdownMixin:
@@ -246,9 +272,10 @@ def run(
     The process should be monkey-patched by gevent first
     (``from gevent import monkey; monkey.patch_all()`` at the very top of
     the main module) so that blocking calls in handlers yield to other
-    connections. Other arguments (``handshake_timeout``,
-    ``keepalive_timeout``, ``max_connections``, TLS, logs) are those of
-    :func:`make_server`.
+    connections; if it is not, ``run`` warns
+    (:class:`NotMonkeyPatchedWarning`) and serves all the same. Other
+    arguments (``handshake_timeout``, ``keepalive_timeout``,
+    ``max_connections``, TLS, logs) are those of :func:`make_server`.
 
     :param reload: Restart the server when a Python file changes
         (Werkzeug's reloader), for development.
@@ -258,6 +285,10 @@ def run(
     server_options.update(
         handshake_timeout=handshake_timeout, keepalive_timeout=keepalive_timeout, max_connections=max_connections
     )
+    from werkzeug.serving import is_running_from_reloader
+
+    if not (reload or debug) or is_running_from_reloader():  # (not the reloader's watching process)
+        _warn_if_not_patched()
     if debug:
         from werkzeug.debug import DebuggedApplication
 
@@ -267,7 +298,6 @@ def run(
         # Werkzeug's reloader has no public entry point that runs another
         # server; Flask-SocketIO uses this same function.
         from werkzeug._reloader import run_with_reloader
-        from werkzeug.serving import is_running_from_reloader
 
         if not is_running_from_reloader():
             _logger_setup()

@@ -54,6 +54,7 @@ from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 import flask_sockets
 from flask_sockets.base import EngineSocket
 from flask_sockets.base import SocketBase
+from flask_sockets.base import to_payload
 from flask_sockets.options import SocketOptions
 from flask_sockets.protocol import CLOSE_NO_STATUS
 from flask_sockets.protocol import PAUSE
@@ -335,11 +336,13 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         ``compress`` is true.
 
         :raises ConnectionClosed: If the socket is closed.
+        :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
         self.accept()
         if self.closed:
+            # First: the classic loop sends receive()'s None once the peer closed.
             raise ConnectionClosed("Connection is already closed")
-        payload = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        payload = to_payload(message)
         if opcode <= self.OPCODE_BINARY:
             self._write(*self._protocol.data_frame(opcode, payload, compress, message))
         else:
@@ -359,19 +362,18 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             (compressed), it would be compressed with context (server context
             takeover), or the connection is TLS. Send it the usual way then.
         :raises ConnectionClosed: If the socket is closed or the peer is gone.
+        :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
+        payload = to_payload(message)
         sock = self.handler.socket
         # gevent's TLS socket waits whatever timeout send() is given.
         if not self.accepted or type(sock) is not GeventSocket or not self._send_lock.acquire(blocking=False):
             return False
         handed_over = False
         try:
-            if isinstance(message, str):
-                opcode, payload = self.OPCODE_TEXT, message.encode("utf-8")
-            else:
-                opcode, payload = self.OPCODE_BINARY, bytes(message)
+            opcode = self.OPCODE_TEXT if isinstance(message, str) else self.OPCODE_BINARY
             deflate = self._protocol.deflate
             if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
                 # Compressing with context changes the compressor's state:
