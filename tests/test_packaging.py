@@ -111,7 +111,7 @@ def test_the_lockstep_pins_exist():
     assert "flask-sockets-gevent" in pins["flask-sockets-gunicorn"]
     assert pins["flask-sockets"] == {"flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn"}
     extras = load()["flask-sockets"]["project"]["optional-dependencies"]
-    assert {"gevent", "gunicorn", "all"} <= set(extras)
+    assert {"gevent", "gunicorn", "redis", "all"} <= set(extras)
 
 
 def test_bump_check_passes_on_the_repo():

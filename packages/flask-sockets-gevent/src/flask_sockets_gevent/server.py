@@ -308,10 +308,10 @@ def _serve(
         # Werkzeug's development server answers a busy port the same way:
         # one line that says what to do, and exit status 1.
         shown = f"[{host}]" if ":" in host else host
-        hint = f" Stop the program using port {port}, or pick another one: run(app, port=...)."
-        logger.error(
-            "Cannot listen on %s:%d: %s.%s", shown, port, os.strerror(e.errno), hint if e.errno == errno.EADDRINUSE else ""
-        )
+        hint = ""
+        if e.errno == errno.EADDRINUSE:
+            hint = f" Stop the program using port {port}, or pick another one: run(app, port=...)."
+        logger.error("Cannot listen on %s:%d: %s.%s", shown, port, os.strerror(e.errno), hint)
         raise SystemExit(1) from None
     _log_address(server)
     if requested:  # the signal came during start()
