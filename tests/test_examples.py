@@ -286,6 +286,24 @@ def test_readme_quick_start_with_flask_run(spawn, tmp_path):
     assert_no_errors(output)
 
 
+def test_readme_quick_start_with_gunicorn(spawn, tmp_path):
+    """The README's gunicorn command, run verbatim next to its app.py, serves
+    Hello World! and the echo on 127.0.0.1:5000, where its client connects."""
+    readme = (ROOT / "README.rst").read_text()
+    (source,) = [block for block in readme_examples(readme) if "flask_sockets_gevent.run(app)" in block]
+    (command,) = [shlex.split(line) for line in re.findall(r"^ {4}\$ (gunicorn .*)$", readme, re.MULTILINE)]
+    assert "$ python -m websockets ws://127.0.0.1:5000/echo" in readme
+    (tmp_path / "app.py").write_text(source)
+    with classic_port() as port:
+        process = spawn([sys.executable, "-m", *command], port=port, cwd=tmp_path)
+        try:
+            assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
+            assert_echoes(f"ws://127.0.0.1:{port}/echo")
+        finally:
+            process.stop()
+    assert "Traceback" not in process.output()
+
+
 # -- docs/quickstart.rst ------------------------------------------------------
 
 QUICKSTART = ROOT / "docs" / "quickstart.rst"
