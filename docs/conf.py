@@ -84,6 +84,10 @@ html_sidebars = {
 }
 html_context = {"project_links": []}
 html_title = f"Flask-Sockets Documentation ({version})"
+# The sidebar lists the sections of a page, not each class, function and
+# attribute the API reference documents: as "Class.member" entries, cut to
+# the sidebar's width, many looked alike ("Sockets.prese…", "SocketOptions…").
+toc_object_entries = False
 html_show_sourcelink = False
 # The theme's version banner asks a package index for the latest release from
 # the reader's browser; these docs neither need nor make network requests.

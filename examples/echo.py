@@ -13,10 +13,14 @@ then open http://127.0.0.1:5000 in a browser, type a message and press Send.
 Stop it with Ctrl+C.
 """
 
-# gevent must patch the standard library before anything else imports it.
-from gevent import monkey
+# Served by gevent (python echo.py): gevent must patch the standard library
+# before anything else imports it. Not when imported by `flask run` or
+# gunicorn: the development server's threads need no patching (and Ctrl+C
+# would print gevent's report of the KeyboardInterrupt), the worker patches.
+if __name__ == "__main__":
+    from gevent import monkey
 
-monkey.patch_all()
+    monkey.patch_all()
 
 import argparse  # noqa: E402
 

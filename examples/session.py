@@ -24,10 +24,14 @@ are turned away: ``python -m websockets ws://127.0.0.1:5000/greet`` reports
 ``HTTP 403``. Stop the server with Ctrl+C.
 """
 
-# gevent must patch the standard library before anything else imports it.
-from gevent import monkey
+# Served by gevent (python session.py): gevent must patch the standard library
+# before anything else imports it. Not when imported by `flask run` or
+# gunicorn: the development server's threads need no patching (and Ctrl+C
+# would print gevent's report of the KeyboardInterrupt), the worker patches.
+if __name__ == "__main__":
+    from gevent import monkey
 
-monkey.patch_all()
+    monkey.patch_all()
 
 import argparse  # noqa: E402
 import os  # noqa: E402

@@ -8,8 +8,10 @@ client and plain HTTP.
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import shlex
+import signal
 import sys
 import textwrap
 import time
@@ -97,6 +99,28 @@ def test_echo_example_url_follows_host(spawn, port):
     run_example(spawn, "echo.py", port)
     _, body = http_get(f"http://127.0.0.1:{port}/", headers={"Host": f"localhost:{port}"})
     assert f'"ws://localhost:{port}/echo"' in body
+
+
+def ctrl_c(process: t.Any) -> str:
+    """Stop ``process`` as Ctrl+C in its terminal does (SIGINT to its whole
+    process group: the reloader's too); return what it printed."""
+    os.killpg(process.popen.pid, signal.SIGINT)
+    assert process.popen.wait(TIMEOUT) == 0, process.output()
+    return t.cast(str, process.output())
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["run", "run-debug"])
+def test_echo_example_under_flask_run_stops_quietly(spawn, port, debug):
+    """`flask --app examples/echo.py run` (with the reloader and debugger, or
+    not) serves the echo, and Ctrl+C stops it with status 0 and no stray
+    KeyboardInterrupt line (gevent's, from a monkey-patched process)."""
+    argv = [sys.executable, "-m", "flask", "--app", "examples/echo.py", "run", "--port", str(port)]
+    process = spawn([*argv, "--debug"] if debug else argv, port=port)
+    assert_echoes(f"ws://127.0.0.1:{port}/echo")
+    output = ctrl_c(process)
+    assert "Debug mode: on" in output if debug else "Debug mode: off" in output
+    assert "KeyboardInterrupt" not in output
+    assert_no_errors(output)
 
 
 # -- examples/blueprints.py --------------------------------------------------
@@ -242,6 +266,42 @@ def test_readme_quick_start(spawn, tmp_path):
     path = tmp_path / "app.py"
     path.write_text(source)
     serves_hello_and_echo(spawn, path, tmp_path, banner)
+
+
+def test_readme_quick_start_with_flask_run(spawn, tmp_path):
+    """The README's app.py under its `flask --app app run` serves the same
+    routes on 127.0.0.1:5000, and Ctrl+C stops it quietly."""
+    readme = (ROOT / "README.rst").read_text()
+    (source,) = [block for block in readme_examples(readme) if "flask_sockets_gevent.run(app)" in block]
+    assert "``flask --app app run`` serves the same routes" in readme
+    (tmp_path / "app.py").write_text(source)
+    with classic_port() as port:
+        process = spawn([sys.executable, "-m", "flask", "--app", "app", "run"], port=port, cwd=tmp_path)
+        try:
+            assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
+            assert_echoes(f"ws://127.0.0.1:{port}/echo")
+        finally:
+            output = ctrl_c(process)
+    assert "KeyboardInterrupt" not in output
+    assert_no_errors(output)
+
+
+def test_readme_quick_start_with_gunicorn(spawn, tmp_path):
+    """The README's gunicorn command, run verbatim next to its app.py, serves
+    Hello World! and the echo on 127.0.0.1:5000, where its client connects."""
+    readme = (ROOT / "README.rst").read_text()
+    (source,) = [block for block in readme_examples(readme) if "flask_sockets_gevent.run(app)" in block]
+    (command,) = [shlex.split(line) for line in re.findall(r"^ {4}\$ (gunicorn .*)$", readme, re.MULTILINE)]
+    assert "$ python -m websockets ws://127.0.0.1:5000/echo" in readme
+    (tmp_path / "app.py").write_text(source)
+    with classic_port() as port:
+        process = spawn([sys.executable, "-m", *command], port=port, cwd=tmp_path)
+        try:
+            assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
+            assert_echoes(f"ws://127.0.0.1:{port}/echo")
+        finally:
+            process.stop()
+    assert "Traceback" not in process.output()
 
 
 # -- docs/quickstart.rst ------------------------------------------------------

@@ -9,6 +9,8 @@ import inspect
 import json
 import os
 import re
+import runpy
+import shlex
 import shutil
 import subprocess
 import sys
@@ -111,7 +113,7 @@ def test_the_lockstep_pins_exist():
     assert "flask-sockets-gevent" in pins["flask-sockets-gunicorn"]
     assert pins["flask-sockets"] == {"flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn"}
     extras = load()["flask-sockets"]["project"]["optional-dependencies"]
-    assert {"gevent", "gunicorn", "all"} <= set(extras)
+    assert {"gevent", "gunicorn", "redis", "all"} <= set(extras)
 
 
 def test_bump_check_passes_on_the_repo():
@@ -119,6 +121,23 @@ def test_bump_check_passes_on_the_repo():
     assert result.returncode == 0, result.stdout + result.stderr
     result = run_bump("--check", current_version())
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- fast: the documented installs are the ones CI checks ---------------------
+
+
+def test_readme_installs_are_the_checked_ones(monkeypatch: pytest.MonkeyPatch):
+    """README.rst's install commands build with the release env's script and
+    install exactly the sets scripts/check_install.py (run by CI) checks."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    installs = runpy.run_path(str(ROOT / "scripts" / "check_install.py"))["INSTALLS"]
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    commands = [shlex.split(line) for line in re.findall(r"^ {4}\$ (.*?)(?:\s+#.*)?$", readme, re.MULTILINE)]
+    assert ["hatch", "run", "release:build"] in commands
+    scripts = tomllib.loads((ROOT / "hatch.toml").read_text(encoding="utf-8"))["envs"]["release"]["scripts"]
+    assert scripts["build"].startswith("python scripts/build_dist.py")
+    documented = [c[4] for c in commands if c[:4] == ["pip", "install", "--find-links", "dist"] and len(c) == 5]
+    assert sorted(documented) == sorted(installs)
 
 
 # --- fast: the supported versions are the tested ones -------------------------

@@ -24,10 +24,14 @@ Messages on the socket are JSON objects with a ``type``:
   ``say`` (with ``id``, ``name`` and ``text``) and ``error``.
 """
 
-# gevent must patch the standard library before anything else imports it.
-from gevent import monkey
+# Served by gevent (python app.py): gevent must patch the standard library
+# before anything else imports it. Not when imported by `flask run` or
+# gunicorn: the development server's threads need no patching (and Ctrl+C
+# would print gevent's report of the KeyboardInterrupt), the worker patches.
+if __name__ == "__main__":
+    from gevent import monkey
 
-monkey.patch_all()
+    monkey.patch_all()
 
 import argparse  # noqa: E402
 import json  # noqa: E402

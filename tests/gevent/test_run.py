@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
 import sys
 import textwrap
 
 import pytest
 from websockets.sync.client import connect
 
+from tests.conftest import TIMEOUT
 from tests.conftest import wait_until
 
 APP = textwrap.dedent(
@@ -74,3 +77,22 @@ def test_run_warns_when_the_process_is_not_monkey_patched(tmp_path, spawn, port,
         # Shown at the caller's line, with the fix.
         assert f"{script}:" in output and "flask_sockets_gevent.run(app" in output, output
         assert "    from gevent import monkey\n    monkey.patch_all()\n" in output, output
+
+
+def test_run_on_a_busy_port_says_so_in_one_line(tmp_path, port):
+    """run() on a port another server listens on exits with status 1 and one
+    line naming the address and how to pick another port; no traceback."""
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        result = subprocess.run(
+            [sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"Cannot listen on 127.0.0.1:{port}: Address already in use."
+        f" Stop the program using port {port}, or pick another one: run(app, port=...)."
+    ]
+    assert "run() returned" not in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket
 import time
@@ -281,6 +282,9 @@ def run(
         (Werkzeug's reloader), for development.
     :param debug: Development mode: set ``app.debug``, turn on the reloader
         and Werkzeug's interactive debugger for HTTP routes. Never in production.
+    :raises SystemExit: With status 1, after logging one line that names
+        the address, if the server cannot listen there (the port is in use,
+        the address is not this host's, or the port needs privileges).
     """
     server_options.update(
         handshake_timeout=handshake_timeout, keepalive_timeout=keepalive_timeout, max_connections=max_connections
@@ -326,13 +330,29 @@ def _serve(
     _logger_setup()
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stop_on_signal, signum)
-    server.start()
+    try:
+        server.start()
+    except OSError as e:
+        if e.errno not in _LISTEN_ERRORS:
+            raise
+        # Werkzeug's development server answers a busy port the same way:
+        # one line that says what to do, and exit status 1.
+        shown = f"[{host}]" if ":" in host else host
+        hint = ""
+        if e.errno == errno.EADDRINUSE:
+            hint = f" Stop the program using port {port}, or pick another one: run(app, port=...)."
+        logger.error("Cannot listen on %s:%d: %s.%s", shown, port, os.strerror(e.errno), hint)
+        raise SystemExit(1) from None
     _log_address(server)
     if requested:  # the signal came during start()
         server.stop()
     else:
         server.serve_forever()
     logger.info("Server stopped.")
+
+
+#: Why a server cannot listen on its address: said in one line by run().
+_LISTEN_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def _logger_setup() -> None:
