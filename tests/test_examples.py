@@ -340,7 +340,8 @@ def test_docs_quickstart_with_gevent(spawn, tmp_path):
 
 def test_docs_quickstart_with_flask_run(spawn, tmp_path):
     """The quickstart's app.py, served with the page's own `flask ... run`
-    command (the development server), serves the same routes on 127.0.0.1:5000."""
+    command (the development server), serves the same routes on 127.0.0.1:5000,
+    and Ctrl+C stops it quietly."""
     page, _ = quickstart_app(tmp_path)
     (command,) = rst_commands(page, "flask")
     assert command[:3] == ["flask", "--app", "app"] and "run" in command, command
@@ -350,8 +351,9 @@ def test_docs_quickstart_with_flask_run(spawn, tmp_path):
             assert http_get(f"http://127.0.0.1:{port}/") == (200, "Hello World!")
             assert_echoes(f"ws://127.0.0.1:{port}/echo")
         finally:
-            process.stop()
-    assert_no_errors(process.output())
+            output = ctrl_c(process)
+    assert "KeyboardInterrupt" not in output
+    assert_no_errors(output)
 
 
 def run_seed_example(spawn, tmp_path: Path, index: int, port: int) -> t.Any:
