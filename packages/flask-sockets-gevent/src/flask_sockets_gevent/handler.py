@@ -44,6 +44,7 @@ import typing as t
 from gevent import get_hub as _get_hub
 from gevent import getcurrent as _getcurrent
 from gevent import pywsgi
+from geventwebsocket.handler import Client
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
 from geventwebsocket.websocket import Stream
 
@@ -137,6 +138,18 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
     status: bytes | None
     _orig_status: str | None
     environ: t.Any
+
+    @property
+    def active_client(self) -> Client:
+        """``Client(address, ws)`` for this connection's socket, as
+        gevent-websocket's handler had (without a search of ``server.clients``).
+
+        :raises KeyError: If this connection has no socket (any more).
+        """
+        ws = self.websocket
+        if ws is None:
+            raise KeyError(self.client_address)
+        return Client(self.client_address, ws)
 
     def run_application(self) -> None:
         if not is_websocket_upgrade(self.environ):
