@@ -40,6 +40,7 @@ class SocketRouteRegistrar:
     ) -> None:
         subprotocols = options.pop("subprotocols", None)
         compression = options.pop("compression", None)
+        defer_accept = options.pop("defer_accept", False)
         if view_func is not None:
-            view_func = websocket_view(view_func, subprotocols, compression)
+            view_func = websocket_view(view_func, subprotocols, compression, defer_accept)
         self._app.add_url_rule(rule, endpoint, view_func, websocket=True, **options)
