@@ -3,6 +3,7 @@
 through gevent-websocket's ``ws.handler.server.clients``."""
 
 from flask import Flask
+
 from flask_sockets import Sockets
 
 app = Flask(__name__)
@@ -27,6 +28,6 @@ def chat_socket(ws):
 def whoami(ws):
     # gevent-websocket's handler also had the connection's own Client.
     client = ws.handler.active_client
-    ws.send("%s:%s %s" % (client.address[0], client.address[1], client.ws is ws))
+    ws.send(f"{client.address[0]}:{client.address[1]} {client.ws is ws}")
     while not ws.closed:
         ws.receive()

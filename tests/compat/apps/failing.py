@@ -4,6 +4,7 @@ echo that browsers on other sites open (refused by the origin check)."""
 
 from flask import Flask
 from flask import abort
+
 from flask_sockets import Sockets
 
 app = Flask(__name__)

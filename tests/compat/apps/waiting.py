@@ -6,6 +6,7 @@ route and fed by an HTTP route (a relay waiting for an HTTP callback), and a
 import gevent
 from flask import Flask
 from flask import request
+
 from flask_sockets import Sockets
 
 app = Flask(__name__)
