@@ -36,7 +36,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .typing import WebSocket
     from .typing import WebSocketHandler
 
-__all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY_VIOLATION", "websocket_view"]
+__all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY_VIOLATION", "MAX_LOGGED_ORIGINS", "websocket_view"]
 
 #: Close code sent when the handler returns.
 CLOSE_NORMAL = 1000

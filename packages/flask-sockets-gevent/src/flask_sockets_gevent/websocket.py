@@ -3,9 +3,14 @@
 It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 ``send_frame``, ``close``, ``closed``) and replaces its protocol code:
 
-- The handshake is answered lazily: ``101 Switching Protocols`` goes out
-  when the handler first uses the socket or calls :meth:`WebSocket.accept`,
-  so an app can still refuse the connection with a real HTTP response.
+- The handshake is answered on demand: ``101 Switching Protocols`` goes
+  out at :meth:`WebSocket.accept` (which Flask-Sockets calls as the
+  handler starts, unless the route has ``defer_accept=True``) or at the
+  first send, receive or close, so the app can refuse the connection with
+  a real HTTP response until then.
+- The server's open sockets are in ``server.websockets``, and
+  gevent-websocket's ``server.clients`` (address to ``Client``) is a view
+  of them (:class:`Clients`).
 - The protocol is :mod:`flask_sockets.protocol`, the sans-I/O engine
   every Flask-Sockets server shares: this class only reads, feeds it,
   and writes what it makes. Its buffer survives ``receive(timeout=...)``
@@ -23,7 +28,7 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 - A send that makes no progress for ``send_timeout`` seconds (a peer that
   reads nothing) cuts the connection and raises :exc:`ConnectionClosed`.
 - ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
-  only the reason) and waits, bounded, for the peer's close frame. The
+  only the reason; Flask-Sockets makes up for that on 0.10.1's own socket) and waits, bounded, for the peer's close frame. The
   peer's close code and reason are kept in ``close_code`` and ``close_reason``.
 - A peer that drops the TCP connection makes ``receive()`` return ``None``
   (close code 1006) instead of raising from the frame reader.
@@ -69,7 +74,7 @@ from flask_sockets.protocol import frame_header
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
 
-__all__ = ["Clients", "ConnectionClosed", "MessageTooBig", "WebSocket", "open_sockets"]
+__all__ = ["Clients", "ConnectionClosed", "MessageTooBig", "WebSocket"]
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -166,7 +171,7 @@ class Clients:
         return f"<Clients: {len(self)} open sockets>"
 
 
-def open_sockets(server: t.Any) -> set[WebSocket]:
+def _open_sockets(server: t.Any) -> set[WebSocket]:
     """``server.websockets``, the set of open sockets an accepted socket
     joins. A server that has none (gevent's own ``WSGIServer`` given our
     handler) gets one, with its ``server.clients`` view, as
@@ -288,7 +293,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             return
         self.accepted = True
         self._take_over_input()
-        self._registry = open_sockets(self.handler.server)
+        self._registry = _open_sockets(self.handler.server)
         self._registry.add(self)
         self._last_heard = time.monotonic()
         try:
