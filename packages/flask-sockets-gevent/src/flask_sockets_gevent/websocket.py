@@ -28,8 +28,9 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 - A send that makes no progress for ``send_timeout`` seconds (a peer that
   reads nothing) cuts the connection and raises :exc:`ConnectionClosed`.
 - ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
-  only the reason; Flask-Sockets makes up for that on 0.10.1's own socket) and waits, bounded, for the peer's close frame. The
-  peer's close code and reason are kept in ``close_code`` and ``close_reason``.
+  only the reason; Flask-Sockets makes up for that on 0.10.1's own
+  socket) and waits, bounded, for the peer's close frame. The peer's
+  close code and reason are kept in ``close_code`` and ``close_reason``.
 - A peer that drops the TCP connection makes ``receive()`` return ``None``
   (close code 1006) instead of raising from the frame reader.
 - Idle peers are pinged; one that does not answer is closed with 1011.
