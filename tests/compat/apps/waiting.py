@@ -23,6 +23,11 @@ def listen(ws):
     clients.remove(ws)
 
 
+@app.route("/clients")
+def count_clients():
+    return str(len(clients))
+
+
 @app.route("/callback")
 def callback():
     message = request.args["message"]
