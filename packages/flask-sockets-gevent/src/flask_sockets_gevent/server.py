@@ -42,8 +42,9 @@ class GracefulShutdownMixin:
     """Server mixin: keeps the open sockets (``server.websockets``, and
     gevent-websocket's ``server.clients`` view of them: see
     :class:`~flask_sockets_gevent.websocket.Clients`). When the server stops
-    accepting (``close()``), every open WebSocket is closed with 1001 (going away). Frames a handler sent before
-    go out first; its ``receive()`` then returns ``None`` and it can finish.
+    accepting (``close()``), every open WebSocket is closed with 1001 (going
+    away). Frames a handler sent before go out first; its ``receive()`` then
+    returns ``None`` and it can finish.
     HTTP keep-alive connections waiting for their next request are closed.
     ``stop(timeout)`` (gevent's) then waits for the handlers up to
     ``timeout`` before killing them.
