@@ -4,10 +4,11 @@ Shows that a socket route sees the same ``session`` as the HTTP views:
 
 - ``/login`` (``POST`` with a ``name`` form field, or ``GET /login?name=...``)
   stores ``session['user']`` and redirects to ``/``;
-- ``/greet`` is a socket route that refuses anonymous users *before* the
-  WebSocket handshake with ``abort(403)``, so the client gets a real
-  ``HTTP 403`` instead of an opened-then-closed socket; a logged-in user
-  is greeted with ``Hello, <name>!`` and then gets every message echoed;
+- ``/greet`` is a socket route (with ``defer_accept=True``) that refuses
+  anonymous users *before* the WebSocket handshake with ``abort(403)``, so
+  the client gets a real ``HTTP 403`` instead of an opened-then-closed
+  socket; a logged-in user is greeted with ``Hello, <name>!`` and then gets
+  every message echoed;
 - ``/`` is a page with a login form, or, once logged in, a small client
   for ``/greet``; ``/logout`` forgets the user.
 
@@ -70,11 +71,11 @@ def logout():
     return redirect(url_for("index"), code=303)
 
 
-@sockets.route("/greet")
+@sockets.route("/greet", defer_accept=True)
 def greet(ws):
-    # Nothing has been sent to the client yet: the server answers the
-    # handshake only when the handler first uses the socket. Refusing here
-    # gives the client a plain HTTP 403.
+    # Nothing has been sent to the client yet: with defer_accept=True the
+    # server answers the handshake only when the handler first uses the
+    # socket. Refusing here gives the client a plain HTTP 403.
     user = session.get("user")
     if user is None:
         abort(403)

@@ -19,7 +19,9 @@ app = Flask(__name__)
 sockets = Sockets(app)
 
 
-@sockets.route("/echo")
+# defer_accept=True: the handshake waits for the handler's first use of the
+# socket, so the handler can still refuse with an HTTP status.
+@sockets.route("/echo", defer_accept=True)
 def echo_socket(ws):
     if request.args.get("token") != "s3cret":
         abort(403)  # before the socket is used: the client gets HTTP 403

@@ -127,9 +127,10 @@ def _safe_next(path):
 # -- the socket ----------------------------------------------------------------
 
 
-@sockets.route("/rooms/<room>/socket")
+@sockets.route("/rooms/<room>/socket", defer_accept=True)
 def room_socket(ws, room):
-    # Before the handshake: an HTTP 403 or 404, not an opened socket.
+    # Before the handshake (defer_accept=True: it waits for the first send):
+    # an HTTP 403 or 404, not an opened socket.
     name = session.get("name")
     if name is None:
         abort(403)

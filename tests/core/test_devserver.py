@@ -42,8 +42,12 @@ def dev_app(**config) -> tuple[Flask, list]:
     def record(ws):
         seen.append((ws.receive(), ws.close_code, ws.close_reason))
 
-    @sockets.route("/forbidden")
+    @sockets.route("/forbidden", defer_accept=True)
     def forbidden(ws):
+        abort(403)
+
+    @sockets.route("/forbidden-after-accept")
+    def forbidden_after_accept(ws):
         abort(403)
 
     @sockets.route("/boom")
@@ -78,12 +82,17 @@ def test_echo_over_the_development_server(devserve):
 
 
 def test_refusal_before_the_handshake_is_an_http_status(devserve):
-    """abort(403) before using the socket reaches the client as HTTP 403."""
+    """With defer_accept=True, abort(403) before using the socket reaches the client as HTTP 403;
+    by default the handshake is answered as the handler starts, and abort(403) closes with 1008."""
     app, _ = dev_app()
     server = devserve(app)
     with pytest.raises(InvalidStatus) as e:
         connect(f"{server.ws_url}/forbidden", open_timeout=5)
     assert e.value.response.status_code == 403
+    with connect(f"{server.ws_url}/forbidden-after-accept", open_timeout=5) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=5)
+    assert (ws.close_code, ws.close_reason) == (1008, "403 Forbidden")
 
 
 def test_bad_handshake_gets_426(devserve):

@@ -58,11 +58,11 @@ def test_before_request_refusal_is_a_real_http_response(serve):
 
 
 def test_abort_in_handler_before_using_the_socket_is_an_http_status(serve):
-    """abort(403) before the handler touches the socket reaches the client as HTTP 403."""
+    """With defer_accept=True, abort(403) before the handler touches the socket reaches the client as HTTP 403."""
     app = Flask(__name__)
     sockets = Sockets(app)
 
-    @sockets.route("/private")
+    @sockets.route("/private", defer_accept=True)
     def private(ws):
         abort(403)
 
@@ -144,18 +144,38 @@ def test_errorhandler_runs_for_socket_routes(serve):
 
 
 def test_exception_before_the_handshake_is_an_http_500(serve):
-    """An exception before the socket is used gives the client Flask's 500 response."""
+    """An exception before the handler starts (a before_request hook), or in a
+    defer_accept=True handler before it uses the socket, gives the client
+    Flask's 500 response; in a handler by default, the socket opens and closes with 1011."""
     app = Flask(__name__)
     sockets = Sockets(app)
 
-    @sockets.route("/s")
-    def s(ws):
+    @app.before_request
+    def hook():
+        if request.path == "/hook":
+            raise KeyError("missing")
+
+    @sockets.route("/hook")
+    def hooked(ws):
+        ws.send("never")
+
+    @sockets.route("/deferred", defer_accept=True)
+    def deferred(ws):
+        raise KeyError("missing")
+
+    @sockets.route("/default")
+    def default(ws):
         raise KeyError("missing")
 
     server = serve(app)
-    with pytest.raises(InvalidStatus) as e:
-        connect(f"{server.ws_url}/s", open_timeout=5)
-    assert e.value.response.status_code == 500
+    for path in ("/hook", "/deferred"):
+        with pytest.raises(InvalidStatus) as e:
+            connect(f"{server.ws_url}{path}", open_timeout=5)
+        assert e.value.response.status_code == 500
+    with connect(f"{server.ws_url}/default", open_timeout=5) as ws:
+        messages, close = recv_until_closed(ws)
+    assert messages == []
+    assert (close.code, close.reason) == (1011, "Internal Server Error")
 
 
 def test_handler_return_closes_1000(serve):

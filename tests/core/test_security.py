@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from flask import Flask
 from flask import request
@@ -135,3 +137,29 @@ def test_subprotocols_on_a_blueprint_route(serve):
     server = serve(app)
     with connect(f"{server.ws_url}/x", subprotocols=["json"]) as ws:
         assert ws.recv(timeout=5) == "json"
+
+
+def test_refused_origins_are_logged_once_each_and_bounded(caplog):
+    """Each refused origin is named in one WARNING (with the expected origin
+    and SOCKETS_ALLOWED_ORIGINS); past MAX_LOGGED_ORIGINS distinct ones,
+    refusals are logged at DEBUG and no more origins are kept."""
+    from flask_sockets.testing import SocketRejected
+    from flask_sockets.testing import SocketTestClient
+    from flask_sockets.views import MAX_LOGGED_ORIGINS
+
+    app = origin_app(["https://app.example"])
+    client = SocketTestClient(app)
+    origins = [f"https://evil{i}.example" for i in range(MAX_LOGGED_ORIGINS + 5)]
+    with caplog.at_level(logging.DEBUG, logger=app.logger.name):
+        for origin in [*origins, *origins[:3]]:
+            with pytest.raises(SocketRejected) as e:
+                client.connect("/s", headers={"Origin": origin})
+            assert e.value.status_code == 403
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == MAX_LOGGED_ORIGINS
+    assert "'https://evil0.example'" in warnings[0]
+    assert "SOCKETS_ALLOWED_ORIGINS = ['https://app.example']" in warnings[0]
+    assert "later ones are logged at DEBUG" in warnings[-1]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "Refused" in r.getMessage()]
+    assert len(debug) == 5
+    assert len(app.extensions["sockets.refused_origins"]) == MAX_LOGGED_ORIGINS

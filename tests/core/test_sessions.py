@@ -60,7 +60,7 @@ def test_cookie_session_is_read_in_the_handler(serve):
         session["user"] = name
         return "ok"
 
-    @sockets.route("/whoami")
+    @sockets.route("/whoami", defer_accept=True)
     def whoami(ws):
         if "user" not in session:
             from flask import abort

@@ -121,15 +121,34 @@ def test_before_request_refusal_is_an_http_response(app, sockets, client):
 
 
 def test_abort_before_the_handshake_is_403(sockets, client):
-    """abort(403) before the handler uses the socket is an HTTP 403."""
+    """With defer_accept=True, abort(403) before the handler uses the socket is an HTTP 403."""
 
-    @sockets.route("/private")
+    @sockets.route("/private", defer_accept=True)
     def private(ws):
         abort(403)
 
     with pytest.raises(SocketRejected) as e:
         client.connect("/private")
     assert e.value.status_code == 403
+
+
+def test_handler_starts_with_the_socket_accepted(sockets, client):
+    """By default the handshake is answered as the handler starts, as on the servers:
+    connect() returns before the handler first uses the socket, and abort(403) then closes with 1008."""
+    release = threading.Event()
+    accepted = []
+
+    @sockets.route("/private")
+    def private(ws):
+        accepted.append(ws.accepted)
+        release.wait(5)
+        abort(403)
+
+    with client.connect("/private") as ws:
+        release.set()
+        assert ws.receive() is None
+    assert accepted == [True]
+    assert (ws.close_code, ws.close_reason) == (1008, "403 Forbidden")
 
 
 def test_abort_after_the_handshake_closes_1008(sockets, client):
@@ -177,7 +196,7 @@ def test_http_login_session_reaches_the_socket(app, sockets, client):
         session["user"] = name
         return "ok"
 
-    @sockets.route("/whoami")
+    @sockets.route("/whoami", defer_accept=True)
     def whoami(ws):
         if "user" not in session:
             abort(401)
@@ -216,7 +235,7 @@ def test_session_changes_after_accept_do_not_reach_the_client(app, sockets, clie
     def who():
         return session.get("user", "nobody")
 
-    @sockets.route("/rename")
+    @sockets.route("/rename", defer_accept=True)
     def rename(ws):
         ws.accept(headers=[("Set-Cookie", "flavour=mint; Path=/")])
         session["user"] = "mallory"
@@ -274,9 +293,9 @@ def test_handler_exception_not_raised_closes_1011(app, sockets):
 
 
 def test_exception_before_the_handshake(sockets, client):
-    """An exception before the handshake is raised by connect(), or is a 500 when not raised."""
+    """An exception before the handshake (defer_accept=True) is raised by connect(), or is a 500 when not raised."""
 
-    @sockets.route("/s")
+    @sockets.route("/s", defer_accept=True)
     def s(ws):
         raise LookupError("missing")
 
@@ -390,7 +409,7 @@ def test_receive_timeout(sockets, client):
 def test_subprotocol_accepted_by_the_handler(sockets, client):
     """The subprotocol a handler accepts from those offered is visible on the test's socket."""
 
-    @sockets.route("/chat")
+    @sockets.route("/chat", defer_accept=True)
     def chat(ws):
         offered = [p.strip() for p in request.headers["Sec-WebSocket-Protocol"].split(",")]
         ws.accept(subprotocol=offered[-1])
@@ -493,11 +512,11 @@ def test_cookie_header_replaces_the_jar(sockets, client):
 
 
 def test_handler_that_never_accepts_times_out_connect(app, sockets):
-    """connect() gives up with TimeoutError if the handler neither accepts nor returns in time."""
+    """connect() gives up with TimeoutError if a defer_accept=True handler neither accepts nor returns in time."""
     release = threading.Event()
     outcome = []
 
-    @sockets.route("/slow")
+    @sockets.route("/slow", defer_accept=True)
     def slow(ws):
         release.wait(10)
         try:

@@ -108,10 +108,10 @@ def test_send_after_peer_closed_ends_handler_normally(app_and_sockets, serve, ca
 
 
 def test_accept_with_subprotocol_and_cookie(app_and_sockets, serve):
-    """ws.accept() can choose a subprotocol and add headers (a Set-Cookie) to the 101."""
+    """With defer_accept=True, ws.accept() can choose a subprotocol and add headers (a Set-Cookie) to the 101."""
     app, sockets = app_and_sockets
 
-    @sockets.route("/s")
+    @sockets.route("/s", defer_accept=True)
     def s(ws):
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         ws.accept(subprotocol="v2" if "v2" in offered else None, headers=[("Set-Cookie", "seen=1; HttpOnly")])
@@ -186,7 +186,7 @@ def test_send_nowait_never_waits_and_keeps_frames_whole(app_and_sockets, serve, 
     results = {}
     filled = threading.Event()
 
-    @sockets.route("/nowait")
+    @sockets.route("/nowait", defer_accept=True)
     def nowait(ws):
         results["before accept"] = ws.send_nowait("x")
         ws.accept()

@@ -71,7 +71,7 @@ APP_SOURCE = textwrap.dedent(
         raise RuntimeError("handler exploded on purpose")
 
 
-    @sockets.route("/forbidden")
+    @sockets.route("/forbidden", defer_accept=True)
     def forbidden(ws):
         abort(403)
     """

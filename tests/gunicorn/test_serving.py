@@ -182,7 +182,8 @@ def test_handler_exception_closes_1011_and_logs_traceback(gunicorn, tmp_path: Pa
 
 
 def test_abort_before_using_socket_gives_http_status(gunicorn):
-    """A handler that calls abort(403) before touching the socket makes the handshake fail with HTTP 403."""
+    """A defer_accept=True handler that calls abort(403) before touching the socket makes the
+    handshake fail with HTTP 403."""
     process = gunicorn("--access-logfile", "-")
     server = process.server
 

@@ -25,11 +25,15 @@ from tests.conftest import wait_for_port
 
 #: The app both servers run. ``/`` counts its calls (``/hits`` reads the
 #: count), ``POST /body`` reads the request body, ``/echo`` echoes,
-#: ``/record`` records how its handler ended (``/outcomes`` reads them).
+#: ``/record`` (whose handler answers the handshake itself:
+#: ``defer_accept=True``) records how its handler ended (``/outcomes`` reads
+#: them), ``/late`` answers the handshake 0.3 s after the request and counts
+#: its handler's calls (``/started`` reads the count).
 HTTP_APP_SOURCE = textwrap.dedent(
     """
     import json
 
+    import gevent
     from flask import Flask, request
     from flask_sockets import ConnectionClosed, Sockets
 
@@ -37,6 +41,23 @@ HTTP_APP_SOURCE = textwrap.dedent(
     sockets = Sockets(app)
     hits = []
     outcomes = []
+    started = []
+
+
+    @app.before_request
+    def late():
+        if request.path == "/late":
+            gevent.sleep(0.3)
+
+
+    @sockets.route("/late")
+    def late_socket(ws):
+        started.append(1)
+
+
+    @app.route("/started")
+    def count_started():
+        return str(len(started))
 
 
     @app.route("/", methods=["GET", "POST"])
@@ -66,7 +87,7 @@ HTTP_APP_SOURCE = textwrap.dedent(
             ws.send(message)
 
 
-    @sockets.route("/record")
+    @sockets.route("/record", defer_accept=True)
     def record(ws):
         outcome = {}
         try:

@@ -55,6 +55,26 @@ def test_reset_before_101_ends_the_handler_normally(http_target, capfd, caplog):
     assert [line for line in lines if '" 499 ' in line], lines
 
 
+def test_reset_before_an_eager_101_skips_the_handler(http_target, capfd, caplog):
+    """A client that resets before the 101 that is sent as the handler starts
+    (the default): the handler is not called (no connection was opened), no
+    traceback, and the access log shows 499."""
+    server = http_target.server
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):
+            sock = http_connect(server)
+            sock.sendall(http_upgrade("/late"))
+            http_reset(sock)  # the app answers 0.3 s later
+        wait_until(lambda: len([line for line in http_target.access().splitlines() if "/late" in line]) >= 5)
+        http_echo_works(server)
+    assert http_get(server, "/started") == "0"
+    records = [r for r in caplog.records if r.levelno > logging.INFO]
+    assert not records, [r.getMessage() for r in records]
+    http_assert_quiet(http_target, capfd.readouterr().err)
+    lines = [line for line in http_target.access().splitlines() if "/late" in line]
+    assert len(lines) == 5 and all('" 499 ' in line for line in lines), lines
+
+
 def test_reset_before_101_on_the_development_server(devserve, capfd, caplog):
     """The development server's socket does the same: the handler returns,
     receive() gave None, sending raised ConnectionClosed, no traceback."""

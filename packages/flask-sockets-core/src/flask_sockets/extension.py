@@ -137,7 +137,13 @@ class Sockets:
             client offers none of them). ``compression=`` overrides
             ``SOCKETS_COMPRESSION`` for this route (``False``: never
             compress; ``True``, a dict or a
-            :class:`~flask_sockets.compression.Compression`). Other options go to
+            :class:`~flask_sockets.compression.Compression`).
+            ``defer_accept=True`` leaves the handshake to the handler: the
+            ``101`` goes out at its first send, receive or close, or at
+            ``ws.accept()``, and until then it can refuse the connection
+            with an HTTP response such as ``abort(403)``. By default the
+            ``101`` goes out as the handler starts (see :doc:`/requests`).
+            Other options go to
             :meth:`flask.Flask.add_url_rule` (``endpoint``, ``defaults``,
             ``subdomain``, ...). The rule only matches WebSocket requests;
             ``methods`` may only name ``GET``. ``websocket=True`` (which

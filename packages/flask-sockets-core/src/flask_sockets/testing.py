@@ -7,11 +7,13 @@ handlers, sessions, teardown) in a background thread, with a socket object
 in ``environ['wsgi.websocket']`` that behaves like the one of
 :mod:`flask_sockets_gevent`:
 
-- the handshake is answered lazily, at the handler's first ``send``,
-  ``receive`` or ``close``, or at ``ws.accept()``; an app that answers
-  without accepting (``abort(403)``, a ``before_request`` refusal, a 404)
-  makes :meth:`SocketTestClient.connect` raise :exc:`SocketRejected` with
-  that HTTP response;
+- the handshake is answered when Flask-Sockets accepts the socket, as
+  the handler starts (with ``defer_accept=True``: at the handler's first
+  ``send``, ``receive`` or ``close``, or at ``ws.accept()``); an app that
+  answers without accepting (a ``before_request`` refusal, a 404, the
+  origin check, ``abort(403)`` in a ``defer_accept=True`` handler) makes
+  :meth:`SocketTestClient.connect` raise :exc:`SocketRejected` with that
+  HTTP response;
 - using a closed socket raises :exc:`flask_sockets.ConnectionClosed`;
 - after the peer closes, ``receive()`` returns ``None`` and ``close_code``
   and ``close_reason`` hold the peer's code and reason.

@@ -16,10 +16,12 @@ from flask import current_app
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from .base import SocketBase
 from .compression import compression_from_setting
 from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
 from .options import SocketOptions
+from .protocol import close_payload
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .wsgi import WSGI_WEBSOCKET_KEY
 from .wsgi import is_origin_allowed
@@ -34,7 +36,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .typing import WebSocket
     from .typing import WebSocketHandler
 
-__all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY_VIOLATION", "websocket_view"]
+__all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY_VIOLATION", "MAX_LOGGED_ORIGINS", "websocket_view"]
 
 #: Close code sent when the handler returns.
 CLOSE_NORMAL = 1000
@@ -45,25 +47,37 @@ CLOSE_INTERNAL_ERROR = 1011
 
 
 def websocket_view(
-    handler: WebSocketHandler, subprotocols: t.Sequence[str] | None = None, compression: t.Any = None
+    handler: WebSocketHandler,
+    subprotocols: t.Sequence[str] | None = None,
+    compression: t.Any = None,
+    defer_accept: bool = False,
 ) -> t.Callable[..., ResponseReturnValue]:
     """Wrap a socket handler ``handler(ws, **url_variables)`` as a Flask view.
 
     - A browser request from an origin that ``SOCKETS_ALLOWED_ORIGINS`` does
-      not allow is refused with 403.
+      not allow is refused with 403, and a warning is logged (once per origin).
     - The first of ``subprotocols`` (in this, the server's, order) that the
       client offered is the one the socket is accepted with.
     - The socket is configured from the app's ``SOCKETS_*`` config, if it
       has a ``configure(options)`` method; ``compression``, when not
       ``None``, overrides ``SOCKETS_COMPRESSION`` for this route.
+    - The handshake is answered (``ws.accept()``, on sockets that have it)
+      right before the handler is called, as Flask-Sockets 0.2 did: a
+      handler that keeps the socket and waits for something else opens at
+      once. ``before_request`` hooks, the origin check and anything else
+      that refuses before the handler starts still answer with a real HTTP
+      status. With ``defer_accept=True`` the handler answers it instead, at
+      its first send, receive or close, or at ``ws.accept()``: until then it
+      can refuse with an HTTP response too (``abort(403)``).
     - The socket closes with 1000 when the handler returns.
     - An exception escaping the handler closes the socket with 1011 (1008
       for a 4xx ``HTTPException`` such as ``abort(403)``) and is re-raised,
       so Flask logs it, sends ``got_request_exception`` and runs error
-      handlers, as for any view. If the server has not answered the
-      handshake yet (``ws.accepted`` is false, as with
-      :mod:`flask_sockets_gevent`), the socket is left alone and the client
-      gets Flask's HTTP error response instead.
+      handlers, as for any view. If the handshake has not been answered
+      yet (``ws.accepted`` is false), the socket is left alone and the
+      client gets Flask's HTTP error response instead.
+    - Close frames carry the close code on every socket, including
+      gevent-websocket's own (whose ``close(code, message)`` drops the code).
     - While the handler runs, the socket is a member of the app's rooms
       (:mod:`flask_sockets.rooms`); when it ends, the socket leaves them all.
     - :exc:`~flask_sockets.ConnectionClosed` escaping the handler (the peer
@@ -90,7 +104,7 @@ def websocket_view(
             if configure is not None:
                 configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
             del configure  # this frame lives as long as the socket: hold nothing it needs not
-            _run_handler(app, handler, ws, kwargs)
+            _run_handler(app, handler, ws, kwargs, defer_accept)
         except ConnectionClosed:
             app.logger.debug("%s: the peer closed the socket", req.path)
         except OSError as e:
@@ -112,14 +126,34 @@ def websocket_view(
     return view
 
 
-def _run_handler(app: Flask, handler: WebSocketHandler, ws: WebSocket, kwargs: dict[str, t.Any]) -> None:
-    """Call the handler; while it runs, the socket is a member of the app's
-    rooms (it gets broadcasts and can join rooms), and it leaves them all
-    when the handler ends, however it ends."""
+def _accept(ws: WebSocket) -> None:
+    """Answer the handshake now, on a socket that waits to be told (the
+    sockets of Flask-Sockets' servers); gevent-websocket's own socket was
+    answered before the app ran, and has no ``accept``."""
+    accept = getattr(ws, "accept", None)
+    if accept is not None:
+        accept()
+
+
+def _run_handler(
+    app: Flask, handler: WebSocketHandler, ws: WebSocket, kwargs: dict[str, t.Any], defer_accept: bool
+) -> None:
+    """Accept the socket (unless ``defer_accept``) and call the handler;
+    while it runs, the socket is a member of the app's rooms (it gets
+    broadcasts and can join rooms), and it leaves them all when the handler
+    ends, however it ends."""
     rooms: Rooms | None = app.extensions.get(ROOMS_KEY)  # None: a websocket_view on an app without Sockets
     if rooms is not None:
         rooms.register(ws)
     try:
+        if not defer_accept:
+            # Last, so that anything failing before the handler starts is an HTTP error.
+            _accept(ws)
+            if ws.closed:
+                # The client left before the 101 could be written: no
+                # connection was opened, nothing to handle (as on 0.2).
+                app.logger.debug("%s: the client left before the handshake was answered", request.path)
+                return
         # Without URL variables, a plain call: a ``**`` call re-enters the
         # interpreter's C loop, and the handler's greenlet would keep that
         # deeper C stack saved for the whole life of the connection.
@@ -152,13 +186,47 @@ def _development_server_socket() -> WebSocket:
     return ws
 
 
+#: The ``app.extensions`` key of the origins an app has refused (see :func:`_check_origin`).
+_REFUSED_ORIGINS_KEY = "sockets.refused_origins"
+#: Distinct refused origins an app names in a warning; later ones are logged at DEBUG.
+MAX_LOGGED_ORIGINS = 100
+
+
 def _check_origin(req: Request, app: Flask) -> None:
     origin = req.environ.get("HTTP_ORIGIN")  # what req.headers.get("Origin") reads
     if origin is None:  # not a browser: nothing to check (see is_origin_allowed)
         return
-    if not is_origin_allowed(origin, req.host, app.config.get("SOCKETS_ALLOWED_ORIGINS")):
-        app.logger.warning("Refused a WebSocket from origin %r to %s (see SOCKETS_ALLOWED_ORIGINS)", origin, req.host)
+    allowed = app.config.get("SOCKETS_ALLOWED_ORIGINS")
+    if not is_origin_allowed(origin, req.host, allowed):
+        _log_refused_origin(app, req, origin, allowed)
         abort(403, f"WebSocket connections from {origin} are not allowed.")
+
+
+def _log_refused_origin(app: Flask, req: Request, origin: str, allowed: t.Any) -> None:
+    """Warn, once per origin, that ``origin`` was refused, with what was
+    expected. The origins already named are kept per app, at most
+    :data:`MAX_LOGGED_ORIGINS` of them (a client can send any number of
+    distinct ones): past that, refusals are logged at DEBUG."""
+    logged: set[str] = app.extensions.setdefault(_REFUSED_ORIGINS_KEY, set())
+    if origin in logged:
+        return
+    if len(logged) >= MAX_LOGGED_ORIGINS:
+        app.logger.debug("Refused a WebSocket to %s from origin %r", req.path, origin)
+        return
+    logged.add(origin)
+    if allowed is None:
+        expected = f"its own origin, {req.scheme}://{req.host} (SOCKETS_ALLOWED_ORIGINS is None: same origin only)"
+    else:
+        expected = f"SOCKETS_ALLOWED_ORIGINS = {allowed!r}"
+    more = " (the last origin named; later ones are logged at DEBUG)" if len(logged) == MAX_LOGGED_ORIGINS else ""
+    app.logger.warning(
+        "Refused a WebSocket to %s from origin %r with 403: the app allows %s. To allow it, add it to"
+        " SOCKETS_ALLOWED_ORIGINS. Each refused origin is logged once%s.",
+        req.path,
+        origin,
+        expected,
+        more,
+    )
 
 
 def _choose_subprotocol(req: Request, supported: t.Sequence[str] | None) -> str | None:
@@ -187,11 +255,24 @@ def _close_code_for(error: Exception) -> tuple[int, str]:
 
 
 def _close(ws: WebSocket, code: int, reason: str = "") -> None:
-    """Close ``ws`` unless it is closed already. A socket the peer already
-    dropped cannot take a close frame; that is logged, not raised."""
+    """Close ``ws`` with ``code`` and ``reason`` unless it is closed already.
+    A socket the peer already dropped cannot take a close frame; that is
+    logged, not raised.
+
+    The sockets of Flask-Sockets' servers close themselves. Any other
+    socket (gevent-websocket's own, under its handler: its ``close(code,
+    message)`` sends ``message`` alone as the payload, without the code) is
+    given the close frame here, through ``send_frame``, and marked closed,
+    so that its own ``close()`` sends no second one."""
     if ws.closed:
         return
     try:
-        ws.close(code, reason)
+        if isinstance(ws, SocketBase):
+            ws.close(code, reason)
+        else:
+            try:
+                ws.send_frame(close_payload(code, reason), SocketBase.OPCODE_CLOSE)
+            finally:
+                ws.closed = True
     except (ConnectionClosed, OSError) as e:
         current_app.logger.debug("closing the socket failed: %r", e)

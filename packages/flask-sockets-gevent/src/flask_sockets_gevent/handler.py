@@ -5,10 +5,15 @@ in :mod:`flask_sockets.handshake`, shared with the development server).
 Differences from gevent-websocket 0.10.1:
 
 - The Flask app runs *before* the upgrade is answered. ``101 Switching
-  Protocols`` is sent when the handler first uses the socket (or calls
-  ``ws.accept()``); if the app answers without doing so (``abort(403)``, a
-  ``before_request`` returning a response, a 404), the client gets that
-  HTTP response.
+  Protocols`` is sent when the socket is accepted: by Flask-Sockets as the
+  socket route's handler starts, or, on a route with ``defer_accept=True``,
+  when the handler first uses the socket (or calls ``ws.accept()``). If the
+  app answers without accepting (a ``before_request`` hook returning a
+  response, the origin check, a 404, ``abort(403)`` in a deferred handler),
+  the client gets that HTTP response.
+- gevent-websocket's ``handler.active_client`` and ``handler.server.clients``
+  are there, as ``Client(address, ws)`` objects made when asked for (see
+  :class:`~flask_sockets_gevent.websocket.Clients`).
 - Only version 13 (RFC 6455) is spoken; a missing or other
   ``Sec-WebSocket-Version`` gets ``426`` with ``Sec-WebSocket-Version: 13``.
 - A missing, badly encoded or wrong-length ``Sec-WebSocket-Key``, an
@@ -49,6 +54,7 @@ import typing as t
 from gevent import get_hub as _get_hub
 from gevent import getcurrent as _getcurrent
 from gevent import pywsgi
+from geventwebsocket.handler import Client
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
 from geventwebsocket.websocket import Stream
 
@@ -143,6 +149,18 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
     status: bytes | None
     _orig_status: str | None
     environ: t.Any
+
+    @property
+    def active_client(self) -> Client:
+        """``Client(address, ws)`` for this connection's socket, as
+        gevent-websocket's handler had (without a search of ``server.clients``).
+
+        :raises KeyError: If this connection has no socket (any more).
+        """
+        ws = self.websocket
+        if ws is None:
+            raise KeyError(self.client_address)
+        return Client(self.client_address, ws)
 
     def run_application(self) -> None:
         if not is_websocket_upgrade(self.environ):

@@ -19,6 +19,7 @@ from gevent.pywsgi import WSGIServer
 from .handler import DEFAULT_HANDSHAKE_TIMEOUT
 from .handler import DEFAULT_KEEPALIVE_TIMEOUT
 from .handler import WebSocketHandler
+from .websocket import Clients
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import WSGIApplication
@@ -65,9 +66,12 @@ def _warn_if_not_patched() -> None:
 
 
 class GracefulShutdownMixin:
-    """Server mixin: when the server stops accepting (``close()``), every open
-    WebSocket is closed with 1001 (going away). Frames a handler sent before
-    go out first; its ``receive()`` then returns ``None`` and it can finish.
+    """Server mixin: keeps the open sockets (``server.websockets``, and
+    gevent-websocket's ``server.clients`` view of them: see
+    :class:`~flask_sockets_gevent.websocket.Clients`). When the server stops
+    accepting (``close()``), every open WebSocket is closed with 1001 (going
+    away). Frames a handler sent before go out first; its ``receive()`` then
+    returns ``None`` and it can finish.
     HTTP keep-alive connections waiting for their next request are closed.
     ``stop(timeout)`` (gevent's) then waits for the handlers up to
     ``timeout`` before killing them.
@@ -77,6 +81,9 @@ class GracefulShutdownMixin:
         super().__init__(*args, **kwargs)
         #: The accepted sockets still open; the sockets add and remove themselves.
         self.websockets: set[WebSocket] = set()
+        #: The same sockets as gevent-websocket's ``server.clients`` (for
+        #: apps written against it): ``Client(address, ws)`` by client address.
+        self.clients = Clients(self.websockets)
         #: Client connections waiting for a request line (kept by the handler).
         self.idle_connections: set[socket.socket] = set()
 

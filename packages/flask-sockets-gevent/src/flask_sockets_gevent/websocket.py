@@ -3,9 +3,14 @@
 It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 ``send_frame``, ``close``, ``closed``) and replaces its protocol code:
 
-- The handshake is answered lazily: ``101 Switching Protocols`` goes out
-  when the handler first uses the socket or calls :meth:`WebSocket.accept`,
-  so an app can still refuse the connection with a real HTTP response.
+- The handshake is answered on demand: ``101 Switching Protocols`` goes
+  out at :meth:`WebSocket.accept` (which Flask-Sockets calls as the
+  handler starts, unless the route has ``defer_accept=True``) or at the
+  first send, receive or close, so the app can refuse the connection with
+  a real HTTP response until then.
+- The server's open sockets are in ``server.websockets``, and
+  gevent-websocket's ``server.clients`` (address to ``Client``) is a view
+  of them (:class:`Clients`).
 - The protocol is :mod:`flask_sockets.protocol`, the sans-I/O engine
   every Flask-Sockets server shares: this class only reads, feeds it,
   and writes what it makes. Its buffer survives ``receive(timeout=...)``
@@ -23,8 +28,9 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 - A send that makes no progress for ``send_timeout`` seconds (a peer that
   reads nothing) cuts the connection and raises :exc:`ConnectionClosed`.
 - ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
-  only the reason) and waits, bounded, for the peer's close frame. The
-  peer's close code and reason are kept in ``close_code`` and ``close_reason``.
+  only the reason; Flask-Sockets makes up for that on 0.10.1's own
+  socket) and waits, bounded, for the peer's close frame. The peer's
+  close code and reason are kept in ``close_code`` and ``close_reason``.
 - A peer that drops the TCP connection makes ``receive()`` return ``None``
   (close code 1006) instead of raising from the frame reader.
 - Idle peers are pinged; one that does not answer is closed with 1011.
@@ -49,6 +55,7 @@ import gevent
 from gevent.lock import Semaphore
 from gevent.socket import socket as GeventSocket
 from geventwebsocket.exceptions import WebSocketError
+from geventwebsocket.handler import Client
 from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 
 import flask_sockets
@@ -69,7 +76,7 @@ from flask_sockets.protocol import frame_header
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
 
-__all__ = ["ConnectionClosed", "MessageTooBig", "WebSocket"]
+__all__ = ["Clients", "ConnectionClosed", "MessageTooBig", "WebSocket"]
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -84,6 +91,98 @@ _SINGLE_WRITE_LIMIT = 16 * 1024
 _READ_SIZE = 64 * 1024
 # Events read from one connection before its reader yields to the hub.
 _EVENTS_PER_YIELD = 32
+
+
+class Clients:
+    """``server.clients``: gevent-websocket's map of client address to
+    ``Client(address, ws)`` (its :class:`geventwebsocket.handler.Client`),
+    for apps written against it, such as
+    ``for client in ws.handler.server.clients.values(): client.ws.send(m)``.
+
+    It is a view of ``server.websockets``, the server's set of open sockets:
+    nothing is stored per connection beyond that set's entry, and the
+    ``Client`` objects are made when asked for. It holds the sockets that
+    are open now (gevent-websocket's kept a socket until its handler
+    returned, closed or not). ``keys()``, ``values()`` and ``items()``
+    return lists, so a loop that sends (and lets other connections come and
+    go meanwhile) never sees the map change under it.
+
+    Entries set with ``clients[address] = client`` (gevent-websocket's own
+    handler does, if a server of ours is given it) are kept as well, until
+    deleted.
+    """
+
+    __slots__ = ("_set", "_sockets")
+
+    def __init__(self, sockets: t.Collection[WebSocket]) -> None:
+        self._sockets = sockets
+        self._set: dict[t.Any, t.Any] | None = None
+
+    def items(self) -> list[tuple[t.Any, t.Any]]:
+        """``(address, Client(address, ws))`` for each open socket."""
+        result: list[tuple[t.Any, t.Any]] = []
+        for ws in list(self._sockets):
+            address = ws.handler.client_address
+            result.append((address, Client(address, ws)))
+        if self._set:
+            result.extend(self._set.items())
+        return result
+
+    def keys(self) -> list[t.Any]:
+        """The addresses of the open sockets' clients."""
+        return [address for address, _ in self.items()]
+
+    def values(self) -> list[t.Any]:
+        """A ``Client(address, ws)`` for each open socket."""
+        return [client for _, client in self.items()]
+
+    def __getitem__(self, address: t.Any) -> t.Any:
+        if self._set and address in self._set:
+            return self._set[address]
+        for ws in list(self._sockets):
+            if ws.handler.client_address == address:
+                return Client(address, ws)
+        raise KeyError(address)
+
+    def __setitem__(self, address: t.Any, client: t.Any) -> None:
+        if self._set is None:
+            self._set = {}
+        self._set[address] = client
+
+    def __delitem__(self, address: t.Any) -> None:
+        if not self._set or address not in self._set:
+            raise KeyError(address)
+        del self._set[address]
+
+    def get(self, address: t.Any, default: t.Any = None) -> t.Any:
+        try:
+            return self[address]
+        except KeyError:
+            return default
+
+    def __contains__(self, address: object) -> bool:
+        return self.get(address) is not None
+
+    def __iter__(self) -> t.Iterator[t.Any]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._sockets) + len(self._set or ())
+
+    def __repr__(self) -> str:
+        return f"<Clients: {len(self)} open sockets>"
+
+
+def _open_sockets(server: t.Any) -> set[WebSocket]:
+    """``server.websockets``, the set of open sockets an accepted socket
+    joins. A server that has none (gevent's own ``WSGIServer`` given our
+    handler) gets one, with its ``server.clients`` view, as
+    gevent-websocket's handler gave such a server ``clients``."""
+    sockets: set[WebSocket] | None = getattr(server, "websockets", None)
+    if sockets is None:
+        sockets = server.websockets = set()
+        server.clients = Clients(sockets)
+    return sockets
 
 
 class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type: ignore[misc]
@@ -196,9 +295,8 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             return
         self.accepted = True
         self._take_over_input()
-        self._registry = getattr(self.handler.server, "websockets", None)
-        if self._registry is not None:
-            self._registry.add(self)
+        self._registry = _open_sockets(self.handler.server)
+        self._registry.add(self)
         self._last_heard = time.monotonic()
         try:
             self.handler.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
