@@ -1,10 +1,10 @@
-"""The 0.2 routing patterns of tests/compat/apps/routing_*.py, each served by
-flask_sockets_gevent.make_server (the ``serve`` fixture) and talked to with a
-real client: what each URL answers, over HTTP and WebSocket."""
+"""The 0.2 routing patterns of tests/compat/apps/routing_*.py, each served on
+every serving path of 0.2 apps (``run``, ``gunicorn -k flask_sockets.worker``,
+the pywsgi snippet: see conftest.py) and talked to with a real client: what
+each URL answers, over HTTP and WebSocket, and no traceback in the log."""
 
 from __future__ import annotations
 
-import importlib
 import urllib.error
 import urllib.request
 
@@ -46,9 +46,9 @@ def http_get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.mark.parametrize("name", sorted(SOCKETS))
-def test_routing_app(serve, name):
-    app = importlib.import_module(f"tests.compat.apps.{name}").app
-    server = serve(app)
+def test_routing_app(served, path, name):
+    process = served(name, path)
+    server = process.server
     for path, message, expected in SOCKETS[name]:
         with connect(f"{server.ws_url}{path}", open_timeout=5) as ws:
             if message is not None:
@@ -59,3 +59,4 @@ def test_routing_app(serve, name):
         assert got_status == status, path
         if status == 200:
             assert got_body == body, path
+    assert "Traceback" not in process.output()
