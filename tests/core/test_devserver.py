@@ -90,9 +90,10 @@ def test_refusal_before_the_handshake_is_an_http_status(devserve):
         connect(f"{server.ws_url}/forbidden", open_timeout=5)
     assert e.value.response.status_code == 403
     with connect(f"{server.ws_url}/forbidden-after-accept", open_timeout=5) as ws:
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
-    assert (ws.close_code, ws.close_reason) == (1008, "403 Forbidden")
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "403 Forbidden")
 
 
 def test_bad_handshake_gets_426(devserve):

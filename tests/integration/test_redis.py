@@ -70,18 +70,36 @@ def join(stack: contextlib.ExitStack, process: Process, room: str) -> tuple[Clie
     return ws, int(hello["pid"])
 
 
+def until_both_workers(connect_one: t.Callable[[int], tuple[ClientConnection, int]]) -> dict[int, list[int]]:
+    """Call ``connect_one(i)`` (a client, and the pid of the gunicorn worker
+    that serves it) for i = 0, 1, ... until both workers serve one: they
+    share the listening socket, and one may still be starting (a loaded
+    machine). Bounded: 100 clients, ``TIMEOUT`` seconds. Returns the
+    indexes of the clients by pid."""
+    by_pid: dict[int, list[int]] = {}
+    deadline = time.monotonic() + TIMEOUT
+    for i in range(100):
+        _, pid = connect_one(i)
+        by_pid.setdefault(pid, []).append(i)
+        if len(by_pid) == 2:
+            return by_pid
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # let the other worker (still starting?) take the next one
+    pytest.fail(f"gunicorn served every connection from one worker ({i + 1} in {TIMEOUT} s)")
+
+
 def on_both_workers(stack: contextlib.ExitStack, workers: Process, room: str) -> list[ClientConnection]:
-    """Clients in ``room`` on the two gunicorn workers of ``workers``: they
-    share the listening socket, so connect until both serve one."""
+    """Clients in ``room`` on the two gunicorn workers of ``workers``."""
     clients: list[ClientConnection] = []
-    pids: set[int] = set()
-    for _ in range(40):
+
+    def connect_one(i: int) -> tuple[ClientConnection, int]:
         ws, pid = join(stack, workers, room)
         clients.append(ws)
-        pids.add(pid)
-        if len(pids) == 2:
-            return clients
-    pytest.fail("gunicorn served every connection from one worker")
+        return ws, pid
+
+    until_both_workers(connect_one)
+    return clients
 
 
 def publish_from_a_job(url: str, room: str, text: str) -> None:
@@ -261,13 +279,14 @@ def test_presence_across_workers_and_a_killed_one(redis_server: RedisServer, spa
     workers = spawn(argv, port=port, env=env)
     with contextlib.ExitStack() as stack:
         clients: dict[int, list[tuple[ClientConnection, str]]] = {}
-        for i in range(40):
+
+        def connect_one(i: int) -> tuple[ClientConnection, int]:
             ws = stack.enter_context(connect(f"{workers.server.ws_url}/rooms/p?name=n{i}", open_timeout=TIMEOUT))
-            hello = json.loads(first_json(ws))
-            clients.setdefault(int(hello["pid"]), []).append((ws, f"n{i}"))
-            if len(clients) == 2:
-                break
-        assert len(clients) == 2, "gunicorn served every connection from one worker"
+            pid = int(json.loads(first_json(ws))["pid"])
+            clients.setdefault(pid, []).append((ws, f"n{i}"))
+            return ws, pid
+
+        until_both_workers(connect_one)
         everyone = sorted(name for pairs in clients.values() for _, name in pairs)
 
         def presence(ws: ClientConnection) -> list[str]:

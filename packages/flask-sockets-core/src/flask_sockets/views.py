@@ -259,15 +259,15 @@ def _close(ws: WebSocket, code: int, reason: str = "") -> None:
     A socket the peer already dropped cannot take a close frame; that is
     logged, not raised.
 
-    The sockets of Flask-Sockets' servers close themselves. Any other
-    socket (gevent-websocket's own, under its handler: its ``close(code,
-    message)`` sends ``message`` alone as the payload, without the code) is
-    given the close frame here, through ``send_frame``, and marked closed,
-    so that its own ``close()`` sends no second one."""
+    Sockets close themselves, but for gevent-websocket's own (under its
+    handler, as in the 0.2 snippet): its ``close(code, message)`` sends
+    ``message`` alone as the payload, without the code. It is given the
+    close frame here, through ``send_frame``, and marked closed, so that its
+    own ``close()`` sends no second one."""
     if ws.closed:
         return
     try:
-        if isinstance(ws, SocketBase):
+        if isinstance(ws, SocketBase) or not _is_gevent_websocket_socket(ws):
             ws.close(code, reason)
         else:
             try:
@@ -276,3 +276,9 @@ def _close(ws: WebSocket, code: int, reason: str = "") -> None:
                 ws.closed = True
     except (ConnectionClosed, OSError) as e:
         current_app.logger.debug("closing the socket failed: %r", e)
+
+
+def _is_gevent_websocket_socket(ws: object) -> bool:
+    """Whether ``ws`` is (or derives from) gevent-websocket's ``WebSocket``,
+    told without importing it (the core imports no server)."""
+    return any(c.__name__ == "WebSocket" and c.__module__ == "geventwebsocket.websocket" for c in type(ws).__mro__)
