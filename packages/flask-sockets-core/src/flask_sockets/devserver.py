@@ -13,7 +13,7 @@ from .threaded import WERKZEUG_SOCKET_KEY as WERKZEUG_SOCKET_KEY
 from .threaded import HandshakeRefused as HandshakeRefused
 from .threaded import ThreadedWebSocket
 
-__all__ = ["WERKZEUG_SOCKET_KEY", "DevWebSocket", "HandshakeRefused"]
+__all__ = ["DevWebSocket"]
 
 #: The development server's socket: :class:`~flask_sockets.threaded.ThreadedWebSocket`.
 DevWebSocket = ThreadedWebSocket
