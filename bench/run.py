@@ -113,6 +113,15 @@ def gunicorn(worker: str, app: str) -> t.Callable[[int], list[str]]:
     ]  # fmt: skip
 
 
+def gunicorn_threads(worker: str, app: str) -> t.Callable[[int], list[str]]:
+    # One thread per WebSocket: enough threads for the idle workload's 5,000
+    # (the pool starts them as connections come), and the connection cap above it.
+    return lambda port: [
+        PY, "-m", "gunicorn", "-k", worker, "-w", "1", "--threads", "5100", "--worker-connections", "20000",
+        "-b", f"127.0.0.1:{port}", "--log-level", "warning", app,
+    ]  # fmt: skip
+
+
 def fanout(script: str, redis: bool = False) -> t.Callable[[int], list[str]]:
     return lambda port: [PY, script, str(port), *(["--redis"] if redis else [])]
 
@@ -150,6 +159,19 @@ SERVERS = [
         "same app, gunicorn -w 1 --worker-connections 20000, no access log",
         workloads=ECHO_AND_HOSTILE,
         limits="the defaults: SOCKETS_MAX_MESSAGE_SIZE 1 MiB, SOCKETS_PING_INTERVAL 20 s, SOCKETS_PING_TIMEOUT 20 s",
+    ),
+    Server(
+        "ours-gthread",
+        "Flask-Sockets, gunicorn -k gthread (no gevent)",
+        gunicorn_threads("gthread", "flask_app:app"),
+        "same app, gunicorn's own thread worker: -w 1 --threads 5100 --worker-connections 20000, no access log",
+        limits="the defaults: SOCKETS_MAX_MESSAGE_SIZE 1 MiB, SOCKETS_PING_INTERVAL 20 s, SOCKETS_PING_TIMEOUT 20 s",
+    ),
+    Server(
+        "flask-sock-gthread",
+        "flask-sock, gunicorn -k gthread",
+        gunicorn_threads("gthread", "flask_sock_app:app"),
+        "flask-sock (simple-websocket) echo, gunicorn -k gthread -w 1 --threads 5100 --worker-connections 20000",
     ),
     Server(
         "flask-sock",

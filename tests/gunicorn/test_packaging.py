@@ -54,13 +54,14 @@ def test_worker_class_and_handler_mro():
 
 
 def test_entry_point_and_install_extra_exist():
-    """The `gunicorn.workers: websocket` entry point loads the worker and the Flask-Sockets[gunicorn] extra exists."""
+    """The `gunicorn.workers` entry points (websocket, gthread) load the workers; the [gunicorn] extra exists."""
     import flask_sockets_gunicorn
 
     distribution = importlib.metadata.distribution("flask-sockets-gunicorn")
-    (entry_point,) = [ep for ep in distribution.entry_points if ep.group == "gunicorn.workers"]
-    assert entry_point.name == "websocket"
-    assert entry_point.load() is flask_sockets_gunicorn.worker
+    entry_points = {ep.name: ep for ep in distribution.entry_points if ep.group == "gunicorn.workers"}
+    assert sorted(entry_points) == ["gthread", "websocket"]
+    assert entry_points["websocket"].load() is flask_sockets_gunicorn.worker
+    assert entry_points["gthread"].load() is flask_sockets_gunicorn.ThreadWorker
     # The ImportError hint tells users to install this extra.
     assert "gunicorn" in (importlib.metadata.metadata("Flask-Sockets").get_all("Provides-Extra") or [])
 
@@ -83,6 +84,23 @@ def test_core_import_loads_no_server():
     before, after = result.stdout.splitlines()
     assert before == "[]"
     assert after == str(SERVER_MODULES)
+
+
+def test_thread_worker_imports_no_gevent():
+    """`-k flask_sockets_gunicorn.ThreadWorker` (and `egg:...#gthread`) loads gunicorn's gthread worker, not gevent."""
+    result = _run_python(
+        """
+        import sys
+        from gunicorn.util import load_class
+        from gunicorn.workers.gthread import ThreadWorker
+        worker = load_class("flask_sockets_gunicorn.ThreadWorker")
+        assert issubclass(worker, ThreadWorker), worker.__mro__
+        assert load_class("egg:flask-sockets-gunicorn#gthread") is worker
+        print(sorted(m for m in ("gevent", "geventwebsocket", "flask_sockets_gevent") if m in sys.modules))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("missing", ["gunicorn", "flask_sockets_gunicorn"])

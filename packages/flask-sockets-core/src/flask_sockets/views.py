@@ -23,6 +23,13 @@ from .exceptions import MissingWebSocketError
 from .options import SocketOptions
 from .protocol import close_payload
 from .rooms import EXTENSION_KEY as ROOMS_KEY
+from .threaded import CONNECTIONS_KEY
+from .threaded import GUNICORN_SOCKET_KEY
+from .threaded import WERKZEUG_SOCKET_KEY
+from .threaded import Connections
+from .threaded import HandshakeRefused
+from .threaded import ThreadedWebSocket
+from .threaded import gunicorn_worker_stopping
 from .wsgi import WSGI_WEBSOCKET_KEY
 from .wsgi import is_origin_allowed
 from .wsgi import requested_subprotocols
@@ -82,9 +89,12 @@ def websocket_view(
       (:mod:`flask_sockets.rooms`); when it ends, the socket leaves them all.
     - :exc:`~flask_sockets.ConnectionClosed` escaping the handler (the peer
       left while the handler was sending) ends the handler normally.
-    - If the server gave no socket, Werkzeug's development server gets one
-      from :mod:`flask_sockets.devserver`; any other server gets a logged
-      error naming the fix and a :exc:`~flask_sockets.MissingWebSocketError` (500).
+    - If the server gave no socket but exposes the connection (Werkzeug's
+      development server, gunicorn's ``gthread`` and other workers), the
+      view makes a :class:`~flask_sockets.threaded.ThreadedWebSocket` over
+      it, and ends that connection after the handler; any other server gets
+      a logged error naming the fix and a
+      :exc:`~flask_sockets.MissingWebSocketError` (500).
     """
 
     if compression is not None:  # checked now: a bad setting fails where the route is declared
@@ -96,8 +106,9 @@ def websocket_view(
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         ws: WebSocket | None = req.environ.get(WSGI_WEBSOCKET_KEY)
+        threaded: ThreadedWebSocket | None = None
         if ws is None:
-            ws = _development_server_socket()
+            ws = threaded = _threaded_socket(req, app)
         try:
             _check_origin(req, app)
             configure = getattr(ws, "configure", None)
@@ -113,12 +124,16 @@ def websocket_view(
             # closed: the peer left, nothing failed here.
             if not ws.closed:
                 _end_with_error(ws, e)
+                _end(threaded)
                 raise
             app.logger.debug("%s: the peer closed the socket (%r)", req.path, e)
-        except Exception as e:
-            _end_with_error(ws, e)
+        except BaseException as e:
+            if isinstance(e, Exception):
+                _end_with_error(ws, e)
+            _end(threaded)
             raise
         _close(ws, CLOSE_NORMAL)
+        _end(threaded)
         # The handshake already answered the client; this response only feeds
         # after_request hooks, session saving and access logs.
         return app.response_class(status=101)
@@ -166,24 +181,64 @@ def _run_handler(
             rooms.forget(ws)
 
 
-def _development_server_socket() -> WebSocket:
-    """The socket for a server that provides none: Werkzeug's development
-    server exposes the connection, and :class:`~flask_sockets.devserver.DevWebSocket`
-    speaks WebSocket over it. Any other server gets a logged error and a 500."""
-    from .devserver import WERKZEUG_SOCKET_KEY
-    from .devserver import DevWebSocket
-    from .devserver import HandshakeRefused
-
-    if WERKZEUG_SOCKET_KEY not in request.environ:
+def _threaded_socket(req: Request, app: Flask) -> ThreadedWebSocket:
+    """The socket for a threaded server that provides none but exposes the
+    connection (Werkzeug's development server as ``werkzeug.socket``,
+    gunicorn's workers as ``gunicorn.socket``): a
+    :class:`~flask_sockets.threaded.ThreadedWebSocket` over it, counted in
+    the server's :class:`~flask_sockets.threaded.Connections` (the app's,
+    if the server has none). An invalid handshake gets its HTTP status, and
+    a server at its connection cap (or stopping) ``503``. Any other server
+    gets a logged error and a 500."""
+    environ = req.environ
+    sock = environ.get(WERKZEUG_SOCKET_KEY)
+    if sock is None:
+        sock = environ.get(GUNICORN_SOCKET_KEY)
+    if sock is None:
         error = MissingWebSocketError()
-        current_app.logger.error("%s %s: %s", request.method, request.path, error.description)
+        app.logger.error("%s %s: %s", req.method, req.path, error.description)
         raise error
+    connections = environ.get(CONNECTIONS_KEY)
+    if connections is None:
+        connections = _app_connections(app, gunicorn=WERKZEUG_SOCKET_KEY not in environ)
     try:
-        ws = DevWebSocket(request.environ)
+        ws = ThreadedWebSocket(environ, sock, connections)
     except HandshakeRefused as e:
-        abort(current_app.response_class(e.body, e.status, e.headers))
-    request.environ[WSGI_WEBSOCKET_KEY] = ws
+        abort(app.response_class(e.body, e.status, e.headers))
+    if not connections.admit(ws):
+        app.logger.warning(
+            "Refused a WebSocket to %s with 503: %s",
+            req.path,
+            "the server is stopping"
+            if connections.shutting_down
+            else f"{connections.max_connections} sockets are open, the most this server takes",
+        )
+        abort(app.response_class("Too many open WebSockets; try again later.\n", 503, [("Retry-After", "1")]))
+    connections.start()
+    environ[WSGI_WEBSOCKET_KEY] = ws
     return ws
+
+
+#: The ``app.extensions`` key of the app's own :class:`~flask_sockets.threaded.Connections`.
+_CONNECTIONS_KEY = "sockets.connections"
+
+
+def _app_connections(app: Flask, gunicorn: bool) -> Connections:
+    """The app's :class:`~flask_sockets.threaded.Connections`, for servers
+    that bring none: made at the first socket; under gunicorn, it closes the
+    sockets with 1001 when the worker stops."""
+    connections: Connections | None = app.extensions.get(_CONNECTIONS_KEY)
+    if connections is None:
+        made = Connections(stopping=gunicorn_worker_stopping if gunicorn else None)
+        connections = app.extensions.setdefault(_CONNECTIONS_KEY, made)
+    return connections
+
+
+def _end(ws: ThreadedWebSocket | None) -> None:
+    """After the handler of a socket the view made itself: end its TCP
+    connection (see :meth:`~flask_sockets.threaded.ThreadedWebSocket.end`)."""
+    if ws is not None:
+        ws.end()
 
 
 #: The ``app.extensions`` key of the origins an app has refused (see :func:`_check_origin`).
