@@ -43,7 +43,6 @@ import asyncio
 import functools
 import json
 import os
-import resource
 import socket
 import struct
 import sys
@@ -54,6 +53,7 @@ from time import perf_counter_ns
 import deflate
 import psutil
 import uvloop
+from harness import raise_fd_limit
 from picows import WSCloseCode
 from picows import WSFrame
 from picows import WSListener
@@ -1010,16 +1010,6 @@ DEFAULTS = {
     "idle": {"connections": 5000, "size": 32},
     "fanout": {"connections": 1000, "size": 32},
 }
-
-
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(needed, hard)))
-    except (ValueError, OSError):  # raising the hard limit needs privileges
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def report(result: dict[str, object]) -> str:
