@@ -1,49 +1,39 @@
-"""The Redis brokers' receiving side alone: what a message costs the process
-that receives it, with today's channel per room
-(``flask_sockets.redis_broker.RedisBroker``) and with the one channel of
-before #13 (``bench/servers/onechannel.py``), side by side on one
-``redis-server`` started on a free loopback port.
+"""The Redis broker's receiving side alone: what a message costs the process
+that receives it, on one ``redis-server`` started on a free loopback port.
 
-    hatch run bench:brokers [--messages N] [--repeat R]
+    hatch run bench:brokers [--messages N] [--repeat R] [--variant [NAME=]REV|DIR ...]
 
-Each run subscribes to 50 rooms, publishes N 64-byte messages to them in
-turn from a pipelined client in the same process, and times the process's
-CPU (user + system, publisher included: the same for both) until the
-subscriber handed the last one to a no-op ``deliver``. Prints microseconds
-of CPU per message for each broker, the best of R runs, and writes
-bench/results/brokers.json. No gevent here: the subscriber is a thread.
+Each run, in a fresh process, subscribes a ``RedisBroker`` to 50 rooms,
+publishes N 64-byte messages to them in turn from a pipelined client in the
+same process, and times the process's CPU (user + system, publisher
+included: the same for every broker) until the subscriber handed the last
+one to a no-op ``deliver``. No gevent: the subscriber is a thread.
+
+``--variant`` runs the same with our packages as they are at another commit
+(or in another checkout), interleaved with this tree's, best of R each: the
+one-channel broker of before issue #13 is ``--variant 7041bdd`` (every
+process subscribes to one channel and receives every message). Prints
+microseconds of CPU per message, writes bench/results/brokers.json and the
+table between RESULTS.md's ``brokers:`` markers (unless --no-markdown).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import resource
-import shutil
 import subprocess
 import sys
 import threading
 import time
 import typing as t
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import redis  # noqa: E402
-
-from bench.servers.onechannel import OneChannelBroker  # noqa: E402
-from flask_sockets.brokers import encode_message  # noqa: E402
-from flask_sockets.redis_broker import RedisBroker  # noqa: E402
-from flask_sockets.redis_broker import room_channel  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.conftest import wait_for_port  # noqa: E402
+import harness
+import report
 
 ROOMS = [f"room {i}" for i in range(50)]
-DESIGNS: dict[str, t.Callable[[str], t.Any]] = {
-    "one channel (before #13)": OneChannelBroker,
-    "channel per room": RedisBroker,
-}
 
 
 def cpu() -> float:
@@ -51,8 +41,18 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(make: t.Callable[[str], t.Any], url: str, messages: int) -> float:
-    """CPU seconds per message for one broker."""
+def measure(url: str, messages: int) -> float:
+    """CPU seconds per message for the ``RedisBroker`` on the path, the one
+    of today (a channel per room, ``flask_sockets.redis_broker``) or of
+    before #13 (one channel, ``flask_sockets.brokers``)."""
+    import redis
+
+    from flask_sockets import brokers
+
+    try:
+        from flask_sockets import redis_broker as module
+    except ImportError:  # before #13: one channel
+        module = brokers  # type: ignore[assignment]
     received = 0
     done = threading.Event()
 
@@ -62,21 +62,23 @@ def run(make: t.Callable[[str], t.Any], url: str, messages: int) -> float:
         if received == messages:
             done.set()
 
-    broker = make(url)
+    broker = module.RedisBroker(url)
+    per_room = hasattr(module, "room_channel")
     try:
         broker.start(deliver)
         for room in ROOMS:
-            broker.subscribe(room)
-        if not broker.wait_until_ready(10, ROOMS[-1]):
+            if per_room:
+                broker.subscribe(room)
+        ready = broker.wait_until_ready(10, ROOMS[-1]) if per_room else broker.wait_until_ready(10)
+        if not ready:
             raise RuntimeError(f"{broker!r} did not subscribe")
         time.sleep(0.2)
-        one = isinstance(broker, OneChannelBroker)
         with redis.Redis.from_url(url) as client:
             pipe = client.pipeline(transaction=False)
             for i in range(messages):
                 room = ROOMS[i % len(ROOMS)]
-                channel = "flask-sockets" if one else room_channel("flask-sockets", room)
-                pipe.publish(channel, encode_message(room, "x" * 64))
+                channel = module.room_channel(broker.channel, room) if per_room else broker.channel
+                pipe.publish(channel, brokers.encode_message(room, "x" * 64))
             start = cpu()
             pipe.execute()
             if not done.wait(120):
@@ -87,33 +89,54 @@ def run(make: t.Callable[[str], t.Any], url: str, messages: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--variant", action="append", default=[], metavar="[NAME=]REV|DIR")
+    parser.add_argument("--no-markdown", action="store_true", help="do not rewrite bench/RESULTS.md")
+    parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
+    if args.child:
+        print(measure(args.child, args.messages))
+        return
     try:
-        wait_for_port(port)
-        url = f"redis://127.0.0.1:{port}/0"
-        best: dict[str, float] = {}
-        for _ in range(args.repeat):  # interleaved, so that noise hits both alike
-            for name, make in DESIGNS.items():
-                per_message = run(make, url, args.messages)
-                best[name] = min(best.get(name, per_message), per_message)
+        trees = {"this tree": "", **dict(harness.variant(spec) for spec in args.variant)}
+    except ValueError as e:
+        parser.error(str(e))
+    harness.handle_signals()
+    log = harness.RESULTS / "logs" / "brokers-redis-server.log"
+    log.unlink(missing_ok=True)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    redis = harness.start_redis(None, log)
+    if redis is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    best: dict[str, float] = {}
+    try:
+        for _ in range(args.repeat):  # interleaved, so that noise hits every tree alike
+            for name, path in trees.items():
+                command = [harness.PY, __file__, "--child", redis[1], "--messages", str(args.messages)]
+                env = harness.with_pythonpath(dict(os.environ), path)
+                out = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, check=True)
+                value = float(out.stdout.strip().splitlines()[-1])
+                best[name] = min(best.get(name, value), value)
     finally:
-        process.terminate()
-        process.wait(10)
-    base = best["one channel (before #13)"]
-    print(f"{'broker':<28} {'us of CPU per message':>22} {'ratio':>7}")
-    for name, value in best.items():
-        print(f"{name:<28} {value * 1e6:>22.1f} {value / base:>7.2f}")
-    out = ROOT / "bench" / "results" / "brokers.json"
-    out.parent.mkdir(exist_ok=True)
+        harness.stop_all()
+    base = best["this tree"]
+    rows = [["Broker", "us of CPU per message", "vs this tree"]]
+    rows += [[name, f"{value * 1e6:.1f}", f"{value / base:.2f}x"] for name, value in best.items()]
+    text = "\n".join([
+        f"Latest run: {started.isoformat(timespec='seconds')}, `{harness.command_line('brokers')}`,"
+        f" {harness.machine()['git_commit']}: {len(ROOMS)} rooms, {args.messages:,} messages published pipelined,"
+        f" best of {args.repeat}, interleaved. A shared machine: the figures are noisy, the ratio less so.",
+        "", *report.md_table(rows),
+    ])  # fmt: skip
+    print(text)
+    out = harness.RESULTS / "brokers.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"messages": args.messages, "repeat": args.repeat, "cpu_per_message_s": best}, indent=2))
+    if not args.no_markdown:
+        print(f"table: {report.write_block('brokers', text, 'The Redis broker alone').relative_to(harness.ROOT)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,8 +8,9 @@ Workloads: 32-byte text messages (in batches of 64, as a busy connection
 reads them), 1 MiB binary messages fed in 64 KiB reads, 4 KiB JSON
 compressed with permessage-deflate (no context takeover both ways, both
 engines negotiated the same way). The reply to each message is serialised
-too (a frame for the same payload). Prints a table and writes
-bench/results/engine.json.
+too (a frame for the same payload). Prints a table, writes
+bench/results/engine.json and the table between RESULTS.md's ``engine:``
+markers (unless --no-markdown).
 
 The 1 MiB figure of this loop is mostly page faults: each message needs
 fresh megabytes that glibc returns to the kernel between messages, and how
@@ -21,6 +22,7 @@ takes ~4 us per fault). The server-to-server ``large`` workload of
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -42,6 +44,10 @@ from flask_sockets.compression import Deflate
 from flask_sockets.protocol import OP_BINARY as OUR_BINARY
 from flask_sockets.protocol import OP_TEXT as OUR_TEXT
 from flask_sockets.protocol import ServerProtocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+import report  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 READ = 64 * 1024
@@ -158,6 +164,7 @@ def in_child(engine: str, workload: str, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="per engine and workload (default 2)")
+    parser.add_argument("--no-markdown", action="store_true", help="do not rewrite bench/RESULTS.md")
     parser.add_argument("--child", nargs=2, metavar=("ENGINE", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -167,18 +174,28 @@ def main() -> None:
         measure(make, run, reads, count, compress, args.seconds / 2)  # warm-up: the allocator settles
         print(measure(make, run, reads, count, compress, args.seconds))
         return
+    started = datetime.datetime.now(datetime.timezone.utc)
     rows = {}
     for name in workloads():
         ours = in_child("ours", name, args.seconds)
         theirs = in_child("websockets", name, args.seconds)
         rows[name] = {"ours_us": ours, "websockets_us": theirs, "speedup": theirs / ours}
-    print(f"{'workload':<22} {'ours µs/msg':>12} {'websockets µs/msg':>18} {'ours faster by':>15}")
-    for name, row in rows.items():
-        print(f"{name:<22} {row['ours_us']:>12.2f} {row['websockets_us']:>18.2f} {row['speedup']:>14.2f}x")
+    table = [["Workload", "ours us/message", "websockets us/message", "ours faster by"]]
+    table += [[name, f"{r['ours_us']:.2f}", f"{r['websockets_us']:.2f}", f"{r['speedup']:.2f}x"]
+              for name, r in rows.items()]  # fmt: skip
+    text = "\n".join([
+        f"Latest run: {started.isoformat(timespec='seconds')}, `{harness.command_line('engine')}`,"
+        f" {harness.machine()['git_commit']}, Python {sys.version.split()[0]}, zlib {zlib.ZLIB_RUNTIME_VERSION}:"
+        " CPU time per message, best of 5 rounds, each engine in a fresh process. A shared machine: noisy.",
+        "", *report.md_table(table),
+    ])  # fmt: skip
+    print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "engine.json").write_text(
         json.dumps({"python": sys.version.split()[0], "zlib": zlib.ZLIB_RUNTIME_VERSION, "rows": rows}, indent=2)
     )
+    if not args.no_markdown:
+        print(f"table: {report.write_block('engine', text, 'The protocol engines alone').relative_to(harness.ROOT)}")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,6 @@ fanout     Opens N connections (1,000) that join one room, then, round after
            message to the room: per round, the time from the request to the
            last client receiving the message. --protocol socketio speaks
            Engine.IO 4 / Socket.IO 5 over the WebSocket (for Flask-SocketIO).
-scaling    For bench/scaling.py: --per-room clients in each of --rooms rooms on
-           each server of --room-urls (room p<i>-r<j> on server i, its name
-           appended to the URL), prints "ready" once all have joined, then
-           waits for "window T0 T1" on stdin (perf_counter_ns), and reports,
-           per server, the messages received that were sent in the window
-           and their latency (each message starts with its send time).
 compressed N connections (50), each echoing --size-byte (4 KiB) JSON messages
            (a cycle of --messages different ones) with permessage-deflate: like
            small, plus the TCP bytes on the wire per message each way.
@@ -49,7 +43,6 @@ import asyncio
 import functools
 import json
 import os
-import resource
 import socket
 import struct
 import sys
@@ -60,6 +53,7 @@ from time import perf_counter_ns
 import deflate
 import psutil
 import uvloop
+from harness import raise_fd_limit
 from picows import WSCloseCode
 from picows import WSFrame
 from picows import WSListener
@@ -1005,86 +999,8 @@ async def fanout(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-class RoomTally:
-    """What the clients of one server of the scaling workload received:
-    ``(send time, receive time)`` in ns, per message and client."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[int, int]] = []
-        self.errors: list[str] = []
-        self.error_count = 0
-
-    def error(self, message: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < 10:
-            self.errors.append(message)
-
-    def got(self, number: int, now: int) -> None:
-        self.received.append((number, now))
-
-
-async def scaling(args: argparse.Namespace) -> dict[str, object]:
-    socketio = args.protocol == "socketio"
-    urls = args.room_urls.split(",")
-    tallies = [RoomTally() for _ in urls]
-    clients: list[tuple[str, FanoutClient]] = []
-    for group, base in enumerate(urls):
-        for room in range(args.rooms):
-            for _ in range(args.per_room):
-                clients.append((f"{base}p{group}-r{room}", FanoutClient(t.cast(Fanout, tallies[group]), socketio)))
-    limit = asyncio.Semaphore(args.concurrency)
-    results = await asyncio.gather(
-        *(connect(url, lambda *_, c=c: c, limit) for url, c in clients), return_exceptions=True
-    )  # fmt: skip
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        raise SystemExit(report({"error": f"{len(failed)} of {len(clients)} connections failed: {failed[0]!r}"}))
-    try:
-        await asyncio.wait_for(asyncio.gather(*(c.joined for _, c in clients)), args.open_timeout)
-    except (asyncio.TimeoutError, ConnectionError) as e:
-        joined = sum(1 for _, c in clients if c.joined.done() and not c.joined.exception())
-        raise SystemExit(report({"error": f"only {joined} of {len(clients)} clients joined: {e!r}"})) from None
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    loop = asyncio.get_running_loop()
-    try:
-        line = await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), args.open_timeout + 600)
-    except asyncio.TimeoutError:
-        line = ""
-    words = line.split()
-    if len(words) != 3 or words[0] != "window":
-        await close_all([c for _, c in clients])
-        raise SystemExit(report({"error": f"no window on stdin: {line!r}"}))
-    t0, t1 = int(words[1]), int(words[2])
-    await asyncio.sleep(args.drain)  # the last messages of the window, still on their way
-    disconnected = sum(1 for _, c in clients if c.disconnected)
-    await close_all([c for _, c in clients])
-    groups = []
-    for tally in tallies:
-        latencies = sorted(now - sent for sent, now in tally.received if t0 <= sent < t1)
-        groups.append({
-            "received": len(latencies),
-            "latency_p50_ms": percentile(latencies, 0.5),
-            "latency_p99_ms": percentile(latencies, 0.99),
-            "latency_max_ms": percentile(latencies, 1.0),
-            "errors": tally.errors,
-            "error_count": tally.error_count,
-        })  # fmt: skip
-    return {
-        "connections": len(clients),
-        "rooms": args.rooms,
-        "per_room": args.per_room,
-        "protocol": args.protocol,
-        "window_s": (t1 - t0) / 1e9,
-        "groups": groups,
-        "disconnected": disconnected,
-        "error_count": sum(g.error_count for g in tallies),
-    }
-
-
 WORKLOADS = {
     "small": small, "large": large, "handshake": handshake, "idle": idle, "fanout": fanout, "compressed": compressed,
-    "scaling": scaling,
 }  # fmt: skip
 DEFAULTS = {
     "compressed": {"connections": 50, "size": 4096},
@@ -1093,18 +1009,7 @@ DEFAULTS = {
     "handshake": {"connections": 20, "size": 0},
     "idle": {"connections": 5000, "size": 32},
     "fanout": {"connections": 1000, "size": 32},
-    "scaling": {"connections": 0, "size": 64},
 }
-
-
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(needed, hard)))
-    except (ValueError, OSError):  # raising the hard limit needs privileges
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def report(result: dict[str, object]) -> str:
@@ -1138,16 +1043,10 @@ def main() -> None:
         help="idle, fanout: 'x' filler (the default) or --size-byte JSON documents (bench/deflate.py)",
     )  # fmt: skip
     parser.add_argument("--messages", type=int, default=256, help="compressed: distinct JSON messages, in a cycle")
-    parser.add_argument("--room-urls", default="", help="scaling: comma-separated URLs, one per server")
-    parser.add_argument("--rooms", type=int, default=50, help="scaling: rooms per server")
-    parser.add_argument("--per-room", type=int, default=4, help="scaling: clients per room")
-    parser.add_argument("--drain", type=float, default=1.5, help="scaling: seconds to wait after the window")
     args = parser.parse_args()
     for key, value in DEFAULTS[args.workload].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.workload == "scaling":
-        args.connections = len(args.room_urls.split(",")) * args.rooms * args.per_room
     raise_fd_limit(args.connections + 500)
     Client.deflate_mode = args.deflate
     if args.workload == "compressed":

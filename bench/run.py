@@ -25,31 +25,22 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
-import resource
 import shlex
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import typing as t
-from importlib import metadata
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-SERVERS_DIR = BENCH / "servers"
-RESULTS = BENCH / "results"
-LOADGEN = BENCH / "loadgen.py"
-HOSTILE = BENCH / "hostile.py"
+import harness
+import report
+from harness import PY
+from harness import RESULTS
+from harness import ROOT
+from hostile import SCENARIOS
 
-sys.path.insert(0, str(BENCH))
-import report  # noqa: E402
-from hostile import SCENARIOS  # noqa: E402
-
-PY = sys.executable
+LOADGEN = harness.BENCH / "loadgen.py"
+HOSTILE = harness.BENCH / "hostile.py"
 BASELINE = "gevent-websocket"
 #: Echo workloads run against the echo servers, the fan-out workload against
 #: the fan-out servers (rooms and Flask-SocketIO, each in-process and through Redis).
@@ -319,283 +310,110 @@ def compression_servers(args: argparse.Namespace) -> list[Server]:
                 )  # fmt: skip
     return out
 
-#: Python distributions whose versions go in the results.
-DISTRIBUTIONS = [
-    "flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn", "flask", "werkzeug",
-    "gevent", "greenlet", "gevent-websocket", "gunicorn", "flask-sock", "simple-websocket", "wsproto",
-    "websockets", "uvicorn", "httptools", "starlette", "uvloop", "picows", "aiofastnet", "psutil", "py-spy",
-    "flask-socketio", "python-socketio", "python-engineio", "redis",
-]  # fmt: skip
-
-_live: set[subprocess.Popen[bytes]] = set()
-
-
-# -- processes ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def handshake_ok(port: int, path: str = "/echo") -> bool:
-    """One real upgrade: the server (for gunicorn, its worker) answers 101."""
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.sendall(request)
-            answer = s.recv(1024)
-            # A close frame with code 1000 (masked, as a client must).
-            s.sendall(b"\x88\x82\x00\x00\x00\x00\x03\xe8")
-            return answer.startswith(b"HTTP/1.1 101")
-    except OSError:
-        return False
-
-
-def pinned(cpu: int, nice: int) -> list[str]:
-    """The prefix that pins a command to ``cpu`` (and renices it, if asked)."""
-    return (["nice", "-n", str(nice)] if nice else []) + ["taskset", "-c", str(cpu)]
+_EXTRA_ENV = ("BENCH_DEFAULT_LIMITS", "BENCH_COMPRESSION", REDIS_URL_VARIABLE)
 
 
 def start_server(
-    server: Server,
-    port: int,
-    cpu: int,
-    log: Path,
-    nice: int = 0,
-    redis_url: str | None = None,
+    server: Server, port: int, cpu: int, log: Path, nice: int = 0, redis_url: str | None = None,
     default_limits: bool = False,
-) -> subprocess.Popen[bytes]:
+) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start ``server`` on ``port`` and wait for it to answer a handshake.
     ``default_limits``: keep the default limits (``BENCH_DEFAULT_LIMITS=1``,
     read by the server scripts) instead of the echo workloads' 2 MiB."""
-    command = [*pinned(cpu, nice), *server.command(port)]
-    env = dict(os.environ)
-    env.pop("BENCH_DEFAULT_LIMITS", None)
+    env = {k: v for k, v in os.environ.items() if k not in _EXTRA_ENV}
     if default_limits:
         env["BENCH_DEFAULT_LIMITS"] = "1"
     if server.redis:
         if redis_url is None:
             raise RuntimeError("needs redis-server, which is not installed (apt-get install redis-server)")
         env[REDIS_URL_VARIABLE] = redis_url
-    env.pop("BENCH_COMPRESSION", None)
     env.update(server.env)
-    if server.pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (server.pythonpath, env.get("PYTHONPATH", "")) if p)
-    with log.open("ab") as out:
-        out.write(f"$ {shlex.join(command)}\n".encode())
-        out.flush()
-        process = subprocess.Popen(
-            command, cwd=SERVERS_DIR, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
-        )  # fmt: skip
-    _live.add(process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {process.returncode} (see {log})")
-        if handshake_ok(port, server.path):
-            time.sleep(0.3)  # let the probe's connection end
-            return process
-        time.sleep(0.1)
-    stop_server(process)
-    raise RuntimeError(f"{server.name} did not answer a handshake within 30 s (see {log})")
+    command = [*harness.pinned(cpu, nice), *server.command(port)]
+    process = harness.spawn(command, log, cwd=harness.SERVERS_DIR, env=harness.with_pythonpath(env, server.pythonpath))
+    harness.wait_ready(process, lambda: harness.handshake_ok(port, server.path), server.name, log)
+    time.sleep(0.3)  # let the probe's connection end
+    return process
 
 
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's process group, SIGKILL after 10 s."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # stragglers in the group (gunicorn workers)
-    except ProcessLookupError:
-        pass
-    process.wait()
-    _live.discard(process)
-
-
-def stop_all(*_: object) -> None:
-    for process in list(_live):
-        stop_server(process)
-
-
-def on_signal(signum: int, frame: object) -> None:
-    stop_all()
-    raise SystemExit(128 + signum)
-
-
-def start_redis(cpu: int, log: Path) -> tuple[subprocess.Popen[bytes], str] | None:
-    """A throw-away redis-server on a free loopback port, pinned with the
-    load generator (it does little: one PUBLISH per round, to one
-    subscriber), for the fan-out servers that go through Redis. ``None`` if
-    redis-server is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    port = free_port()
-    command = [
-        *pinned(cpu, 0), binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )  # fmt: skip
-    _live.add(process)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.1)
-    stop_server(process)
-    raise RuntimeError(f"redis-server did not answer within 10 s (see {log})")
-
-
-def redis_version() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return "not installed"
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-    return next((w.split("=", 1)[1] for w in out.split() if w.startswith("v=")), out.strip())
-
-
-def raise_fd_limit(needed: int) -> int:
-    """Raise this process's (so the servers' and the load generator's) open
-    file limit to ``needed``, or as far as the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(needed, hard)))
-        except (ValueError, OSError):  # raising the hard limit needs privileges
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-# -- one measurement ---------------------------------------------------------
+def tool_command(server: Server, workload: str, scenario: str, port: int, pid: int,
+                 args: argparse.Namespace) -> tuple[list[str], float]:  # fmt: skip
+    """The load generator's command line for one measurement, and its time budget in seconds."""
+    common = [f"ws://127.0.0.1:{port}{server.path}", "--server-pid", str(pid), "--duration", str(args.duration)]
+    if workload in HOSTILE_WORKLOADS:
+        command = [str(HOSTILE), workload, *common, "--scenario", scenario]
+        deadline = {
+            "fragments": args.fragment_seconds, "oversize": args.oversize_seconds,
+            "slowloris": args.slowloris_seconds, "firehose": args.firehose_seconds,
+        }.get(workload)  # fmt: skip
+        if deadline is not None:
+            command += ["--deadline", str(deadline)]
+        command += {
+            "oversize": ["--tries", str(args.tries)],
+            "slowloris": ["--connections", str(args.slowloris_connections)],
+        }.get(workload, [])  # fmt: skip
+        return command, (args.duration if workload == "fairness" else deadline or 0) + 60
+    # The compression workloads are the load generator's compressed, fanout and idle.
+    kind = {"fanout-compressed": "fanout", "idle-compressed": "idle"}.get(workload, workload)
+    command = [str(LOADGEN), kind, *common, "--warmup", str(args.warmup)]
+    budget = args.warmup + args.duration + 60
+    if kind == "idle":
+        command += ["--connections", str(args.idle_connections), "--hold", str(args.hold)]
+        budget += args.hold + 240
+    if kind == "fanout":
+        command += [
+            "--connections", str(args.fanout_connections), "--rounds", str(args.rounds),
+            "--publish-url", f"http://127.0.0.1:{port}/publish", "--protocol", server.protocol,
+        ]  # fmt: skip
+        budget += 120
+    if server.deflate:
+        command += ["--deflate", server.deflate]
+    size = {"fanout-compressed": args.fanout_message_size, "idle-compressed": args.compressed_size}.get(workload)
+    if size is not None:
+        command += ["--message", "json", "--size", str(size)]
+    if workload == "compressed":
+        command += ["--size", str(args.compressed_size)]
+    return command, budget
 
 
 def measure(
-    server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int], redis_url: str | None = None
-) -> dict[str, t.Any]:
-    port = free_port()
-    log = RESULTS / "logs" / f"{server.name}-{workload}.log"
+    server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int], redis_url: str | None = None,
+    scenario: str = "",
+) -> dict[str, t.Any]:  # fmt: skip
+    """One measurement on a fresh server: the load generator's JSON result.
+    A hostile scenario (``scenario``) runs against a server held to the
+    default limits; its server dying is a finding, not an error."""
+    hostile = workload in HOSTILE_WORKLOADS
+    port = harness.free_port()
+    log = RESULTS / "logs" / f"{server.name}-{workload}{'-' + scenario if scenario else ''}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")
-    process = start_server(server, port, cpus[0], log, args.nice, redis_url)
-    profiler = None
-    try:
-        # The compression workloads are the load generator's compressed, fanout and idle.
-        kind = {"fanout-compressed": "fanout", "idle-compressed": "idle"}.get(workload, workload)
-        command = [
-            *pinned(cpus[1], args.nice), PY, str(LOADGEN), kind, f"ws://127.0.0.1:{port}{server.path}",
-            "--server-pid", str(process.pid), "--warmup", str(args.warmup), "--duration", str(args.duration),
-        ]  # fmt: skip
-        budget = args.warmup + args.duration + 60
-        if kind == "idle":
-            command += ["--connections", str(args.idle_connections), "--hold", str(args.hold)]
-            budget += args.hold + 240
-        if kind == "fanout":
-            command += [
-                "--connections", str(args.fanout_connections), "--rounds", str(args.rounds),
-                "--publish-url", f"http://127.0.0.1:{port}/publish", "--protocol", server.protocol,
-            ]  # fmt: skip
-            budget += 120
-        if workload in COMPRESSION_WORKLOADS:
-            if server.deflate:
-                command += ["--deflate", server.deflate]
-            if workload == "fanout-compressed":
-                command += ["--message", "json", "--size", str(args.fanout_message_size)]
-            if workload == "idle-compressed":
-                command += ["--message", "json", "--size", str(args.compressed_size)]
-            if workload == "compressed":
-                command += ["--size", str(args.compressed_size)]
-        if server.name in args.profile:
-            profiler = start_profiler(server, workload, process.pid, args, cpus[1])
-        started = time.monotonic()
-        done = subprocess.run(command, capture_output=True, timeout=budget, cwd=ROOT)
-        result: dict[str, t.Any]
-        if done.returncode != 0 or not done.stdout.strip():
-            result = {"error": f"load generator exited with {done.returncode}", "stderr": done.stderr.decode()[-2000:]}
-            try:
-                result.update(json.loads(done.stdout.decode().strip().splitlines()[-1]))
-            except (ValueError, IndexError):
-                pass
-        else:
-            result = json.loads(done.stdout.decode().strip().splitlines()[-1])
-        result["wall_seconds"] = time.monotonic() - started
-        if process.poll() is not None:
-            result.setdefault("error", f"server exited with {process.returncode} during the run")
-    except subprocess.TimeoutExpired:
-        result = {"error": f"load generator did not finish within {budget:.0f} s"}
-    finally:
-        if profiler is not None:
-            finish_profiler(profiler)
-        stop_server(process)
-    server_log = log.read_text(errors="replace")
-    if "Traceback" in server_log or "error" in result:
-        result["server_log_tail"] = server_log[-2000:]
-    return result
-
-
-def measure_hostile(
-    server: Server, workload: str, scenario: str, args: argparse.Namespace, cpus: tuple[int, int]
-) -> dict[str, t.Any]:
-    """One hostile scenario against a fresh server held to the default limits."""
-    port = free_port()
-    log = RESULTS / "logs" / f"{server.name}-{workload}-{scenario}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_bytes(b"")
-    process = start_server(server, port, cpus[0], log, args.nice, default_limits=True)
-    command = [
-        *pinned(cpus[1], args.nice), PY, str(HOSTILE), workload, f"ws://127.0.0.1:{port}{server.path}",
-        "--server-pid", str(process.pid), "--scenario", scenario, "--duration", str(args.duration),
-    ]  # fmt: skip
-    deadline = {
-        "fragments": args.fragment_seconds, "oversize": args.oversize_seconds,
-        "slowloris": args.slowloris_seconds, "firehose": args.firehose_seconds,
-    }.get(workload)  # fmt: skip
-    if deadline is not None:
-        command += ["--deadline", str(deadline)]
-    budget = {"fairness": args.duration + 60}.get(workload, (deadline or 0) + 60)
-    if workload == "oversize":
-        command += ["--tries", str(args.tries)]
-    if workload == "slowloris":
-        command += ["--connections", str(args.slowloris_connections)]
+    process = start_server(server, port, cpus[0], log, args.nice, redis_url, default_limits=hostile)
+    command, budget = tool_command(server, workload, scenario, port, process.pid, args)
     if workload == "firehose":
         command += ["--server-log", str(log)]
+    profiler = start_profiler(server, workload, process.pid, args, cpus[1]) if server.name in args.profile else None
     started = time.monotonic()
     result: dict[str, t.Any]
     try:
-        done = subprocess.run(command, capture_output=True, timeout=budget, cwd=ROOT)
-        try:
-            result = json.loads(done.stdout.decode().strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            result = {}
+        done = subprocess.run(
+            [*harness.pinned(cpus[1], args.nice), PY, *command], capture_output=True, timeout=budget, cwd=ROOT
+        )  # fmt: skip
+        result = harness.last_json(done.stdout)
         if done.returncode != 0 or not result:
             result.setdefault("error", f"load generator exited with {done.returncode}")
             result["stderr"] = done.stderr.decode()[-2000:]
         result["wall_seconds"] = time.monotonic() - started
         if process.poll() is not None:
-            # A hostile client may well kill a server: that is a finding, not a harness error.
-            result["server_exited"] = process.returncode
+            if hostile:
+                result["server_exited"] = process.returncode
+            else:
+                result.setdefault("error", f"server exited with {process.returncode} during the run")
     except subprocess.TimeoutExpired:
         result = {"error": f"load generator did not finish within {budget:.0f} s"}
     finally:
-        stop_server(process)
+        if profiler is not None:
+            finish_profiler(profiler)
+        harness.stop(process)
     server_log = log.read_text(errors="replace")
     if "Traceback" in server_log or "error" in result or "server_exited" in result:
         result["server_log_tail"] = server_log[-2000:]
@@ -608,15 +426,12 @@ def start_profiler(
     """py-spy the server process tree during warm-up and window, as collapsed stacks."""
     out = RESULTS / "profiles" / f"{server.name}-{workload}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    spy = str(Path(PY).parent / "py-spy")
-    seconds = int(args.warmup + args.duration)
     command = [
-        "taskset", "-c", str(cpu), spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
-        "--rate", "200", "--format", "raw", "--duration", str(seconds), "--output", str(out),
+        *harness.pinned(cpu), str(Path(PY).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
+        "--nonblocking", "--rate", "200", "--format", "raw", "--duration", str(int(args.warmup + args.duration)),
+        "--output", str(out),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _live.add(process)
-    return process, out
+    return harness.spawn(command, RESULTS / "logs" / "py-spy.log", stdout=subprocess.DEVNULL), out
 
 
 def finish_profiler(profiler: tuple[subprocess.Popen[bytes], Path]) -> None:
@@ -625,66 +440,12 @@ def finish_profiler(profiler: tuple[subprocess.Popen[bytes], Path]) -> None:
         process.wait(20)
     except subprocess.TimeoutExpired:
         pass
-    stop_server(process)
+    harness.stop(process)
     if out.exists():
         print(f"    profile: {out.relative_to(ROOT)} ({report.profile_summary(out, 3)})", flush=True)
 
 
 # -- the run -----------------------------------------------------------------
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "redis-server": redis_version()}
-    for name in DISTRIBUTIONS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def machine() -> dict[str, t.Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        memory = 0
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout)
-    except OSError:
-        commit, dirty = "", False
-    return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "memory_mib": memory,
-        "kernel": platform.release(),
-        "platform": platform.platform(),
-        "git_commit": commit + (" (with local changes)" if dirty else ""),
-    }
-
-
-def command_line(args: argparse.Namespace) -> str:
-    rest = shlex.join(sys.argv[1:])
-    if os.environ.get("HATCH_ENV_ACTIVE") == "bench":
-        if args.compression:
-            rest = shlex.join(a for a in sys.argv[1:] if a != "--compression")
-            return f"hatch run bench:compression {rest}".strip()
-        if args.idle10k:
-            rest = shlex.join(a for a in sys.argv[1:] if a != "--idle10k")
-            return f"hatch run bench:idle10k {rest}".strip()
-        if args.hostile:
-            rest = shlex.join(a for a in sys.argv[1:] if a != "--hostile")
-            return f"hatch run bench:hostile {rest}".strip()
-        return f"hatch run bench:all {rest}".strip()
-    return f"python bench/run.py {rest}".strip()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -748,13 +509,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", default="", help="comma-separated servers to record with py-spy")
     parser.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        metavar="NAME=TREE",
-        help="also run our selected servers with the packages of another checkout TREE (its packages/*/src"
-        " first on PYTHONPATH), as SERVER+NAME: measures a change against this tree in the same run",
-    )
+        "--variant", action="append", default=[], metavar="[NAME=]REV|DIR",
+        help="also run our selected servers with our packages as they are at the git revision REV (exported with"
+        " git archive into a temporary directory) or in the checkout DIR, as SERVER+NAME (NAME defaults to the"
+        " short commit or the directory's name): the old design and this tree in one run, under the same noise",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, help="the JSON file (default bench/results/latest.json)")
     parser.add_argument("--no-markdown", action="store_true", help="do not rewrite bench/RESULTS.md")
     args = parser.parse_args(argv)
@@ -771,13 +530,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.profile = [s for s in args.profile.split(",") if s]
-    variants = {}
-    for spec in args.variant:
-        name, sep, tree = spec.partition("=")
-        if not sep or not name or not Path(tree, "packages").is_dir():
-            parser.error(f"--variant wants NAME=TREE with TREE/packages/*/src, not {spec!r}")
-        variants[name] = str(Path(tree).resolve())
-    args.variant = variants
+    try:
+        args.variant = dict(harness.variant(spec) for spec in args.variant)
+    except ValueError as e:
+        parser.error(str(e))
     for name in args.servers + [p.split("+")[0] for p in args.profile]:
         if name not in SERVER_NAMES:
             parser.error(f"unknown server {name!r}; choose from {SERVER_NAMES}")
@@ -820,14 +576,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def pick_cpus() -> tuple[int, int]:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        print(f"warning: only CPU {cpus} available; server and load generator will share it", file=sys.stderr)
-        return cpus[0], cpus[0]
-    return cpus[0], cpus[1]
-
-
 #: The figure that picks the best of several runs: (key in the load generator's
 #: result, higher is better): the report's, but idle memory in the raw bytes.
 HEADLINE = {**report.HEADLINE, "idle": ("rss_per_connection", False), "idle-compressed": ("rss_per_connection", False)}
@@ -850,55 +598,55 @@ def best_result(workload: str, runs: list[dict[str, t.Any]]) -> dict[str, t.Any]
     return best
 
 
-def run_hostile(
-    server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int], width: int
-) -> dict[str, t.Any]:
-    """Every chosen scenario of a hostile workload, each on a fresh server:
-    ``{"scenarios": {name: result}}``."""
-    scenarios: dict[str, t.Any] = {}
-    for scenario in SCENARIOS[workload]:
-        if args.scenarios and scenario not in args.scenarios:
-            continue
-        print(f"  {workload:<9} {scenario:<11} {server.name:<{width}}", end=" ", flush=True)
-        try:
-            result = measure_hostile(server, workload, scenario, args, cpus)
-        except RuntimeError as e:
-            result = {"error": str(e)}
-        scenarios[scenario] = result
-        print(report.hostile_line(workload, result), flush=True)
-    return {"scenarios": scenarios}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    fd_limit = raise_fd_limit(max(args.idle_connections + 1000, args.slowloris_connections + 1000, 4096))
-    cpus = pick_cpus()
-    # The runner only waits; keep it off the server's CPU.
-    os.sched_setaffinity(0, {cpus[1]})
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def chosen_servers(args: argparse.Namespace) -> list[Server]:
+    """The servers (or compression cases) of this run, each of ours followed
+    by its copies with the packages of each ``--variant``."""
     servers = []
-    candidates = compression_servers(args) if args.compression else SERVERS
-    for s in candidates:
+    for s in compression_servers(args) if args.compression else SERVERS:
         if not args.compression and (s.name not in args.servers or not set(s.workloads) & set(args.workloads)):
             continue
         servers.append(s)
         if s.name.startswith("ours-"):
-            for name, tree in args.variant.items():
-                path = os.pathsep.join(str(p) for p in sorted(Path(tree, "packages").glob("*/src")))
+            for name, path in args.variant.items():
                 servers.append(
                     dataclasses.replace(
                         s, name=f"{s.name}+{name}", label=f"{s.label} [{name}]", pythonpath=path,
-                        notes=f"{s.notes}; packages from {tree}",
+                        notes=f"{s.notes}; our packages from {name}",
                     )
                 )  # fmt: skip
+    return servers
+
+
+def run_one(server: Server, workload: str, args: argparse.Namespace, cpus: tuple[int, int], redis_url: str | None,
+            tag: str, width: int) -> dict[str, t.Any]:  # fmt: skip
+    """One measurement, or every chosen scenario of a hostile workload
+    (``{"scenarios": {name: result}}``), each on a fresh server, with a line
+    on the console for each."""
+    hostile = workload in HOSTILE_WORKLOADS
+    found: dict[str, t.Any] = {}
+    for scenario in [s for s in SCENARIOS[workload] if s in args.scenarios or not args.scenarios] if hostile else [""]:
+        print(f"  {tag}{workload:<9} {scenario + ' ' if scenario else ''}{server.name:<{width}}", end=" ", flush=True)
+        try:
+            result = measure(server, workload, args, cpus, redis_url, scenario)
+        except RuntimeError as e:
+            result = {"error": str(e)}
+        print(report.hostile_line(workload, result) if scenario else report.one_line(workload, result), flush=True)
+        found[scenario] = result
+    return {"scenarios": found} if hostile else found[""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    harness.handle_signals()
+    fd_limit = harness.raise_fd_limit(max(args.idle_connections + 1000, args.slowloris_connections + 1000, 4096))
+    cpus = harness.pick_cpus()
+    os.sched_setaffinity(0, {cpus[1]})  # the runner only waits; keep it off the server's CPU
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    servers = chosen_servers(args)
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.timezone.utc)
-    what = f"{len(servers)} servers x {len(args.workloads)} workloads"
-    if args.compression:
-        what = f"{len(servers)} server cases"
-    print(f"bench: {what} x {args.repeat}; server on CPU {cpus[0]},"
+    what = f"{len(servers)} server cases" if args.compression else f"{len(servers)} servers x {len(args.workloads)}"
+    print(f"bench: {what}{'' if args.compression else ' workloads'} x {args.repeat}; server on CPU {cpus[0]},"
           f" load generator on CPU {cpus[1]}; fd limit {fd_limit}", flush=True)  # fmt: skip
     width = max(len(s.name) for s in servers)
     raw: dict[str, dict[str, list[dict[str, t.Any]]]] = {
@@ -907,9 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     redis_url = None
     if any(s.redis for s in servers):
         log = RESULTS / "logs" / "redis-server.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_bytes(b"")
-        redis = start_redis(cpus[1], log)
+        log.unlink(missing_ok=True)
+        redis = harness.start_redis(cpus[1], log)
         redis_url = redis[1] if redis is not None else None
     try:
         for repeat in range(args.repeat):
@@ -917,77 +664,38 @@ def main(argv: list[str] | None = None) -> int:
                 if workload in ("idle", "idle-compressed") and repeat > 0:
                     continue  # memory does not suffer from CPU noise: once is enough
                 for server in servers:
-                    if workload not in server.workloads:
-                        continue
-                    if workload in HOSTILE_WORKLOADS:
-                        raw[server.name][workload].append(run_hostile(server, workload, args, cpus, width))
-                        continue
-                    tag = f"[{repeat + 1}/{args.repeat}] " if args.repeat > 1 else ""
-                    print(f"  {tag}{workload:<9} {server.name:<{width}}", end=" ", flush=True)
-                    try:
-                        result = measure(server, workload, args, cpus, redis_url)
-                    except RuntimeError as e:
-                        result = {"error": str(e)}
-                    raw[server.name][workload].append(result)
-                    print(report.one_line(workload, result), flush=True)
+                    if workload in server.workloads:
+                        tag = f"[{repeat + 1}/{args.repeat}] " if args.repeat > 1 else ""
+                        raw[server.name][workload].append(run_one(server, workload, args, cpus, redis_url, tag, width))
     except KeyboardInterrupt:
         print("\ninterrupted; writing what was measured", file=sys.stderr)
     finally:
-        stop_all()
+        harness.stop_all()
     wall = time.monotonic() - started
+    settings = {k: v for k, v in vars(args).items() if k not in ("servers", "profile", "output", "variant")}
     data = {
         "meta": {
             "date": started_at.isoformat(timespec="seconds"),
-            "command": command_line(args),
+            "command": harness.command_line(SCRIPT[kind(args)], f"--{kind(args)}"),
             "argv": [sys.executable, *sys.argv],
             "wall_seconds": round(wall, 1),
-            "machine": machine(),
-            "versions": versions(),
+            "machine": harness.machine(),
+            "versions": harness.versions(),
             "cpus": {"server": cpus[0], "load_generator": cpus[1]},
             "fd_limit": fd_limit,
             "settings": {
-                "warmup_s": args.warmup,
-                "duration_s": args.duration,
-                "repeat": args.repeat,
-                "idle_connections": args.idle_connections,
-                "idle_hold_s": args.hold,
-                "fanout_connections": args.fanout_connections,
-                "fanout_rounds": args.rounds,
-                **(
-                    {
-                        "compression": True,
-                        "compressed_message_bytes": args.compressed_size,
-                        "fanout_message_bytes": args.fanout_message_size,
-                    }
-                    if args.compression
-                    else {}
-                ),
-                "workloads": args.workloads,
-                "variants": args.variant,
-                "nice": args.nice,
-                **(
-                    {
-                        "hostile": True,
-                        "scenarios": args.scenarios or "all",
-                        "fairness_window_s": args.duration,
-                        "oversize_tries": args.tries,
-                        "oversize_seconds": args.oversize_seconds,
-                        "fragment_seconds": args.fragment_seconds,
-                        "slowloris_connections": args.slowloris_connections,
-                        "slowloris_seconds": args.slowloris_seconds,
-                        "firehose_seconds": args.firehose_seconds,
-                    }
-                    if args.hostile
-                    else {}
-                ),
-            },
+                **settings, "warmup_s": args.warmup, "duration_s": args.duration, "idle_hold_s": args.hold,
+                "fanout_rounds": args.rounds, "compressed_message_bytes": args.compressed_size,
+                "fanout_message_bytes": args.fanout_message_size, "fairness_window_s": args.duration,
+                "oversize_tries": args.tries, "scenarios": args.scenarios or "all", "variants": list(args.variant),
+            },  # fmt: skip
             "baseline": BASELINE,
         },
         "servers": {
             s.name: {
                 "label": s.label,
                 "notes": s.notes,
-                **({"limits": s.limits} if args.hostile else {}),
+                "limits": s.limits,
                 **({"base": s.base, "case": s.case, "deflate": s.deflate, "env": s.env} if args.compression else {}),
                 "workloads": list(s.workloads),
                 "command": "cd bench/servers && taskset -c CPU "
@@ -1000,22 +708,26 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(data, indent=2) + "\n")
-    print()
-    if args.hostile:
-        print(report.hostile_text(data))
-    else:
-        print(report.compression_text(data) if args.compression else report.text_table(data))
-    print(f"\nraw figures: {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
-    if not args.no_markdown:
-        if args.hostile:
-            path = report.write_hostile_markdown(args.output)
-        elif args.compression:
-            path = report.write_compression_markdown(args.output)
-        else:
-            path = report.write_markdown()
-        print(f"table: {path.relative_to(ROOT)}")
+    name = "results" if args.idle10k else kind(args)  # idle10k.json goes into the targets of latest.json's block
+    source = None if args.idle10k else args.output
+    if not args.idle10k or (RESULTS / report.BLOCKS[name].source).exists():
+        block = report.block(name, source)
+        print(f"\n{block}")
+        if not args.no_markdown:
+            print(f"table: {report.write_block(name, block, report.BLOCKS[name].heading).relative_to(ROOT)}")
+    print(f"\nraw figures: {args.output}")
     print(f"wall time: {wall:.0f} s")
     return 0
+
+
+#: What kind of run this is (the block of RESULTS.md it rewrites), and the hatch script of each.
+SCRIPT = {"results": "all", "hostile": "hostile", "compression": "compression", "idle10k": "idle10k"}
+
+
+def kind(args: argparse.Namespace) -> str:
+    if args.idle10k or args.hostile or args.compression:
+        return "idle10k" if args.idle10k else "hostile" if args.hostile else "compression"
+    return "results"
 
 
 if __name__ == "__main__":

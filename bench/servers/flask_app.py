@@ -14,11 +14,9 @@ does it itself. ``$BENCH_COMPRESSION`` (JSON), if set, is
 from __future__ import annotations
 
 from flask import Flask
-from hostile_common import FIREHOSE_PAYLOAD
-from hostile_common import Firehose
 from hostile_common import compression
 from hostile_common import default_limits
-from hostile_common import ended_by
+from hostile_common import firehose
 
 from flask_sockets import Sockets
 
@@ -42,18 +40,6 @@ def echo(ws):  # type: ignore[no-untyped-def]
 
 
 @sockets.route("/firehose")
-def firehose(ws):  # type: ignore[no-untyped-def]
+def firehose_route(ws):  # type: ignore[no-untyped-def]
     ws.receive()
-    hose = Firehose()
-    error: BaseException | None = None
-    try:
-        while hose.more():
-            ws.send(FIREHOSE_PAYLOAD)
-            hose.sent()
-    except Exception as e:  # the connection is gone: the handler ends
-        error = e
-    except BaseException as e:  # a timeout or a kill: report it, let it go on
-        error = e
-        raise
-    finally:
-        hose.done(ended_by(error))
+    firehose(ws.send)

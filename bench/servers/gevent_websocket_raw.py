@@ -14,26 +14,7 @@ import sys  # noqa: E402
 
 from gevent import pywsgi  # noqa: E402
 from geventwebsocket.handler import WebSocketHandler  # noqa: E402
-from hostile_common import FIREHOSE_PAYLOAD  # noqa: E402
-from hostile_common import Firehose  # noqa: E402
-from hostile_common import ended_by  # noqa: E402
-
-
-def firehose(ws):  # type: ignore[no-untyped-def]
-    ws.receive()
-    hose = Firehose()
-    error = None
-    try:
-        while hose.more():
-            ws.send(FIREHOSE_PAYLOAD, binary=True)
-            hose.sent()
-    except Exception as e:  # the connection is gone: the handler ends
-        error = e
-    except BaseException as e:  # a kill: report it, let it go on
-        error = e
-        raise
-    finally:
-        hose.done(ended_by(error))
+from hostile_common import firehose  # noqa: E402
 
 
 def app(environ, start_response):  # type: ignore[no-untyped-def]
@@ -42,7 +23,8 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
         start_response("400 Bad Request", [("Content-Length", "0")])
         return [b""]
     if environ.get("PATH_INFO") == "/firehose":
-        firehose(ws)
+        ws.receive()
+        firehose(lambda data: ws.send(data, binary=True))
         return []
     while True:
         message = ws.receive()

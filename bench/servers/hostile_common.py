@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+import typing as t
 
 #: The limits the hostile workloads hold every server to.
 MAX_MESSAGE_SIZE = 1024 * 1024
@@ -64,7 +65,9 @@ class Firehose:
         self.messages += 1
         self.bytes += FIREHOSE_MESSAGE
 
-    def done(self, ended: str) -> None:
+    def done(self, error: BaseException | None) -> None:
+        """Print how the loop ended: ``error`` (None: its own bound)."""
+        ended = "its own bound" if error is None else f"{type(error).__module__}.{type(error).__qualname__}: {error}"
         line = {
             "seconds": round(time.monotonic() - self.started, 3),
             "bytes": self.bytes,
@@ -75,6 +78,34 @@ class Firehose:
         sys.stdout.flush()
 
 
-def ended_by(error: BaseException | None) -> str:
-    """How a send loop ended, for ``Firehose.done``."""
-    return "its own bound" if error is None else f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+def firehose(send: t.Callable[[bytes], object]) -> None:
+    """A blocking server's ``/firehose`` loop (after the client's one
+    message): ``send`` 64 KiB binary messages until it fails or the bound."""
+    hose = Firehose()
+    error: BaseException | None = None
+    try:
+        while hose.more():
+            send(FIREHOSE_PAYLOAD)
+            hose.sent()
+    except BaseException as e:  # the connection is gone (or a kill): report it
+        error = e
+        if not isinstance(e, Exception):
+            raise
+    finally:
+        hose.done(error)
+
+
+async def afirehose(send: t.Callable[[bytes], t.Awaitable[object]]) -> None:
+    """:func:`firehose` for an asyncio server."""
+    hose = Firehose()
+    error: BaseException | None = None
+    try:
+        while hose.more():
+            await send(FIREHOSE_PAYLOAD)
+            hose.sent()
+    except BaseException as e:  # the connection is gone (or cancelled): report it
+        error = e
+        if not isinstance(e, Exception):
+            raise
+    finally:
+        hose.done(error)

@@ -18,11 +18,9 @@ from __future__ import annotations
 import sys
 
 import uvicorn
-from hostile_common import FIREHOSE_PAYLOAD
 from hostile_common import PING_INTERVAL
 from hostile_common import PING_TIMEOUT
-from hostile_common import Firehose
-from hostile_common import ended_by
+from hostile_common import afirehose
 from hostile_common import max_message_size
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
@@ -45,19 +43,7 @@ async def echo(websocket: WebSocket) -> None:
 async def firehose(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.receive()
-    hose = Firehose()
-    error: BaseException | None = None
-    try:
-        while hose.more():
-            await websocket.send_bytes(FIREHOSE_PAYLOAD)
-            hose.sent()
-    except Exception as e:  # the connection is gone: the handler ends
-        error = e
-    except BaseException as e:  # cancelled: report it, let it go on
-        error = e
-        raise
-    finally:
-        hose.done(ended_by(error))
+    await afirehose(websocket.send_bytes)
 
 
 app = Starlette(routes=[WebSocketRoute("/echo", echo), WebSocketRoute("/firehose", firehose)])

@@ -12,11 +12,9 @@ from __future__ import annotations
 import sys
 
 import uvloop
-from hostile_common import FIREHOSE_PAYLOAD
 from hostile_common import PING_INTERVAL
 from hostile_common import PING_TIMEOUT
-from hostile_common import Firehose
-from hostile_common import ended_by
+from hostile_common import afirehose
 from hostile_common import max_message_size
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve
@@ -29,19 +27,7 @@ async def echo(ws: ServerConnection) -> None:
 
 async def firehose(ws: ServerConnection) -> None:
     await ws.recv()
-    hose = Firehose()
-    error: BaseException | None = None
-    try:
-        while hose.more():
-            await ws.send(FIREHOSE_PAYLOAD)
-            hose.sent()
-    except Exception as e:  # the connection is gone: the handler ends
-        error = e
-    except BaseException as e:  # cancelled: report it, let it go on
-        error = e
-        raise
-    finally:
-        hose.done(ended_by(error))
+    await afirehose(ws.send)
 
 
 async def route(ws: ServerConnection) -> None:
