@@ -180,3 +180,28 @@ def test_refused_origin_is_logged_once_per_origin(served: Served, path: str) -> 
         assert f"http://{process.server.host}:{process.server.port}" in line  # the expected origin
         assert "SOCKETS_ALLOWED_ORIGINS" in line
     assert "Traceback" not in process.output()
+
+
+# -- rooms behind every server ---------------------------------------------------------
+
+
+def test_rooms_on_every_path(served: Served, path: str) -> None:
+    """Rooms work behind every server, gevent-websocket's own handler
+    included (its socket is adapted for the rooms, and handlers still get
+    it as is): a published message reaches every member, ``members()``
+    lists the handlers' sockets, and a handler that raises closes with 1011."""
+    process = served("rooms", path)
+    url = f"{process.server.ws_url}/rooms/a"
+    with connect(url, open_timeout=TIMEOUT) as first, connect(url, open_timeout=TIMEOUT) as second:
+        assert first.recv(timeout=TIMEOUT) == "joined a: True"
+        assert second.recv(timeout=TIMEOUT) == "joined a: True"
+        first.send("hello")
+        assert (first.recv(timeout=TIMEOUT), second.recv(timeout=TIMEOUT)) == ("hello", "hello")
+        second.send("boom")
+        with pytest.raises(ConnectionClosed) as closed:
+            second.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "Internal Server Error")
+        first.send("still here")
+        assert first.recv(timeout=TIMEOUT) == "still here"
+    wait_until(lambda: "handler failed on purpose" in process.output())

@@ -16,6 +16,7 @@ from flask_sockets import ConnectionClosed
 from flask_sockets import SocketOptions
 from flask_sockets import Sockets
 from flask_sockets import websocket_view
+from flask_sockets.base import SocketBase
 from flask_sockets.rooms import Member
 from flask_sockets.rooms import Rooms
 from flask_sockets.testing import SocketTestClient
@@ -63,8 +64,11 @@ def test_options_subclass_builds_its_own() -> None:
 # -- Member ------------------------------------------------------------------------
 
 
-class _Socket:
+class _Socket(SocketBase):
+    """Stands for one of our sockets (a :class:`~flask_sockets.base.SocketBase`)."""
+
     closed = False
+    accepted = True
 
     def __init__(self) -> None:
         self.sent: list[t.Any] = []
@@ -85,6 +89,9 @@ class _Runner:
     def run(self) -> None:
         while self.work:
             self.work.pop(0)()
+
+    def here(self) -> bool:
+        return False  # the publisher runs elsewhere: messages are queued
 
     def sleep(self, seconds: float) -> None:  # pragma: no cover - not used here
         pass

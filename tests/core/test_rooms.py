@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 from flask_sockets import CLOSE_SLOW_CONSUMER
 from flask_sockets import MessageQueueUnavailable
 from flask_sockets import Sockets
+from flask_sockets.base import SocketBase
 from flask_sockets.brokers import LocalBroker
 from flask_sockets.brokers import decode_message
 from flask_sockets.brokers import encode_message
@@ -295,7 +296,7 @@ def test_config_defaults() -> None:
     assert app.extensions["sockets.rooms"] is Rooms.of(app)
 
 
-class StuckSocket:
+class StuckSocket(SocketBase):
     """A socket whose client reads nothing: ``send`` blocks until released."""
 
     accepted = True

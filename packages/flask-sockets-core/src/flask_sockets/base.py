@@ -38,9 +38,17 @@ def to_payload(message: object) -> bytes:
 
 
 class SocketBase:
-    """Mixin: ``send`` and ``ping`` for a class that implements ``send_frame``."""
+    """The base of every socket class of Flask-Sockets: ``send`` and
+    ``ping`` on top of the class's ``send_frame``, and the methods the
+    extension calls (``configure``, ``accept``, ``abort``, ``send_nowait``).
+    Its subclasses satisfy :class:`flask_sockets.typing.WebSocket`."""
 
     __slots__ = ()  # adds no instance state (a subclass may use __slots__)
+
+    #: ``True`` once the connection is closed or closing.
+    closed: bool
+    #: ``True`` once the handshake was answered.
+    accepted: bool
 
     OPCODE_CONTINUATION = 0x0
     OPCODE_TEXT = 0x1
@@ -51,6 +59,33 @@ class SocketBase:
 
     def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def configure(self, options: SocketOptions) -> None:  # pragma: no cover - abstract
+        """Apply an app's socket options (called by Flask-Sockets before the
+        handler runs)."""
+        raise NotImplementedError
+
+    def accept(
+        self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()
+    ) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self, code: int = 1000, message: bytes | str = b"") -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def abort(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def send_nowait(self, message: str | bytes) -> bool:
+        """Send ``message`` now if that cannot block, and say whether it was
+        sent (the rooms' fast path). This base never can: ``False``.
+
+        :raises TypeError: As :meth:`send` does."""
+        to_payload(message)
+        return False
 
     def send(self, message: t.Any, binary: bool | None = None, *, compress: bool = True) -> None:
         """Send a message: text for ``str``, binary for ``bytes`` (or as ``binary`` says).

@@ -38,7 +38,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask.typing import ResponseReturnValue
     from werkzeug.routing import Rule
 
-    from .typing import WebSocketHandler
+    from .typing import SocketHandler
 
 __all__ = ["ENDPOINT_PREFIX", "SharedEndpoint", "SocketRouteRegistrar", "default_endpoint"]
 
@@ -159,7 +159,7 @@ class SharedEndpoint:
 
 
 def record_socket_route(
-    blueprint: Blueprint, rule: str, endpoint: str | None, handler: WebSocketHandler, options: dict[str, t.Any]
+    blueprint: Blueprint, rule: str, endpoint: str | None, handler: SocketHandler, options: dict[str, t.Any]
 ) -> None:
     """Declare the socket route ``rule`` on ``blueprint``, which may also
     have HTTP routes and is registered with ``app.register_blueprint``:

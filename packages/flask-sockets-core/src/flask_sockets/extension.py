@@ -27,12 +27,12 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
 
     from .typing import Message
+    from .typing import SocketHandler
     from .typing import WebSocket
-    from .typing import WebSocketHandler
 
 __all__ = ["Sockets"]
 
-F = t.TypeVar("F", bound="WebSocketHandler")
+F = t.TypeVar("F", bound="SocketHandler")
 P = t.TypeVar("P", bound=PresenceCallback)
 
 
@@ -65,7 +65,7 @@ class Sockets:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        self._routes: list[tuple[str, str | None, WebSocketHandler, dict[str, t.Any]]] = []
+        self._routes: list[tuple[str, str | None, SocketHandler, dict[str, t.Any]]] = []
         self._blueprints: list[tuple[Blueprint, dict[str, t.Any]]] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         #: Flask-Sockets 0.2's URL map, kept for 0.2 code:
@@ -167,7 +167,7 @@ class Sockets:
         self,
         rule: str,
         endpoint: str | None = None,
-        view_func: WebSocketHandler | None = None,
+        view_func: SocketHandler | None = None,
         **options: t.Any,
     ) -> None:
         """Register ``view_func`` as the socket handler for ``rule``; the
@@ -260,8 +260,10 @@ class Sockets:
         return self.rooms_for(app).count(room)
 
     def members(self, room: str, *, app: Flask | None = None) -> list[WebSocket]:
-        """The sockets of *this process* in ``room``."""
-        return self.rooms_for(app).members(room)
+        """The sockets of *this process* in ``room``, as their handlers
+        have them (under a server of another kind, such as gevent-websocket's
+        handler, that server's sockets: :class:`~flask_sockets.typing.BasicWebSocket`)."""
+        return t.cast("list[WebSocket]", self.rooms_for(app).members(room))
 
     def presence(self, room: str, *, app: Flask | None = None) -> dict[str, t.Any]:
         """Who is present in ``room``, in every process and host: the

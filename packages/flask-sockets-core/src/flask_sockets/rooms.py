@@ -29,7 +29,6 @@ import collections
 import contextlib
 import json
 import logging
-import socket
 import threading
 import time
 import typing as t
@@ -40,6 +39,7 @@ from .brokers import MessageQueueUnavailable
 from .brokers import broker_from_config
 from .concurrency import current_runner
 from .exceptions import ConnectionClosed
+from .foreign import as_socket
 from .options import DEFAULTS
 from .presence import PresenceChange
 from .presence import PresenceStore
@@ -50,7 +50,9 @@ from .presence import new_presence_id
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
 
+    from .base import SocketBase
     from .concurrency import Runner
+    from .typing import BasicWebSocket
     from .typing import Message
     from .typing import WebSocket
 
@@ -107,12 +109,13 @@ class Member:
         "queue_size",
         "rooms",
         "runner",
+        "sock",
         "ws",
     )
 
     def __init__(
         self,
-        ws: WebSocket,
+        ws: WebSocket | BasicWebSocket,
         runner: Runner,
         queue_size: int,
         close_timeout: float,
@@ -120,7 +123,10 @@ class Member:
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"SOCKETS_SEND_QUEUE_SIZE must be at least 1, not {queue_size!r}")
+        #: The socket, as the handler has it.
         self.ws = ws
+        #: The socket, or its adapter if another server made it (:mod:`flask_sockets.foreign`).
+        self.sock = as_socket(ws)
         self.runner = runner
         self.queue_size = queue_size
         self.close_timeout = close_timeout
@@ -155,8 +161,8 @@ class Member:
         :returns: ``False`` if the queue was full: the member is then
             closing (the caller closes the socket with :meth:`close_slow`).
         """
-        ws = self.ws
-        if ws.closed or not getattr(ws, "accepted", True):
+        ws = self.sock
+        if ws.closed or not ws.accepted:
             # Closed, or the app may still refuse it with an HTTP response.
             return True
         with self._lock:
@@ -190,11 +196,10 @@ class Member:
 
         :returns: ``False`` if the message still has to be queued.
         """
-        send_nowait = getattr(self.ws, "send_nowait", None)
-        if send_nowait is None or not self.runner.here():
+        if not self.runner.here():
             return False
         try:
-            return bool(send_nowait(message))
+            return self.sock.send_nowait(message)
         except (ConnectionClosed, OSError) as e:
             logger.debug("%r: the socket is gone (%r)", self, e)
         except Exception:
@@ -205,7 +210,7 @@ class Member:
     def _write(self) -> None:
         """Send the queued messages in order, then end (a new writer starts
         with the next message)."""
-        ws = self.ws
+        ws = self.sock
         while True:
             with self._lock:
                 pending = self._pending
@@ -239,7 +244,7 @@ class Member:
         self.runner.spawn(self._close_slow)
 
     def _close_slow(self) -> None:
-        ws = self.ws
+        ws = self.sock
         logger.warning(
             "Closing a socket whose send queue is full (%d messages): %s %s",
             self.queue_size,
@@ -271,10 +276,10 @@ class Member:
         while self._writing and time.monotonic() < deadline:
             self.runner.sleep(_POLL_INTERVAL)
         if self._writing:
-            _cut(self.ws)
+            _cut(self.sock)
 
 
-def _close_quietly(ws: WebSocket) -> None:
+def _close_quietly(ws: SocketBase) -> None:
     try:
         ws.close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON)
     except (ConnectionClosed, OSError) as e:
@@ -283,23 +288,12 @@ def _close_quietly(ws: WebSocket) -> None:
         logger.exception("closing a slow consumer failed")
 
 
-def _cut(ws: WebSocket) -> None:
+def _cut(ws: SocketBase) -> None:
     """End the TCP connection under a socket, waking whoever waits on it:
     its handler's ``receive()`` then returns ``None`` and a blocked send
-    fails. Our sockets (gevent, development server, test client) do it in
-    their ``abort()``; for stock gevent-websocket, its handler's socket is
-    shut down."""
+    fails."""
     logger.info("Cutting the connection of a socket that takes no data: %r", ws)
-    abort = getattr(ws, "abort", None)
-    if callable(abort):
-        abort()
-        return
-    raw = getattr(getattr(ws, "handler", None), "socket", None)  # gevent-websocket's handler
-    if raw is not None:
-        try:
-            raw.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    ws.abort()
 
 
 class Rooms:
@@ -375,7 +369,7 @@ class Rooms:
 
     # -- membership -----------------------------------------------------------
 
-    def register(self, ws: WebSocket) -> Member:
+    def register(self, ws: WebSocket | BasicWebSocket) -> Member:
         """Make ``ws`` a member (no room yet) and start receiving published
         messages in this process. Socket routes call this when the handler
         starts; :meth:`join` calls it for sockets that were not registered.
@@ -395,7 +389,7 @@ class Rooms:
         broker.start(self._deliver)
         return member
 
-    def forget(self, ws: WebSocket) -> None:
+    def forget(self, ws: WebSocket | BasicWebSocket) -> None:
         """``ws``'s handler has returned: it leaves every room and gets no
         more messages."""
         with self._lock:
@@ -408,16 +402,15 @@ class Rooms:
         for room, entry in (presence or {}).items():
             self._drop_presence(room, entry)
 
-    def join(self, ws: WebSocket, room: str, presence: t.Any = None) -> str | None:
+    def join(self, ws: WebSocket | BasicWebSocket, room: str, presence: t.Any = None) -> str | None:
         """Put ``ws`` in ``room``, present with the payload ``presence``
         unless it is ``None``. See :meth:`flask_sockets.Sockets.join`."""
         if not isinstance(room, str):
             raise TypeError(f"A room is named by a str, not {type(room).__name__}")
         data = self._checked_presence(presence)
         member = self.register(ws)
-        accept = getattr(ws, "accept", None)
-        if callable(accept) and not getattr(ws, "accepted", True):
-            accept()
+        if not member.sock.accepted:
+            member.sock.accept()
         broker = self.broker
         with self._lock:
             if member.closing:
@@ -435,7 +428,7 @@ class Rooms:
         broker.wait_until_ready(_SUBSCRIBE_TIMEOUT, room)
         return self._add_presence(member, room, data) if data is not None else None
 
-    def leave(self, ws: WebSocket, room: str) -> None:
+    def leave(self, ws: WebSocket | BasicWebSocket, room: str) -> None:
         """Take ``ws`` out of ``room`` (nothing happens if it is not in it)."""
         with self._lock:
             member = self._members.get(id(ws))
@@ -447,13 +440,13 @@ class Rooms:
         if entry is not None:
             self._drop_presence(room, entry)
 
-    def rooms_of(self, ws: WebSocket) -> frozenset[str]:
+    def rooms_of(self, ws: WebSocket | BasicWebSocket) -> frozenset[str]:
         """The rooms ``ws`` is in."""
         with self._lock:
             member = self._members.get(id(ws))
             return frozenset(member.rooms) if member is not None else frozenset()
 
-    def members(self, room: str) -> list[WebSocket]:
+    def members(self, room: str) -> list[WebSocket | BasicWebSocket]:
         """The sockets of this process in ``room``."""
         with self._lock:
             return [member.ws for member in self._rooms.get(room, ())]

@@ -61,6 +61,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask.testing import FlaskClient
     from werkzeug.test import TestResponse
 
+    from .compression import Deflate
     from .options import SocketOptions
     from .typing import Message
 
@@ -276,6 +277,21 @@ class ServerSocket(SocketBase):
             self.close_code = CLOSE_ABNORMAL
         else:
             self.close_code, self.close_reason = peer  # its unread close frame
+
+    def abort(self) -> None:
+        """End the connection at once, as a server cuts a TCP connection:
+        no close frame, close code 1006 on both ends; a ``receive()``
+        blocked in the handler returns ``None``."""
+        if self.closed:
+            return
+        self._drop(CLOSE_ABNORMAL)
+        self._connection.to_client.put(_Close(CLOSE_ABNORMAL, ""))
+        self._connection.to_server.put(_Close(CLOSE_ABNORMAL, ""))
+
+    @property
+    def compression(self) -> Deflate | None:
+        """``None``: messages go to the test in-process, uncompressed."""
+        return None
 
     def _send_close(self, code: int, reason: str) -> None:
         self.closed = True

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typing as t
 
-__all__ = ["Message", "WebSocket", "WebSocketHandler"]
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .compression import Deflate
+
+__all__ = ["BasicWebSocket", "Message", "SocketHandler", "WebSocket", "WebSocketHandler"]
 
 #: A WebSocket message: text arrives as ``str``, binary as ``bytes``.
 Message = t.Union[str, bytes]
@@ -12,27 +15,104 @@ Message = t.Union[str, bytes]
 
 @t.runtime_checkable
 class WebSocket(t.Protocol):
-    """The socket object a handler receives.
+    """The socket a handler receives: what the documentation tells you to
+    call, on every server.
 
-    Any server that puts such an object in ``environ['wsgi.websocket']``
-    works with Flask-Sockets. gevent-websocket's ``WebSocket`` and the one
-    from :mod:`flask_sockets_gevent` both satisfy it.
+    Every socket class of Flask-Sockets satisfies it (mypy checks it in
+    CI): :mod:`flask_sockets_gevent`'s, the threaded socket of
+    :mod:`flask_sockets.threaded` (the development server, gunicorn
+    ``gthread``) and the test client's. Under a server of another kind (the
+    0.2 snippet's ``pywsgi`` with gevent-websocket's handler) the handler
+    gets that server's own socket, of which only :class:`BasicWebSocket` is
+    promised.
     """
 
-    #: ``True`` once the connection is closed or closing.
-    closed: bool
+    @property
+    def closed(self) -> bool:
+        """``True`` once the connection is closed or closing."""
+        ...
+
+    @property
+    def accepted(self) -> bool:
+        """``True`` once the handshake was answered (``101``)."""
+        ...
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the handshake, or ``None``."""
+        ...
+
+    @property
+    def compression(self) -> Deflate | None:
+        """The permessage-deflate codec agreed in the handshake, or ``None``."""
+        ...
+
+    @property
+    def close_code(self) -> int | None:
+        """Once closed: the close code (the peer's, 1005 if it sent none,
+        1006 if it vanished); ``None`` before."""
+        ...
+
+    @property
+    def close_reason(self) -> str | None:
+        """Once closed: the close reason, if any."""
+        ...
+
+    def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
+        """Answer the handshake now (with a subprotocol and extra headers).
+        Receiving, sending or closing accepts; a second call does nothing."""
+        ...
+
+    def receive(self, timeout: float | None = None) -> Message | None:
+        """Block until a message arrives (at most ``timeout`` seconds, then
+        :exc:`TimeoutError`); ``None`` once the peer has closed."""
+        ...
+
+    def send(self, message: Message, binary: bool | None = None, *, compress: bool = True) -> None:
+        """Send a message: text for ``str``, binary for ``bytes`` (see
+        :meth:`flask_sockets.base.SocketBase.send`)."""
+        ...
+
+    def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
+        """Send one frame with the given opcode."""
+        ...
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping frame."""
+        ...
+
+    def close(self, code: int = 1000, message: bytes | str = b"") -> None:
+        """Close the connection with a close code and reason."""
+        ...
+
+    def abort(self) -> None:
+        """End the connection at once, without a close handshake: a blocked
+        ``receive()`` returns ``None``, the close code is 1006."""
+        ...
+
+
+@t.runtime_checkable
+class BasicWebSocket(t.Protocol):
+    """What Flask-Sockets needs of a socket another server puts in
+    ``environ['wsgi.websocket']`` (the interface of gevent-websocket's
+    ``WebSocket``, which Flask-Sockets 0.2 handlers were written against).
+    Flask-Sockets adapts such a socket to :class:`WebSocket` for its own
+    use (rooms, closing with the right code); the handler gets it as is."""
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once the connection is closed or closing."""
+        ...
 
     def receive(self) -> Message | bytearray | None:
         """Block until a message arrives; ``None`` once the peer has closed."""
         ...
 
     def send(self, message: Message, binary: bool | None = None) -> None:
-        """Send a message: text for ``str``, binary for ``bytes``. (The
-        sockets of Flask-Sockets' servers also take ``compress=False``: see
-        :meth:`flask_sockets.base.SocketBase.send`.)"""
+        """Send a message: text for ``str``, binary for ``bytes``."""
         ...
 
-    def send_frame(self, message: Message, opcode: int) -> None:
+    def send_frame(self, message: t.Any, opcode: int) -> None:
         """Send one raw frame with the given opcode."""
         ...
 
@@ -42,4 +122,17 @@ class WebSocket(t.Protocol):
 
 
 #: A socket route's handler: called with the socket and the URL variables.
-WebSocketHandler = t.Callable[..., object]
+SocketHandler = t.Callable[..., object]
+#: The former name of :data:`SocketHandler` (it read like
+#: :class:`flask_sockets_gevent.WebSocketHandler`, a pywsgi handler class).
+WebSocketHandler = SocketHandler
+
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    # mypy checks here that the core's socket classes satisfy WebSocket
+    # (flask_sockets_gevent checks its own).
+    from .foreign import ForeignSocket
+    from .testing import ServerSocket
+    from .threaded import ThreadedWebSocket
+
+    _SOCKET_CLASSES: tuple[type[WebSocket], ...] = (ThreadedWebSocket, ServerSocket, ForeignSocket)

@@ -20,8 +20,8 @@ from .base import SocketBase
 from .compression import compression_from_setting
 from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
+from .foreign import as_socket
 from .options import SocketOptions
-from .protocol import close_payload
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .threaded import CONNECTIONS_KEY
 from .threaded import GUNICORN_SOCKET_KEY
@@ -40,8 +40,9 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask.typing import ResponseReturnValue
 
     from .rooms import Rooms
+    from .typing import BasicWebSocket
+    from .typing import SocketHandler
     from .typing import WebSocket
-    from .typing import WebSocketHandler
 
 __all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY_VIOLATION", "MAX_LOGGED_ORIGINS", "websocket_view"]
 
@@ -54,7 +55,7 @@ CLOSE_INTERNAL_ERROR = 1011
 
 
 def websocket_view(
-    handler: WebSocketHandler,
+    handler: SocketHandler,
     subprotocols: t.Sequence[str] | None = None,
     compression: t.Any = None,
     defer_accept: bool = False,
@@ -105,34 +106,33 @@ def websocket_view(
         # The request and the app, looked up once (each use of the proxies is a lookup).
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        ws: WebSocket | None = req.environ.get(WSGI_WEBSOCKET_KEY)
+        ws: WebSocket | BasicWebSocket | None = req.environ.get(WSGI_WEBSOCKET_KEY)
         threaded: ThreadedWebSocket | None = None
         if ws is None:
             ws = threaded = _threaded_socket(req, app)
+        # Flask-Sockets' own socket, or the server's adapted (flask_sockets.foreign).
+        sock = as_socket(ws)
         try:
             _check_origin(req, app)
-            configure = getattr(ws, "configure", None)
-            if configure is not None:
-                configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
-            del configure  # this frame lives as long as the socket: hold nothing it needs not
-            _run_handler(app, handler, ws, kwargs, defer_accept)
+            sock.configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
+            _run_handler(app, handler, ws, sock, kwargs, defer_accept)
         except ConnectionClosed:
             app.logger.debug("%s: the peer closed the socket", req.path)
         except OSError as e:
             # Servers that don't raise ConnectionClosed (stock gevent-websocket
             # raises its WebSocketError, an OSError) for a socket the peer has
             # closed: the peer left, nothing failed here.
-            if not ws.closed:
-                _end_with_error(ws, e)
+            if not sock.closed:
+                _end_with_error(sock, e)
                 _end(threaded)
                 raise
             app.logger.debug("%s: the peer closed the socket (%r)", req.path, e)
         except BaseException as e:
             if isinstance(e, Exception):
-                _end_with_error(ws, e)
+                _end_with_error(sock, e)
             _end(threaded)
             raise
-        _close(ws, CLOSE_NORMAL)
+        _close(sock, CLOSE_NORMAL)
         _end(threaded)
         # The handshake already answered the client; this response only feeds
         # after_request hooks, session saving and access logs.
@@ -141,19 +141,16 @@ def websocket_view(
     return view
 
 
-def _accept(ws: WebSocket) -> None:
-    """Answer the handshake now, on a socket that waits to be told (the
-    sockets of Flask-Sockets' servers); gevent-websocket's own socket was
-    answered before the app ran, and has no ``accept``."""
-    accept = getattr(ws, "accept", None)
-    if accept is not None:
-        accept()
-
-
 def _run_handler(
-    app: Flask, handler: WebSocketHandler, ws: WebSocket, kwargs: dict[str, t.Any], defer_accept: bool
+    app: Flask,
+    handler: SocketHandler,
+    ws: WebSocket | BasicWebSocket,
+    sock: SocketBase,
+    kwargs: dict[str, t.Any],
+    defer_accept: bool,
 ) -> None:
-    """Accept the socket (unless ``defer_accept``) and call the handler;
+    """Accept the socket (unless ``defer_accept``) and call the handler
+    with ``ws`` (the server's socket; ``sock`` is ``ws`` or its adapter);
     while it runs, the socket is a member of the app's rooms (it gets
     broadcasts and can join rooms), and it leaves them all when the handler
     ends, however it ends."""
@@ -163,8 +160,8 @@ def _run_handler(
     try:
         if not defer_accept:
             # Last, so that anything failing before the handler starts is an HTTP error.
-            _accept(ws)
-            if ws.closed:
+            sock.accept()
+            if sock.closed:
                 # The client left before the 101 could be written: no
                 # connection was opened, nothing to handle (as on 0.2).
                 app.logger.debug("%s: the client left before the handshake was answered", request.path)
@@ -291,13 +288,13 @@ def _choose_subprotocol(req: Request, supported: t.Sequence[str] | None) -> str 
     return next((protocol for protocol in supported if protocol in offered), None)
 
 
-def _end_with_error(ws: WebSocket, error: Exception) -> None:
+def _end_with_error(sock: SocketBase, error: Exception) -> None:
     """Close the socket for an exception that ended the handler. A server
     that defers the handshake (``accepted`` is false) turns the exception into
     a real HTTP response instead (a 403 from ``abort(403)``, a 500): the
     socket is left alone then."""
-    if getattr(ws, "accepted", True):
-        _close(ws, *_close_code_for(error))
+    if sock.accepted:
+        _close(sock, *_close_code_for(error))
 
 
 def _close_code_for(error: Exception) -> tuple[int, str]:
@@ -309,31 +306,13 @@ def _close_code_for(error: Exception) -> tuple[int, str]:
     return CLOSE_INTERNAL_ERROR, "Internal Server Error"
 
 
-def _close(ws: WebSocket, code: int, reason: str = "") -> None:
-    """Close ``ws`` with ``code`` and ``reason`` unless it is closed already.
-    A socket the peer already dropped cannot take a close frame; that is
-    logged, not raised.
-
-    Sockets close themselves, but for gevent-websocket's own (under its
-    handler, as in the 0.2 snippet): its ``close(code, message)`` sends
-    ``message`` alone as the payload, without the code. It is given the
-    close frame here, through ``send_frame``, and marked closed, so that its
-    own ``close()`` sends no second one."""
-    if ws.closed:
+def _close(sock: SocketBase, code: int, reason: str = "") -> None:
+    """Close ``sock`` with ``code`` and ``reason`` unless it is closed
+    already. A socket the peer already dropped cannot take a close frame;
+    that is logged, not raised."""
+    if sock.closed:
         return
     try:
-        if isinstance(ws, SocketBase) or not _is_gevent_websocket_socket(ws):
-            ws.close(code, reason)
-        else:
-            try:
-                ws.send_frame(close_payload(code, reason), SocketBase.OPCODE_CLOSE)
-            finally:
-                ws.closed = True
+        sock.close(code, reason)
     except (ConnectionClosed, OSError) as e:
         current_app.logger.debug("closing the socket failed: %r", e)
-
-
-def _is_gevent_websocket_socket(ws: object) -> bool:
-    """Whether ``ws`` is (or derives from) gevent-websocket's ``WebSocket``,
-    told without importing it (the core imports no server)."""
-    return any(c.__name__ == "WebSocket" and c.__module__ == "geventwebsocket.websocket" for c in type(ws).__mro__)
