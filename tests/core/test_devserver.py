@@ -288,3 +288,22 @@ def test_run_helper_debug_mode(tmp_path, spawn, port):
     with connect(f"{process.server.ws_url}/echo") as ws:
         ws.send("debug")
         assert ws.recv(timeout=5) == "debug"
+
+
+def test_no_timer_thread_outlives_the_sockets(devserve):
+    """The one timer thread (keepalive, close deadlines) runs while sockets
+    are open, and is gone once the last one closed; the next socket starts
+    another."""
+    import threading
+
+    def timers() -> list:
+        return [th for th in threading.enumerate() if th.name == "flask-sockets timer"]
+
+    app, _ = dev_app(SOCKETS_PING_INTERVAL=5)
+    server = devserve(app)
+    for _ in range(2):
+        with connect(f"{server.ws_url}/echo", open_timeout=5) as ws:
+            ws.send("x")
+            assert ws.recv(timeout=5) == "x"
+            assert len(timers()) == 1
+        wait_until(lambda: not timers())

@@ -771,7 +771,9 @@ class Connections:
             return len(self._open)
 
     def start(self) -> None:
-        """Start the timer thread (a daemon) if it is not running yet."""
+        """Start the timer thread (a daemon) if it is not running yet. It
+        runs while sockets are open (:meth:`admit` them first), and ends
+        when the last one is gone."""
         with self._lock:
             if self._thread is not None or self._stopped:
                 return
@@ -797,9 +799,12 @@ class Connections:
             return True
 
     def discard(self, ws: ThreadedWebSocket) -> None:
-        """Forget ``ws`` (it ended)."""
+        """Forget ``ws`` (it ended). The last one gone, the timer thread
+        ends; :meth:`start` makes a new one for the next socket."""
         with self._lock:
             self._open.discard(ws)
+            if not self._open:
+                self._wakeup.notify()
 
     def watch(self, ws: ThreadedWebSocket) -> None:
         """Start the keepalive of an accepted socket."""
@@ -846,6 +851,11 @@ class Connections:
                     if ws is not None and ws._timer_at == when:
                         ws._timer_at = None
                         due.append(ws)
+                if not due and not self._open:
+                    # Idle: no thread lingers (start() makes one for the next socket).
+                    self._thread = None
+                    self._heap.clear()
+                    return
                 if not due:
                     wait = heap[0][0] - now if heap else None
                     if stopping is not None:

@@ -66,8 +66,7 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
         self.connections = Connections(
             max_connections=max(0, self.cfg.threads - self.reserved_threads),
             stopping=self._stopping,
-        )
-        self.connections.start()
+        )  # its timer thread runs while sockets are open (the view starts it)
         super().init_process()
 
     def _stopping(self) -> bool:
