@@ -39,8 +39,7 @@ from websockets.protocol import Protocol
 
 from flask_sockets.compression import Compression
 from flask_sockets.compression import Deflate
-from flask_sockets.protocol import OP_BINARY as OUR_BINARY
-from flask_sockets.protocol import OP_TEXT as OUR_TEXT
+from flask_sockets.protocol import Opcode as OurOpcode
 from flask_sockets.protocol import ServerProtocol
 
 RESULTS = Path(__file__).with_name("results")
@@ -83,9 +82,9 @@ def run_ours(protocol: ServerProtocol, reads: list[bytes], count: int) -> int:
         protocol.buffer += data
         while (event := protocol.next_event()) is not None:
             if isinstance(event, str):
-                header, payload = protocol.data_frame(OUR_TEXT, event.encode())
+                header, payload = protocol.data_frame(OurOpcode.TEXT, event.encode())
             else:
-                header, payload = protocol.data_frame(OUR_BINARY, event)
+                header, payload = protocol.data_frame(OurOpcode.BINARY, event)
             got += 1
     assert got == count, (got, count)
     return got

@@ -17,6 +17,8 @@ from websockets.sync.client import connect
 
 from flask_sockets import ConnectionClosed as SocketClosed
 from flask_sockets import Sockets
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
 from flask_sockets_gevent.websocket import frame_header
 from tests.conftest import wait_until
 from tests.gevent.rawclient import RawClient
@@ -76,7 +78,7 @@ def test_dropped_tcp_connection_ends_receive_quietly(app_and_sockets, serve, cap
         assert ws.recv(timeout=5) == "ready"
         ws.socket.shutdown(socket.SHUT_RDWR)
         wait_until(lambda: seen)
-    assert seen == [(None, True, 1006)]
+    assert seen == [(None, True, CloseCode.ABNORMAL_CLOSURE)]
     assert "Traceback" not in caplog.text
 
 
@@ -217,7 +219,9 @@ def test_send_nowait_never_waits_and_keeps_frames_whole(app_and_sockets, serve, 
         assert 0 < results["sent"] < limit
         assert results["slowest"] < 1.0
         payloads = (f"{number:06d}".encode() + b"z" * frame for number in range(results["sent"]))
-        expected = b"".join(frame_header(0x2, len(p)) + p for p in payloads) + frame_header(0x1, 3) + b"end"
+        expected = (
+            b"".join(frame_header(Opcode.BINARY, len(p)) + p for p in payloads) + frame_header(Opcode.TEXT, 3) + b"end"
+        )
         received = bytearray(client.buffer)
         while len(received) < len(expected):
             chunk = client.sock.recv(1 << 20)
@@ -225,8 +229,8 @@ def test_send_nowait_never_waits_and_keeps_frames_whole(app_and_sockets, serve, 
             received += chunk
         assert received == expected, "frames were lost, cut or interleaved"
         client.buffer = b""
-        client.send_frame(0x8, struct.pack("!H", 1000))
-        assert client.read_close()[0] == 1000
+        client.send_frame(Opcode.CLOSE, struct.pack("!H", CloseCode.NORMAL_CLOSURE))
+        assert client.read_close()[0] == CloseCode.NORMAL_CLOSURE
     finally:
         client.close()
     wait_until(lambda: "after close" in results)

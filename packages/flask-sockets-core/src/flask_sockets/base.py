@@ -1,5 +1,6 @@
 """What every socket class of Flask-Sockets shares (the gevent socket, the
-development server's and the test client's): the opcodes, and ``send`` and
+development server's and the test client's): the opcodes (gevent-websocket's
+``OPCODE_*`` names), and ``send`` and
 ``ping`` on top of each class's ``send_frame``."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import typing as t
 
 from .compression import Deflate
 from .compression import negotiate
+from .protocol import Opcode
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .options import SocketOptions
@@ -42,12 +44,13 @@ class SocketBase:
 
     __slots__ = ()  # adds no instance state (a subclass may use __slots__)
 
-    OPCODE_CONTINUATION = 0x0
-    OPCODE_TEXT = 0x1
-    OPCODE_BINARY = 0x2
-    OPCODE_CLOSE = 0x8
-    OPCODE_PING = 0x9
-    OPCODE_PONG = 0xA
+    # gevent-websocket's names for the opcodes (:class:`~flask_sockets.protocol.Opcode`).
+    OPCODE_CONTINUATION = Opcode.CONTINUATION
+    OPCODE_TEXT = Opcode.TEXT
+    OPCODE_BINARY = Opcode.BINARY
+    OPCODE_CLOSE = Opcode.CLOSE
+    OPCODE_PING = Opcode.PING
+    OPCODE_PONG = Opcode.PONG
 
     def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

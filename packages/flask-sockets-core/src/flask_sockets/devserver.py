@@ -26,9 +26,9 @@ from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
 from .options import SocketOptions
-from .protocol import CLOSE_NO_STATUS
 from .protocol import PAUSE
 from .protocol import Close
+from .protocol import CloseCode
 from .protocol import Ping
 from .protocol import ProtocolError
 from .protocol import ServerProtocol
@@ -40,8 +40,6 @@ __all__ = ["WERKZEUG_SOCKET_KEY", "DevWebSocket", "HandshakeRefused"]
 #: Where Werkzeug's development server puts the client connection.
 WERKZEUG_SOCKET_KEY = "werkzeug.socket"
 
-CLOSE_NORMAL = 1000
-CLOSE_ABNORMAL = 1006
 _READ_SIZE = 64 * 1024
 
 
@@ -180,7 +178,7 @@ class DevWebSocket(EngineSocket, SocketBase):
             if deadline is not None:
                 self._sock.settimeout(None)
         if not data:
-            self.close_code = self.close_code or CLOSE_ABNORMAL
+            self.close_code = self.close_code or CloseCode.ABNORMAL_CLOSURE
             self._shut_down()
             return False
         self._protocol.buffer += data
@@ -190,7 +188,7 @@ class DevWebSocket(EngineSocket, SocketBase):
         self.close_code, self.close_reason = event.code, event.reason
         if not self.closed:
             # The peer closed first: echo its code (RFC 6455, 5.5.1).
-            reply = CLOSE_NORMAL if event.code == CLOSE_NO_STATUS else event.code
+            reply = CloseCode.NORMAL_CLOSURE if event.code == CloseCode.NO_STATUS_RCVD else event.code
             try:
                 self._send(*self._control(self.OPCODE_CLOSE, close_payload(reply)))
             except ConnectionClosed:
@@ -238,7 +236,7 @@ class DevWebSocket(EngineSocket, SocketBase):
 
     # -- closing --------------------------------------------------------------
 
-    def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
         """Send a close frame with ``code`` and ``message`` (the reason), wait
         up to ``close_timeout`` seconds for the peer's, then close the
         connection. Closing a closed socket does nothing."""
@@ -283,7 +281,7 @@ class DevWebSocket(EngineSocket, SocketBase):
     def abort(self) -> None:
         """Cut the TCP connection without a close frame (close code 1006)."""
         if self.close_code is None:
-            self.close_code = CLOSE_ABNORMAL
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
         self._shut_down()
 
     def _shut_down(self) -> None:

@@ -63,9 +63,9 @@ from flask_sockets.base import EngineSocket
 from flask_sockets.base import SocketBase
 from flask_sockets.base import to_payload
 from flask_sockets.options import SocketOptions
-from flask_sockets.protocol import CLOSE_NO_STATUS
 from flask_sockets.protocol import PAUSE
 from flask_sockets.protocol import Close
+from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import MessageTooBig
 from flask_sockets.protocol import Ping
 from flask_sockets.protocol import ProtocolError
@@ -77,12 +77,6 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
 
 __all__ = ["Clients", "ConnectionClosed", "MessageTooBig", "WebSocket"]
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-#: Reported in ``close_code`` when no close frame came at all (RFC 6455, 7.1.5).
-CLOSE_ABNORMAL = 1006
-CLOSE_INTERNAL_ERROR = 1011
 
 _DEFAULTS = SocketOptions()
 # Messages up to this size go out in one write (header + payload); larger
@@ -368,7 +362,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         except ProtocolError as e:
             self._fail(e.code, str(e))
         except (_PeerGone, OSError):
-            self._drop(CLOSE_ABNORMAL)
+            self._drop(CloseCode.ABNORMAL_CLOSURE)
         except ConnectionClosed:  # a pong could not be sent: the socket is closed already
             pass
         finally:
@@ -421,7 +415,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
     def _on_close_frame(self, event: Close) -> None:
         self.close_code, self.close_reason = event.code, event.reason
         # Echo the peer's code (RFC 6455, 5.5.1); the peer closes TCP next.
-        reply = CLOSE_NORMAL if event.code == CLOSE_NO_STATUS else event.code
+        reply = CloseCode.NORMAL_CLOSURE if event.code == CloseCode.NO_STATUS_RCVD else event.code
         self._send_close(reply, b"")
         self._drop(None)
 
@@ -487,7 +481,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             except BlockingIOError:
                 return False
             except OSError as e:
-                self._drop(CLOSE_ABNORMAL)
+                self._drop(CloseCode.ABNORMAL_CLOSURE)
                 raise ConnectionClosed(f"Socket is dead: {e}") from e
             if sent < len(data):
                 # The frame has begun: it must be finished before any other.
@@ -561,13 +555,13 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         """A frame was cut short (the peer left, it read nothing for
         ``send_timeout``, or the sender was interrupted): the stream is
         unusable. A peer that reads nothing is cut off, which wakes the reader."""
-        self._drop(CLOSE_ABNORMAL)
+        self._drop(CloseCode.ABNORMAL_CLOSURE)
         if isinstance(error, _SendTimeout):
             self._shutdown()
 
     # -- closing --------------------------------------------------------------
 
-    def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
         """Close the connection: send a close frame with ``code`` and
         ``message`` (the reason, at most 123 bytes), then wait up to
         ``close_timeout`` seconds for the peer's close frame. Closing a
@@ -648,7 +642,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             while True:
                 event = self._next_event()
                 if event.__class__ is Close:
-                    if event.code != CLOSE_NO_STATUS:
+                    if event.code != CloseCode.NO_STATUS_RCVD:
                         self.close_code, self.close_reason = event.code, event.reason
                     return True
         except ProtocolError:
@@ -671,7 +665,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
     def abort(self) -> None:
         """Cut the TCP connection without a close frame (close code 1006).
         A handler blocked in ``receive()`` gets ``None``."""
-        self._drop(CLOSE_ABNORMAL)
+        self._drop(CloseCode.ABNORMAL_CLOSURE)
         self._shutdown()
 
     def _shutdown(self, how: int = socket.SHUT_RDWR) -> None:
@@ -744,9 +738,9 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         if self.closed:
             return
         if self._last_heard < sent_at:
-            self.close_code = CLOSE_INTERNAL_ERROR
+            self.close_code = CloseCode.INTERNAL_ERROR
             self.close_reason = "keepalive ping timeout"
-            self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
         self._keepalive = None
         interval = t.cast(float, self.ping_interval)
