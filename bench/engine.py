@@ -1,6 +1,8 @@
-"""The protocol engines alone, without I/O: ours (flask_sockets.protocol) and
-websockets' sans-I/O ``ServerProtocol``, parsing the same client bytes and
-building the same replies, in one process (CPU time per message).
+"""The protocol engines alone, without I/O: ours (the frame parser of
+flask_sockets.protocol, and the connection our sockets drive,
+flask_sockets.connection, over it) and websockets' sans-I/O ``ServerProtocol``,
+parsing the same client bytes and building the same replies, in one process
+(CPU time per message).
 
     hatch run bench:engine [--seconds S]
 
@@ -39,6 +41,7 @@ from websockets.protocol import Protocol
 
 from flask_sockets.compression import Compression
 from flask_sockets.compression import Deflate
+from flask_sockets.connection import Connection
 from flask_sockets.protocol import Opcode as OurOpcode
 from flask_sockets.protocol import ServerProtocol
 
@@ -85,6 +88,28 @@ def run_ours(protocol: ServerProtocol, reads: list[bytes], count: int) -> int:
                 header, payload = protocol.data_frame(OurOpcode.TEXT, event.encode())
             else:
                 header, payload = protocol.data_frame(OurOpcode.BINARY, event)
+            got += 1
+    assert got == count, (got, count)
+    return got
+
+
+def make_connection(compress: bool) -> Connection:
+    connection = Connection(16 * 1024 * 1024, make_ours(compress).deflate)
+    connection.accept()
+    return connection
+
+
+def run_connection(connection: Connection, reads: list[bytes], count: int) -> int:
+    """As a socket drives it: bytes in, events out, the reply queued and taken."""
+    got = 0
+    for data in reads:
+        connection.receive_data(data)
+        while (event := connection.next_event()) is not None:
+            if isinstance(event, str):
+                connection.send_text(event.encode(), True, event)
+            else:
+                connection.send_binary(event, True, event)
+            connection.data_to_send()
             got += 1
     assert got == count, (got, count)
     return got
@@ -140,7 +165,11 @@ def measure(
     return best
 
 
-ENGINES = {"ours": (make_ours, run_ours), "websockets": (make_websockets, run_websockets)}
+ENGINES = {
+    "ours": (make_ours, run_ours),
+    "connection": (make_connection, run_connection),
+    "websockets": (make_websockets, run_websockets),
+}
 
 
 def in_child(engine: str, workload: str, seconds: float) -> float:
@@ -169,11 +198,24 @@ def main() -> None:
     rows = {}
     for name in workloads():
         ours = in_child("ours", name, args.seconds)
+        connection = in_child("connection", name, args.seconds)
         theirs = in_child("websockets", name, args.seconds)
-        rows[name] = {"ours_us": ours, "websockets_us": theirs, "speedup": theirs / ours}
-    print(f"{'workload':<22} {'ours µs/msg':>12} {'websockets µs/msg':>18} {'ours faster by':>15}")
+        rows[name] = {
+            "ours_us": ours,
+            "connection_us": connection,
+            "websockets_us": theirs,
+            "speedup": theirs / ours,
+            "connection_speedup": theirs / connection,
+        }
+    print(
+        f"{'workload':<22} {'parser µs/msg':>13} {'connection µs/msg':>18} {'websockets µs/msg':>18}"
+        f" {'parser faster by':>17} {'connection faster by':>21}"
+    )
     for name, row in rows.items():
-        print(f"{name:<22} {row['ours_us']:>12.2f} {row['websockets_us']:>18.2f} {row['speedup']:>14.2f}x")
+        print(
+            f"{name:<22} {row['ours_us']:>13.2f} {row['connection_us']:>18.2f} {row['websockets_us']:>18.2f}"
+            f" {row['speedup']:>16.2f}x {row['connection_speedup']:>20.2f}x"
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "engine.json").write_text(
         json.dumps({"python": sys.version.split()[0], "zlib": zlib.ZLIB_RUNTIME_VERSION, "rows": rows}, indent=2)

@@ -115,11 +115,17 @@ class CloseCode(enum.IntEnum):
 
 
 # The former names, kept importable (the enums above are the definitions).
+#: :attr:`Opcode.CONTINUATION`, by its former name.
 OP_CONTINUATION = Opcode.CONTINUATION
+#: :attr:`Opcode.TEXT`, by its former name.
 OP_TEXT = Opcode.TEXT
+#: :attr:`Opcode.BINARY`, by its former name.
 OP_BINARY = Opcode.BINARY
+#: :attr:`Opcode.CLOSE`, by its former name.
 OP_CLOSE = Opcode.CLOSE
+#: :attr:`Opcode.PING`, by its former name.
 OP_PING = Opcode.PING
+#: :attr:`Opcode.PONG`, by its former name.
 OP_PONG = Opcode.PONG
 
 # The codes a peer may send in a close frame, besides 3000-4999 (RFC 6455, 7.4).
