@@ -73,7 +73,7 @@ def sent(conn: Connection) -> list[tuple[int, bytes]]:
 
 
 def close_of(payload: bytes) -> tuple[int, str]:
-    code, = struct.unpack("!H", payload[:2])
+    (code,) = struct.unpack("!H", payload[:2])
     return code, payload[2:].decode()
 
 
@@ -149,10 +149,14 @@ def test_a_small_frame_is_one_chunk_a_big_one_two_without_copying_the_payload() 
     assert header == b"\x82\x7e" + struct.pack("!H", len(big))
 
 
-def test_send_data_takes_text_and_binary_only() -> None:
+def test_send_frame_takes_data_ping_and_pong_only() -> None:
     conn = opened()
-    with pytest.raises(ValueError, match="not a data opcode"):
-        conn.send_data(Opcode.PING, b"")
+    for opcode in (Opcode.CLOSE, Opcode.CONTINUATION, 0x3):
+        with pytest.raises(ValueError, match="send_close"):
+            conn.send_frame(opcode, b"")
+    conn.send_frame(Opcode.PONG, b"unsolicited")
+    conn.send_frame(Opcode.TEXT, b"t")
+    assert sent(conn) == [(Opcode.PONG, b"unsolicited"), (Opcode.TEXT, b"t")]
     with pytest.raises(ValueError, match="125"):
         conn.send_ping(b"p" * 126)
     conn.send_ping(b"p" * 125)
@@ -416,3 +420,15 @@ def test_abort_before_the_handshake_was_answered() -> None:
     assert conn.state is State.CLOSED
     assert conn.close_code == CloseCode.ABNORMAL_CLOSURE
     assert conn.data_to_send() == []
+
+
+def test_bytes_appended_to_the_buffer_directly_are_discarded_after_a_failure() -> None:
+    """An I/O layer may append to ``buffer`` itself (one call less per read):
+    once the connection has failed, the next next_event() drops it."""
+    conn = opened()
+    conn.buffer += client(WsOpcode.TEXT, b"direct")
+    assert conn.next_event() == "direct"
+    conn.fail(CloseCode.POLICY_VIOLATION, "go away")
+    conn.buffer += client(WsOpcode.TEXT, b"x" * 1000)
+    assert conn.next_event() is None
+    assert not conn.buffer

@@ -17,6 +17,9 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EngineSocket", "SocketBase", "to_payload"]
 
+# Plain ints for send() (an IntEnum compares slower than an int).
+_TEXT, _BINARY, _PING = int(Opcode.TEXT), int(Opcode.BINARY), int(Opcode.PING)
+
 
 def to_payload(message: object) -> bytes:
     """The bytes a message is sent as: ``str`` encoded as UTF-8, ``bytes``
@@ -70,11 +73,11 @@ class SocketBase:
         """
         if binary is None:
             binary = not isinstance(message, str)
-        self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT, compress)
+        self.send_frame(message, _BINARY if binary else _TEXT, compress)
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping frame."""
-        self.send_frame(payload, self.OPCODE_PING)
+        self.send_frame(payload, _PING)
 
 
 class EngineSocket:

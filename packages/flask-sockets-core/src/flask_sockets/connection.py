@@ -31,7 +31,10 @@ States (:class:`State`)::
 How an I/O layer drives it:
 
 - **Reading.** Feed what the transport reads to :meth:`~Connection.receive_data`
-  (the end of the stream to :meth:`~Connection.receive_eof`) and call
+  (or append it to :attr:`~flask_sockets.protocol.ServerProtocol.buffer`
+  yourself: one call less per read; what must be discarded is dropped at
+  the next :meth:`~Connection.next_event`), the end of the stream to
+  :meth:`~Connection.receive_eof`, and call
   :meth:`~Connection.next_event` until it returns ``None``. Events are a
   message (``str`` for text, ``bytes`` for binary), :class:`~flask_sockets.protocol.Ping`
   (its pong is queued: write :meth:`~Connection.data_to_send`),
@@ -46,7 +49,7 @@ How an I/O layer drives it:
   raised: the connection fails itself (:meth:`~Connection.fail`) and
   ``next_event`` returns ``None``.
 - **Writing.** :meth:`~Connection.send_text`, :meth:`~Connection.send_binary`,
-  :meth:`~Connection.send_data`, :meth:`~Connection.send_ping`,
+  :meth:`~Connection.send_frame`, :meth:`~Connection.send_ping`,
   :meth:`~Connection.send_pong`, :meth:`~Connection.send_close` and
   :meth:`~Connection.fail` queue frames; :meth:`~Connection.data_to_send`
   returns the queued bytes, in order, as chunks to write one after the other
@@ -84,6 +87,8 @@ import time
 import typing as t
 
 from .exceptions import ConnectionClosed
+from .protocol import _MORE
+from .protocol import FRAMES_PER_CALL
 from .protocol import PAUSE
 from .protocol import Close
 from .protocol import CloseCode
@@ -130,8 +135,12 @@ class State(enum.Enum):
 CONNECTING, OPEN, CLOSING, CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 
 
-class Connection:
+class Connection(ServerProtocol):
     """One server-side WebSocket connection, sans I/O (see the module docstring).
+
+    It is its own frame parser and builder (a :class:`~flask_sockets.protocol.ServerProtocol`:
+    one object, no layer between them on the per-message path); use only
+    the methods documented here.
 
     :param max_message_size: Largest incoming message in bytes (``None``: no
         limit). A frame announcing more fails the connection with 1009 from
@@ -149,7 +158,6 @@ class Connection:
         "close_reason",
         "close_timeout",
         "failed",
-        "protocol",
         "state",
     )
 
@@ -160,9 +168,7 @@ class Connection:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         clock: t.Callable[[], float] = time.monotonic,
     ) -> None:
-        #: The frame parser and builder (its buffer holds what was received
-        #: and not handled yet).
-        self.protocol = ServerProtocol(max_message_size, deflate)
+        super().__init__(max_message_size, deflate)
         #: The connection's :class:`State`.
         self.state = CONNECTING
         #: Seconds the close handshake may take (from the moment our close
@@ -181,27 +187,12 @@ class Connection:
         #: The reason that goes with :attr:`close_code`.
         self.close_reason: str | None = None
         self._clock = clock
-        self._out: list[bytes] = []
+        # What is queued to send, or None (nothing: no list held by an idle connection).
+        self._out: list[bytes] | None = None
 
-    # -- configuration ----------------------------------------------------------
-
-    @property
-    def max_message_size(self) -> int | None:
-        """Largest incoming message in bytes, or ``None`` for no limit."""
-        return self.protocol.max_message_size
-
-    @max_message_size.setter
-    def max_message_size(self, value: int | None) -> None:
-        self.protocol.max_message_size = value
-
-    @property
-    def deflate(self) -> Deflate | None:
-        """The permessage-deflate codec, if negotiated (set it before :meth:`accept`)."""
-        return self.protocol.deflate
-
-    @deflate.setter
-    def deflate(self, value: Deflate | None) -> None:
-        self.protocol.deflate = value
+    # Also: ``max_message_size`` (largest incoming message in bytes, or
+    # ``None``) and ``deflate`` (the permessage-deflate codec, set before
+    # accept()), attributes of the frame parser.
 
     def accept(self) -> None:
         """The handshake was answered (``101`` sent): the connection is open.
@@ -216,7 +207,7 @@ class Connection:
         failed or is closed)."""
         if self.failed or self.state is CLOSED:
             return
-        self.protocol.buffer += data
+        self.buffer += data
 
     def receive_eof(self) -> None:
         """The peer ended the stream (or the transport broke): the
@@ -230,14 +221,22 @@ class Connection:
         all once the connection is no longer open."""
         if self.state is not OPEN:
             return self._next_event_closing() if self.state is CLOSING else None
+        if not self.buffer:  # (nothing can come of an empty buffer)
+            return None
+        # ServerProtocol.next_event, inlined (the per-message path).
         try:
-            event = self.protocol.next_event()
+            for _ in range(FRAMES_PER_CALL):
+                event = self._payload() if self._frame_left else self._frame()
+                if event is not _MORE:
+                    break
+            else:
+                return PAUSE
         except ProtocolError as e:
             self.fail(e.code, str(e))
             return None
         cls = event.__class__
         if cls is str or cls is bytes or event is None:
-            return event
+            return event  # type: ignore[no-any-return]
         if cls is Ping:
             self.send_pong(t.cast(Ping, event).payload)
         elif cls is Close:
@@ -247,17 +246,19 @@ class Connection:
             self._queue_close(CloseCode.NORMAL_CLOSURE if close.code == _NO_STATUS else close.code)
             self.state = CLOSED
             self.close_deadline = None
-        return event
+        return event  # type: ignore[no-any-return]
 
     def _next_event_closing(self) -> Event | None:
         """While ``CLOSING``: messages and pings are dropped, the peer's
         close frame ends the connection."""
         if self.failed:
-            return None  # everything is discarded until the end of the stream
-        protocol = self.protocol
+            # Everything is discarded until the end of the stream (also what
+            # an I/O layer appended to the buffer itself).
+            self.buffer.clear()
+            return None
         while True:
             try:
-                event = protocol.next_event()
+                event = ServerProtocol.next_event(self)
             except ProtocolError:
                 # Frames stopped making sense: discard the rest.
                 self._discard()
@@ -274,32 +275,48 @@ class Connection:
 
     # -- sending --------------------------------------------------------------
 
-    def send_data(self, opcode: int, payload: bytes, compress: bool = True, message: object = None) -> None:
-        """Queue a text or binary message in one final frame, compressed if
+    def send_frame(self, opcode: int, payload: bytes, compress: bool = True, message: object = None) -> None:
+        """Queue one final frame: a text or binary message (compressed if
         permessage-deflate was negotiated, ``compress`` is true and the
-        payload reaches the threshold. ``message`` is the object ``payload``
-        was made from (see :meth:`~flask_sockets.compression.Deflate.compress`).
+        payload reaches the threshold; ``message`` is the object ``payload``
+        was made from, see :meth:`~flask_sockets.compression.Deflate.compress`),
+        a ping or a pong.
 
         :raises ~flask_sockets.ConnectionClosed: Unless the connection is ``OPEN``.
-        :raises ValueError: If ``opcode`` is not text or binary.
+        :raises ValueError: For another opcode (close with :meth:`send_close`),
+            or a ping or pong over 125 bytes.
         """
         if self.state is not OPEN:
             raise ConnectionClosed("Connection is already closed" if self.state is not CONNECTING else "Not accepted")
-        if opcode != _TEXT and opcode != _BINARY:
-            raise ValueError(f"Opcode {opcode:#x} is not a data opcode")
-        header, payload = self.protocol.data_frame(opcode, payload, compress, message)
-        if len(payload) <= SINGLE_WRITE_LIMIT:
-            self._out.append(header + payload)
+        if opcode == _TEXT or opcode == _BINARY:
+            # ServerProtocol.data_frame, inlined (the per-message path).
+            deflate = self.deflate
+            if compress and deflate is not None and len(payload) >= deflate.settings.threshold:
+                payload = deflate.compress(payload, message)
+                header = frame_header(opcode, len(payload), True)
+            else:
+                header = frame_header(opcode, len(payload))
+            if len(payload) <= SINGLE_WRITE_LIMIT:
+                out = self._out  # (self._queue, inlined: the per-message path)
+                if out is None:
+                    self._out = [header + payload]
+                else:
+                    out.append(header + payload)
+            else:
+                self._queue(header)
+                self._queue(payload)
+        elif opcode == _PING or opcode == _PONG:
+            self._send_control(opcode, payload)
         else:
-            self._out += (header, payload)
+            raise ValueError(f"Cannot send a frame with opcode {opcode:#x} this way (close with send_close())")
 
     def send_text(self, payload: bytes, compress: bool = True, message: object = None) -> None:
-        """Queue a text message (``payload`` is its UTF-8); see :meth:`send_data`."""
-        self.send_data(_TEXT, payload, compress, message)
+        """Queue a text message (``payload`` is its UTF-8); see :meth:`send_frame`."""
+        self.send_frame(_TEXT, payload, compress, message)
 
     def send_binary(self, payload: bytes, compress: bool = True, message: object = None) -> None:
-        """Queue a binary message; see :meth:`send_data`."""
-        self.send_data(_BINARY, payload, compress, message)
+        """Queue a binary message; see :meth:`send_frame`."""
+        self.send_frame(_BINARY, payload, compress, message)
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload).
@@ -307,7 +324,7 @@ class Connection:
         :raises ~flask_sockets.ConnectionClosed: Unless the connection is ``OPEN``.
         :raises ValueError: If ``payload`` is over 125 bytes.
         """
-        self._control(_PING, payload)
+        self._send_control(_PING, payload)
 
     def send_pong(self, payload: bytes = b"") -> None:
         """Queue a pong (at most 125 bytes of payload); pings are answered
@@ -316,14 +333,14 @@ class Connection:
         :raises ~flask_sockets.ConnectionClosed: Unless the connection is ``OPEN``.
         :raises ValueError: If ``payload`` is over 125 bytes.
         """
-        self._control(_PONG, payload)
+        self._send_control(_PONG, payload)
 
-    def _control(self, opcode: int, payload: bytes) -> None:
+    def _send_control(self, opcode: int, payload: bytes) -> None:
         if self.state is not OPEN:
             raise ConnectionClosed("Connection is already closed")
         if len(payload) > 125:
             raise ValueError("A control frame carries at most 125 bytes")
-        self._out.append(frame_header(opcode, len(payload)) + payload)
+        self._queue(frame_header(opcode, len(payload)) + payload)
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: bytes | str = b"") -> None:
         """Start the close handshake: queue a close frame with ``code`` and
@@ -367,7 +384,7 @@ class Connection:
 
     def _queue_close(self, code: int, reason: bytes | str = b"") -> None:
         payload = b"" if code == _NO_STATUS else close_payload(code, reason)
-        self._out.append(frame_header(_CLOSE, len(payload)) + payload)
+        self._queue(frame_header(_CLOSE, len(payload)) + payload)
 
     def _closing(self) -> None:
         self.state = CLOSING
@@ -375,19 +392,28 @@ class Connection:
 
     def _discard(self) -> None:
         self.failed = True
-        self.protocol.buffer.clear()
-        self.protocol.reset_message()
+        self.buffer.clear()
+        self.reset_message()
+
+    def _queue(self, chunk: bytes) -> None:
+        out = self._out
+        if out is None:
+            self._out = [chunk]
+        else:
+            out.append(chunk)
 
     @property
     def has_data_to_send(self) -> bool:
         """Whether :meth:`data_to_send` would return anything."""
-        return bool(self._out)
+        return self._out is not None
 
     def data_to_send(self) -> list[bytes]:
         """The bytes queued since the last call, as chunks to write in this
         order (see the module docstring, "Writing")."""
         out = self._out
-        self._out = []
+        if out is None:
+            return []
+        self._out = None
         return out
 
     # -- ending -----------------------------------------------------------------
@@ -405,7 +431,7 @@ class Connection:
         """Give the connection up without a close frame (the transport broke,
         the handshake could not be answered): ``CLOSED``, 1006 unless it
         already had a code, and nothing left to send."""
-        self._out = []
+        self._out = None
         self._closed()
 
     def _closed(self) -> None:
@@ -413,8 +439,8 @@ class Connection:
             self.close_code, self.close_reason = _ABNORMAL, ""
         self.state = CLOSED
         self.close_deadline = None
-        if self.protocol.buffer:
-            self.protocol.buffer.clear()
+        if self.buffer:
+            self.buffer.clear()
 
     def __repr__(self) -> str:
         return f"<Connection {self.state.name} close_code={self.close_code}>"

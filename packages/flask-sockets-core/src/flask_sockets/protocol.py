@@ -296,6 +296,8 @@ class ServerProtocol:
 
         :raises ProtocolError: When the peer broke the protocol (see ``code``).
         """
+        if not self.buffer:  # (nothing can come of an empty buffer)
+            return None
         try:
             for _ in range(FRAMES_PER_CALL):
                 if self._frame_left:
@@ -303,7 +305,7 @@ class ServerProtocol:
                 else:
                     event = self._frame()
                 if event is not _MORE:
-                    return t.cast("Event | None", event)
+                    return event  # type: ignore[no-any-return]
         except ProtocolError:
             # The connection fails: what it had of a message is garbage.
             self.reset_message()
