@@ -1,6 +1,8 @@
-"""The protocol engines alone, without I/O: ours (flask_sockets.protocol) and
-websockets' sans-I/O ``ServerProtocol``, parsing the same client bytes and
-building the same replies, in one process (CPU time per message).
+"""The protocol engines alone, without I/O: ours (the frame parser of
+flask_sockets.protocol, and the connection our sockets drive,
+flask_sockets.connection, over it) and websockets' sans-I/O ``ServerProtocol``,
+parsing the same client bytes and building the same replies, in one process
+(CPU time per message).
 
     hatch run bench:engine [--seconds S]
 
@@ -41,8 +43,8 @@ from websockets.protocol import Protocol
 
 from flask_sockets.compression import Compression
 from flask_sockets.compression import Deflate
-from flask_sockets.protocol import OP_BINARY as OUR_BINARY
-from flask_sockets.protocol import OP_TEXT as OUR_TEXT
+from flask_sockets.connection import Connection
+from flask_sockets.protocol import Opcode as OurOpcode
 from flask_sockets.protocol import ServerProtocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +52,8 @@ import harness  # noqa: E402
 import report  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
+# Plain ints, as our sockets pass them (an IntEnum costs a little in every comparison).
+OUR_TEXT, OUR_BINARY = int(OurOpcode.TEXT), int(OurOpcode.BINARY)
 READ = 64 * 1024
 
 
@@ -92,6 +96,28 @@ def run_ours(protocol: ServerProtocol, reads: list[bytes], count: int) -> int:
                 header, payload = protocol.data_frame(OUR_TEXT, event.encode())
             else:
                 header, payload = protocol.data_frame(OUR_BINARY, event)
+            got += 1
+    assert got == count, (got, count)
+    return got
+
+
+def make_connection(compress: bool) -> Connection:
+    connection = Connection(16 * 1024 * 1024, make_ours(compress).deflate)
+    connection.accept()
+    return connection
+
+
+def run_connection(connection: Connection, reads: list[bytes], count: int) -> int:
+    """As a socket drives it: bytes in, events out, the reply queued and taken."""
+    got = 0
+    for data in reads:
+        connection.receive_data(data)
+        while (event := connection.next_event()) is not None:
+            if isinstance(event, str):
+                connection.send_text(event.encode(), True, event)
+            else:
+                connection.send_binary(event, True, event)
+            connection.data_to_send()
             got += 1
     assert got == count, (got, count)
     return got
@@ -147,7 +173,11 @@ def measure(
     return best
 
 
-ENGINES = {"ours": (make_ours, run_ours), "websockets": (make_websockets, run_websockets)}
+ENGINES = {
+    "ours": (make_ours, run_ours),
+    "connection": (make_connection, run_connection),
+    "websockets": (make_websockets, run_websockets),
+}
 
 
 def in_child(engine: str, workload: str, seconds: float) -> float:
@@ -178,10 +208,19 @@ def main() -> None:
     rows = {}
     for name in workloads():
         ours = in_child("ours", name, args.seconds)
+        connection = in_child("connection", name, args.seconds)
         theirs = in_child("websockets", name, args.seconds)
-        rows[name] = {"ours_us": ours, "websockets_us": theirs, "speedup": theirs / ours}
-    table = [["Workload", "ours us/message", "websockets us/message", "ours faster by"]]
-    table += [[name, f"{r['ours_us']:.2f}", f"{r['websockets_us']:.2f}", f"{r['speedup']:.2f}x"]
+        rows[name] = {
+            "ours_us": ours,
+            "connection_us": connection,
+            "websockets_us": theirs,
+            "speedup": theirs / ours,
+            "connection_speedup": theirs / connection,
+        }
+    table = [["Workload", "parser us/message", "connection us/message", "websockets us/message",
+              "parser faster by", "connection faster by"]]
+    table += [[name, f"{r['ours_us']:.2f}", f"{r['connection_us']:.2f}", f"{r['websockets_us']:.2f}",
+               f"{r['speedup']:.2f}x", f"{r['connection_speedup']:.2f}x"]
               for name, r in rows.items()]  # fmt: skip
     text = "\n".join([
         f"Latest run: {started.isoformat(timespec='seconds')}, `{harness.command_line('engine')}`,"

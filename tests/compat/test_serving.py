@@ -14,6 +14,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
 from tests.conftest import TIMEOUT
 from tests.conftest import Process
 from tests.conftest import wait_until
@@ -117,13 +119,17 @@ def close_frame(client: RawClient) -> bytes:
     """The payload of the server's close frame, as sent."""
     while True:
         opcode, payload = client.read_frame()
-        if opcode == 0x8:
+        if opcode == Opcode.CLOSE:
             return payload
 
 
 @pytest.mark.parametrize(
     ("route", "code", "reason"),
-    [("/boom", 1011, b"Internal Server Error"), ("/forbidden", 1008, b"403 Forbidden"), ("/bye", 1000, b"")],
+    [
+        ("/boom", CloseCode.INTERNAL_ERROR, b"Internal Server Error"),
+        ("/forbidden", CloseCode.POLICY_VIOLATION, b"403 Forbidden"),
+        ("/bye", CloseCode.NORMAL_CLOSURE, b""),
+    ],
 )
 def test_close_frame_carries_the_code(served: Served, path: str, route: str, code: int, reason: bytes) -> None:
     """The close frame after a handler raised (1011), aborted (1008) or
@@ -153,7 +159,7 @@ def refuse(process: Process, path: str, origin: str) -> None:
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=TIMEOUT)
         assert closed.value.rcvd is not None
-        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "403 Forbidden")
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (CloseCode.POLICY_VIOLATION, "403 Forbidden")
     else:
         with pytest.raises(InvalidStatus) as e:
             connect(url, origin=origin, open_timeout=TIMEOUT)  # type: ignore[arg-type]

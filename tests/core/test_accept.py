@@ -10,6 +10,7 @@ from flask import Flask
 from flask import abort
 
 from flask_sockets import Sockets
+from flask_sockets.protocol import CloseCode
 from flask_sockets.testing import SocketRejected
 from flask_sockets.testing import SocketTestClient
 
@@ -58,4 +59,4 @@ def test_by_default_the_handler_starts_accepted(how: str) -> None:
     declare(how, app, sockets)
     with SocketTestClient(app).connect("/x") as ws:
         assert ws.receive() is None
-    assert (ws.close_code, ws.close_reason) == (1008, "403 Forbidden")
+    assert (ws.close_code, ws.close_reason) == (CloseCode.POLICY_VIOLATION, "403 Forbidden")

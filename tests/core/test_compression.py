@@ -15,7 +15,7 @@ import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame
-from websockets.frames import Opcode
+from websockets.frames import Opcode as WsOpcode
 from websockets.headers import parse_extension
 from websockets.streams import StreamReader
 
@@ -25,11 +25,10 @@ from flask_sockets.compression import Deflate
 from flask_sockets.compression import SharedCompressor
 from flask_sockets.compression import compression_from_setting
 from flask_sockets.compression import negotiate
-from flask_sockets.protocol import OP_BINARY
-from flask_sockets.protocol import OP_PING
-from flask_sockets.protocol import OP_TEXT
 from flask_sockets.protocol import Close
+from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import MessageTooBig
+from flask_sockets.protocol import Opcode
 from flask_sockets.protocol import Ping
 from flask_sockets.protocol import ProtocolError
 from flask_sockets.protocol import ServerProtocol
@@ -286,7 +285,9 @@ def connect(
 def client_frame_list(client: PerMessageDeflate, opcode: int, parts: list[bytes]) -> list[bytes]:
     """A message in ``len(parts)`` frames, compressed by websockets' client codec, masked."""
     return [
-        Frame(Opcode(opcode if i == 0 else 0), part, fin=i == len(parts) - 1).serialize(mask=True, extensions=[client])
+        Frame(WsOpcode(opcode if i == 0 else 0), part, fin=i == len(parts) - 1).serialize(
+            mask=True, extensions=[client]
+        )
         for i, part in enumerate(parts)
     ]
 
@@ -341,17 +342,17 @@ def rsv1_of(data: bytes) -> bool:
 # -- compressed messages in -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 def test_compressed_single_frame(opcode: int) -> None:
     proto, client = connect()
     payload = TEXT.encode()
     data = client_frames(client, opcode, [payload])
     assert rsv1_of(data) and len(data) < len(payload) // 2
     proto.receive_data(data)
-    assert drain(proto) == [TEXT if opcode == OP_TEXT else payload]
+    assert drain(proto) == [TEXT if opcode == Opcode.TEXT else payload]
 
 
-@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 @pytest.mark.parametrize("cuts", [(1,), (5, 6, 7), (100, 101, 102, 103, 900)])
 def test_compressed_fragmented(opcode: int, cuts: tuple[int, ...]) -> None:
     proto, client = connect()
@@ -361,18 +362,18 @@ def test_compressed_fragmented(opcode: int, cuts: tuple[int, ...]) -> None:
     frames = client_frame_list(client, opcode, parts)
     assert rsv1_of(frames[0]) and not any(rsv1_of(f) for f in frames[1:])
     # A ping between the first two frames, and the whole fed in small pieces.
-    ping = Frame(Opcode.PING, b"!").serialize(mask=True)
+    ping = Frame(WsOpcode.PING, b"!").serialize(mask=True)
     data = b"".join([frames[0], ping, *frames[1:]])
     events = []
     for i in range(0, len(data), 7):
         proto.receive_data(data[i : i + 7])
         events += drain(proto)
-    expected = TEXT if opcode == OP_TEXT else payload
+    expected = TEXT if opcode == Opcode.TEXT else payload
     assert [e for e in events if not isinstance(e, Ping)] == [expected]
     assert [e.payload for e in events if isinstance(e, Ping)] == [b"!"]
 
 
-@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 def test_compressed_empty_message(opcode: int) -> None:
     proto, client = connect()
     data = client_frames(client, opcode, [b""])
@@ -383,15 +384,15 @@ def test_compressed_empty_message(opcode: int) -> None:
     # And an empty message in three frames.
     data += client_frames(client, opcode, [b"", b"", b""])
     proto.receive_data(data)
-    empty = "" if opcode == OP_TEXT else b""
+    empty = "" if opcode == Opcode.TEXT else b""
     assert drain(proto) == [empty] * 4
 
 
 def test_compressed_and_uncompressed_messages_mix() -> None:
     proto, client = connect()
-    data = client_frames(client, OP_TEXT, [b"compressed"])
-    data += Frame(Opcode.TEXT, b"plain").serialize(mask=True)
-    data += client_frames(client, OP_BINARY, [b"again"])
+    data = client_frames(client, Opcode.TEXT, [b"compressed"])
+    data += Frame(WsOpcode.TEXT, b"plain").serialize(mask=True)
+    data += client_frames(client, Opcode.BINARY, [b"again"])
     proto.receive_data(data)
     assert drain(proto) == ["compressed", "plain", b"again"]
 
@@ -404,7 +405,7 @@ def test_client_context_takeover_keeps_the_decompressor() -> None:
     sizes = []
     for i in range(4):
         payload = f"{NOISE} #{i}".encode()
-        data = client_frames(client, OP_TEXT, [payload])
+        data = client_frames(client, Opcode.TEXT, [payload])
         sizes.append(len(data))
         proto.receive_data(data)
         assert drain(proto) == [payload.decode()]
@@ -418,7 +419,7 @@ def test_client_no_context_takeover_frees_the_decompressor() -> None:
     assert proto.deflate is not None and proto.deflate.client_no_context_takeover
     for i in range(3):
         parts = [f"{TEXT} #{i}".encode()[:50], f"{TEXT} #{i}".encode()[50:]]
-        data = client_frames(client, OP_TEXT, parts)
+        data = client_frames(client, Opcode.TEXT, parts)
         proto.receive_data(data[:20])
         assert drain(proto) == []
         assert proto.deflate._decompressor is not None  # in use mid-message
@@ -429,36 +430,36 @@ def test_client_no_context_takeover_frees_the_decompressor() -> None:
 
 def test_rsv1_on_a_continuation_frame() -> None:
     proto, _ = connect()
-    proto.receive_data(Frame(Opcode.TEXT, b"a", fin=False).serialize(mask=True))
+    proto.receive_data(Frame(WsOpcode.TEXT, b"a", fin=False).serialize(mask=True))
     proto.receive_data(raw_frame(0, b"b"))
     with pytest.raises(ProtocolError) as info:
         drain(proto)
-    assert type(info.value) is ProtocolError and info.value.code == 1002
+    assert type(info.value) is ProtocolError and info.value.code == CloseCode.PROTOCOL_ERROR
 
 
-@pytest.mark.parametrize("opcode", [OP_PING, 0xA, 0x8])
+@pytest.mark.parametrize("opcode", [Opcode.PING, Opcode.PONG, Opcode.CLOSE])
 def test_rsv1_on_a_control_frame(opcode: int) -> None:
     proto, _ = connect()
     proto.receive_data(bytes((0xC0 | opcode, 0x80)) + b"mask")
     with pytest.raises(ProtocolError) as info:
         drain(proto)
-    assert info.value.code == 1002
+    assert info.value.code == CloseCode.PROTOCOL_ERROR
 
 
 def test_invalid_compressed_data() -> None:
     proto, _ = connect()
-    proto.receive_data(raw_frame(OP_BINARY, b"\xff\xff\xff\xff"))
+    proto.receive_data(raw_frame(Opcode.BINARY, b"\xff\xff\xff\xff"))
     with pytest.raises(ProtocolError) as info:
         drain(proto)
-    assert info.value.code == 1002
+    assert info.value.code == CloseCode.PROTOCOL_ERROR
 
 
 def test_compressed_invalid_utf8() -> None:
     proto, client = connect()
-    proto.receive_data(client_frames(client, OP_TEXT, [b"ok \xff no"]))
+    proto.receive_data(client_frames(client, Opcode.TEXT, [b"ok \xff no"]))
     with pytest.raises(ProtocolError) as info:
         drain(proto)
-    assert info.value.code == 1007
+    assert info.value.code == CloseCode.INVALID_DATA
 
 
 # -- inflation bounds --------------------------------------------------------------------
@@ -493,7 +494,7 @@ def test_compression_bomb() -> None:
     limit = 1 << 20
     bomb = zeros_bomb(64 << 20)
     assert len(bomb) < 70_000
-    data = raw_frame(OP_BINARY, bomb)
+    data = raw_frame(Opcode.BINARY, bomb)
 
     proto, _ = connect(max_message_size=limit)
     assert proto.deflate is not None
@@ -502,7 +503,7 @@ def test_compression_bomb() -> None:
     proto.receive_data(data)
     with pytest.raises(MessageTooBig) as info:
         drain(proto)
-    assert info.value.code == 1009
+    assert info.value.code == CloseCode.MESSAGE_TOO_BIG
     assert recording.produced <= limit + 1
 
     # Without the wrapper, measured: memory stays far below the full size.
@@ -523,14 +524,14 @@ def test_compression_bomb_in_fragments() -> None:
     limit = 1 << 20
     client = connect(max_message_size=limit)[1]
     third = bytes(limit // 3 + 1)
-    data = client_frames(client, OP_BINARY, [third, third, third])
+    data = client_frames(client, Opcode.BINARY, [third, third, third])
     proto = connect(max_message_size=limit)[0]
     proto.receive_data(data)
     with pytest.raises(MessageTooBig):
         drain(proto)
 
 
-@pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
 @pytest.mark.parametrize("frames", [1, 3])
 def test_compressed_message_at_the_limit(opcode: int, frames: int) -> None:
     limit = 10_000
@@ -541,14 +542,14 @@ def test_compressed_message_at_the_limit(opcode: int, frames: int) -> None:
 
     proto, client = connect(max_message_size=limit)
     proto.receive_data(client_frames(client, opcode, parts))
-    assert drain(proto) == [payload.decode() if opcode == OP_TEXT else payload]
+    assert drain(proto) == [payload.decode() if opcode == Opcode.TEXT else payload]
 
     # One byte more: 1009.
     proto, client = connect(max_message_size=limit)
     proto.receive_data(client_frames(client, opcode, [*parts[:-1], parts[-1] + b"a"]))
     with pytest.raises(MessageTooBig) as info:
         drain(proto)
-    assert info.value.code == 1009
+    assert info.value.code == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_compressed_wire_size_is_bounded() -> None:
@@ -567,9 +568,9 @@ def test_compressed_wire_size_is_bounded() -> None:
 def test_data_frame_threshold() -> None:
     proto, client = connect(Compression(threshold=100))
     small = b"x" * 99
-    header, payload = proto.data_frame(OP_BINARY, small)
+    header, payload = proto.data_frame(Opcode.BINARY, small)
     assert not rsv1_of(header) and payload == small
-    header, payload = proto.data_frame(OP_BINARY, small + b"x")
+    header, payload = proto.data_frame(Opcode.BINARY, small + b"x")
     assert rsv1_of(header) and len(payload) < 20
     assert parse_server_frame(header + payload, client).data == small + b"x"
 
@@ -577,10 +578,10 @@ def test_data_frame_threshold() -> None:
 def test_data_frame_compress_false() -> None:
     proto, client = connect(Compression(threshold=0))
     payload = TEXT.encode()
-    header, out = proto.data_frame(OP_TEXT, payload, compress=False)
+    header, out = proto.data_frame(Opcode.TEXT, payload, compress=False)
     assert not rsv1_of(header) and out == payload
     frame = parse_server_frame(header + out, client)
-    assert (frame.opcode, frame.rsv1, frame.data) == (Opcode.TEXT, False, payload)
+    assert (frame.opcode, frame.rsv1, frame.data) == (WsOpcode.TEXT, False, payload)
 
 
 @pytest.mark.parametrize("window", [9, 10, 12, 15])
@@ -594,10 +595,10 @@ def test_data_frame_decodes_with_websockets(window: int) -> None:
     messages = [block + block, b"", b"a", TEXT.encode(), block * 3]
     for message in messages:
         proto, client = connect(settings, offer)  # a fresh client decoder for each message
-        header, payload = proto.data_frame(OP_BINARY, message)
+        header, payload = proto.data_frame(Opcode.BINARY, message)
         assert rsv1_of(header)
         frame = parse_server_frame(header + payload, client)
-        assert (frame.opcode, frame.fin, frame.rsv1, frame.data) == (Opcode.BINARY, True, False, message)
+        assert (frame.opcode, frame.fin, frame.rsv1, frame.data) == (WsOpcode.BINARY, True, False, message)
         # And with a raw zlib decompressor of exactly the window, fed a byte at
         # a time: zlib checks distances against the window only for output of
         # earlier calls, so this is what catches a compressor with a larger window.
@@ -616,7 +617,7 @@ def test_data_frame_without_server_context_decodes_with_fresh_decompressors() ->
     previous = b""
     for i in range(5):
         message = (NOISE + str(i)).encode()
-        header, payload = proto.data_frame(OP_TEXT, message)
+        header, payload = proto.data_frame(Opcode.TEXT, message)
         if previous:
             assert len(payload) > len(previous) // 2  # no reference to the last message
         previous = payload
@@ -637,7 +638,7 @@ def test_server_context_takeover(window: int) -> None:
     sizes = []
     # The first message repeats itself 600 bytes back: over a 2 ** 9 window.
     for message in [(NOISE * 2).encode()] + [f"{NOISE[:200]} #{i}".encode() for i in range(4)]:
-        header, payload = proto.data_frame(OP_TEXT, message)
+        header, payload = proto.data_frame(Opcode.TEXT, message)
         sizes.append(len(payload))
         assert parse_server_frame(header + payload, client).data == message
         # Fed a byte at a time, so that distances are checked against the window.
@@ -650,7 +651,7 @@ def test_server_context_takeover(window: int) -> None:
     assert max(sizes[2:]) < 30
     # A decompressor without the context cannot read a later message alone.
     with pytest.raises(zlib.error):
-        zlib.decompressobj(-15).decompress(proto.data_frame(OP_TEXT, NOISE[:200].encode())[1] + b"\x00\x00\xff\xff")
+        zlib.decompressobj(-15).decompress(proto.data_frame(Opcode.TEXT, NOISE[:200].encode())[1] + b"\x00\x00\xff\xff")
 
 
 class CountingCompressor:
@@ -736,8 +737,8 @@ def test_publish_compresses_once_across_connections() -> None:
     assert proto_a.deflate is not None and proto_b.deflate is not None
     assert proto_a.deflate.shared is proto_b.deflate.shared is not None
     message = TEXT + "publish"
-    header_a, payload_a = proto_a.data_frame(OP_TEXT, message.encode(), message=message)
-    header_b, payload_b = proto_b.data_frame(OP_TEXT, message.encode(), message=message)
+    header_a, payload_a = proto_a.data_frame(Opcode.TEXT, message.encode(), message=message)
+    header_b, payload_b = proto_b.data_frame(Opcode.TEXT, message.encode(), message=message)
     assert payload_b is payload_a
     assert parse_server_frame(header_a + payload_a, client_a).data == message.encode()
     assert parse_server_frame(header_b + payload_b, client_b).data == message.encode()
@@ -745,16 +746,16 @@ def test_publish_compresses_once_across_connections() -> None:
 
 def test_close_and_ping_unaffected_by_compression() -> None:
     proto, _ = connect()
-    proto.receive_data(Frame(Opcode.PING, b"hi").serialize(mask=True))
-    proto.receive_data(Frame(Opcode.CLOSE, b"\x03\xe8ok").serialize(mask=True))
+    proto.receive_data(Frame(WsOpcode.PING, b"hi").serialize(mask=True))
+    proto.receive_data(Frame(WsOpcode.CLOSE, b"\x03\xe8ok").serialize(mask=True))
     events = drain(proto)
     assert isinstance(events[0], Ping) and events[0].payload == b"hi"
-    assert isinstance(events[1], Close) and (events[1].code, events[1].reason) == (1000, "ok")
+    assert isinstance(events[1], Close) and (events[1].code, events[1].reason) == (CloseCode.NORMAL_CLOSURE, "ok")
 
 
 def test_deflate_reset_after_a_failure() -> None:
     proto, client = connect(Compression(client_no_context_takeover=False), offer="permessage-deflate")
-    proto.receive_data(raw_frame(OP_BINARY, b"\xff\xff\xff"))
+    proto.receive_data(raw_frame(Opcode.BINARY, b"\xff\xff\xff"))
     with pytest.raises(ProtocolError):
         drain(proto)
     proto.reset_message()

@@ -14,9 +14,11 @@ from flask import Flask
 from websockets.sync.client import connect
 
 from flask_sockets import Sockets
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
 from tests.gevent.rawclient import RawClient
 
-TEXT, BINARY = 0x1, 0x2
+TEXT, BINARY = Opcode.TEXT, Opcode.BINARY
 RSV1 = 0x4
 OFFER = "Sec-WebSocket-Extensions: permessage-deflate\r\n"
 
@@ -115,8 +117,8 @@ def test_compressed_client_messages_are_inflated(any_server: t.Any) -> None:
         # A compressed message in three fragments (RSV1 on the first only).
         data = deflate(bytes(range(256)) * 40)
         client.send_frame(BINARY, data[:10], fin=False, rsv=RSV1)
-        client.send_frame(0x0, data[10:20], fin=False)
-        client.send_frame(0x0, data[20:])
+        client.send_frame(Opcode.CONTINUATION, data[10:20], fin=False)
+        client.send_frame(Opcode.CONTINUATION, data[20:])
         _, payload = client.read_frame()
         assert inflate(payload) == bytes(range(256)) * 40
     finally:
@@ -159,12 +161,14 @@ def test_compressed_data_without_negotiation_is_a_protocol_error(any_server: t.A
     client = RawClient(server.host, server.port, "/echo")  # offers nothing
     try:
         client.send_frame(TEXT, deflate(b"hello"), rsv=RSV1)
-        assert client.read_close()[0] == 1002
+        assert client.read_close()[0] == CloseCode.PROTOCOL_ERROR
     finally:
         client.close()
 
 
-@pytest.mark.parametrize("extra, code", [(0, None), (1, 1009)], ids=["exactly-the-limit", "one-byte-over"])
+@pytest.mark.parametrize(
+    "extra, code", [(0, None), (1, CloseCode.MESSAGE_TOO_BIG)], ids=["exactly-the-limit", "one-byte-over"]
+)
 def test_inflating_is_bounded_by_the_message_size_limit(any_server: t.Any, extra: int, code: int | None) -> None:
     """A small frame that inflates past SOCKETS_MAX_MESSAGE_SIZE is closed
     with 1009; one that inflates to exactly the limit is a message."""

@@ -18,6 +18,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from flask_sockets import Sockets
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
 from tests.conftest import EXAMPLES
 from tests.conftest import wait_until
 
@@ -93,7 +95,7 @@ def test_refusal_before_the_handshake_is_an_http_status(devserve):
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
     assert closed.value.rcvd is not None
-    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "403 Forbidden")
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (CloseCode.POLICY_VIOLATION, "403 Forbidden")
 
 
 def test_bad_handshake_gets_426(devserve):
@@ -135,7 +137,7 @@ def test_handler_exception_closes_1011_and_is_logged(devserve, caplog):
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=5)
         wait_until(lambda: "Exception on /boom [GET]" in caplog.text)
-    assert e.value.rcvd.code == 1011
+    assert e.value.rcvd.code == CloseCode.INTERNAL_ERROR
 
 
 def test_message_size_limit_closes_1009(devserve):
@@ -148,7 +150,7 @@ def test_message_size_limit_closes_1009(devserve):
         ws.send("x" * 101)
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=5)
-    assert e.value.rcvd.code == 1009
+    assert e.value.rcvd.code == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_fragment_flood_closes_1009(devserve):
@@ -160,11 +162,11 @@ def test_fragment_flood_closes_1009(devserve):
     server = devserve(app)
     client = RawClient(server.host, server.port, "/echo")
     try:
-        client.send_frame(0x2, b"", fin=False)
+        client.send_frame(Opcode.BINARY, b"", fin=False)
         for _ in range(15):
-            client.send_frame(0x0, b"", fin=False)
-        client.send_frame(0x0, b"", fin=True)  # the 17th
-        assert client.read_close() == (1009, "Message in over 16 fragments")
+            client.send_frame(Opcode.CONTINUATION, b"", fin=False)
+        client.send_frame(Opcode.CONTINUATION, b"", fin=True)  # the 17th
+        assert client.read_close() == (CloseCode.MESSAGE_TOO_BIG, "Message in over 16 fragments")
     finally:
         client.close()
 

@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from flask_sockets import Sockets
+from flask_sockets.protocol import CloseCode
 from tests.conftest import wait_until
 
 
@@ -86,7 +87,7 @@ def test_abort_after_the_handshake_closes_with_1008(serve):
     with connect(f"{server.ws_url}/s") as ws:
         messages, close = recv_until_closed(ws)
     assert messages == ["hello"]
-    assert (close.code, close.reason) == (1008, "403 Forbidden")
+    assert (close.code, close.reason) == (CloseCode.POLICY_VIOLATION, "403 Forbidden")
 
 
 def test_handler_exception_closes_1011_and_is_logged_through_flask(serve, caplog):
@@ -109,7 +110,7 @@ def test_handler_exception_closes_1011_and_is_logged_through_flask(serve, caplog
             messages, close = recv_until_closed(ws)
         wait_until(lambda: signalled)
     assert messages == ["about to fail"]
-    assert close.code == 1011
+    assert close.code == CloseCode.INTERNAL_ERROR
     assert isinstance(signalled[0], RuntimeError)
     records = [r for r in caplog.records if r.name == app.logger.name]
     assert records and "Exception on /boom [GET]" in records[0].getMessage()
@@ -139,7 +140,7 @@ def test_errorhandler_runs_for_socket_routes(serve):
     with connect(f"{server.ws_url}/room") as ws:
         _, close = recv_until_closed(ws)
     wait_until(lambda: handled)
-    assert close.code == 1011
+    assert close.code == CloseCode.INTERNAL_ERROR
     assert isinstance(handled[0], RoomFull)
 
 
@@ -175,7 +176,7 @@ def test_exception_before_the_handshake_is_an_http_500(serve):
     with connect(f"{server.ws_url}/default", open_timeout=5) as ws:
         messages, close = recv_until_closed(ws)
     assert messages == []
-    assert (close.code, close.reason) == (1011, "Internal Server Error")
+    assert (close.code, close.reason) == (CloseCode.INTERNAL_ERROR, "Internal Server Error")
 
 
 def test_handler_return_closes_1000(serve):
@@ -191,7 +192,7 @@ def test_handler_return_closes_1000(serve):
     with connect(f"{server.ws_url}/once") as ws:
         messages, close = recv_until_closed(ws)
     assert messages == ["bye"]
-    assert close.code == 1000
+    assert close.code == CloseCode.NORMAL_CLOSURE
 
 
 def test_hooks_signals_and_request_context(serve):

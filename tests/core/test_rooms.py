@@ -30,6 +30,7 @@ from flask_sockets.brokers import decode_message
 from flask_sockets.brokers import encode_message
 from flask_sockets.brokers import redacted
 from flask_sockets.concurrency import current_runner
+from flask_sockets.protocol import CloseCode
 from flask_sockets.redis_broker import RedisBroker
 from flask_sockets.rooms import SLOW_CONSUMER_REASON
 from flask_sockets.rooms import Rooms
@@ -197,7 +198,7 @@ def test_a_socket_leaves_all_its_rooms_when_it_closes(ending: str) -> None:
         if ending == "handler raises":
             ws.send("boom")
             assert ws.receive() is None
-            assert ws.close_code == 1011
+            assert ws.close_code == CloseCode.INTERNAL_ERROR
     assert (sockets.count("a", app=app), sockets.count("b", app=app), rooms.sockets) == (0, 0, 0)
     client.http.post("/publish/a", data="nobody")  # publishing to an empty room is fine
 
@@ -318,7 +319,7 @@ class StuckSocket(SocketBase):
         self.closed = True
 
     def abort(self) -> None:
-        self.close_calls.append((1006, "cut"))
+        self.close_calls.append((CloseCode.ABNORMAL_CLOSURE, "cut"))
         self.closed = True
         self.release.set()
 
@@ -348,7 +349,7 @@ def test_a_full_send_queue_closes_the_socket_with_1008_and_spares_the_others() -
     assert rooms.count("a") == 1 and rooms.members("a") == [fine]
     wait_until(lambda: stuck.close_calls[:1] == [(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON)])
     # Its handler never ends here: after SOCKETS_CLOSE_TIMEOUT the connection is cut.
-    wait_until(lambda: (1006, "cut") in stuck.close_calls, timeout=3)
+    wait_until(lambda: (CloseCode.ABNORMAL_CLOSURE, "cut") in stuck.close_calls, timeout=3)
     wait_until(lambda: stuck.sent == ["m0"])  # the cut released its writer; nothing more was sent
     sockets.publish("a", "after", app=app)
     wait_until(lambda: fine.sent[-1:] == ["after"])
@@ -365,7 +366,7 @@ def test_a_stuck_writer_is_cut_loose_when_the_handler_ends() -> None:
     sockets.broadcast("one", app=app)
     assert stuck.sending.wait(5)
     rooms.forget(stuck)  # type: ignore[arg-type]
-    wait_until(lambda: (1006, "cut") in stuck.close_calls, timeout=3)
+    wait_until(lambda: (CloseCode.ABNORMAL_CLOSURE, "cut") in stuck.close_calls, timeout=3)
 
 
 def test_messages_for_a_closed_or_unaccepted_socket_are_dropped() -> None:

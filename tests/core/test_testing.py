@@ -20,6 +20,7 @@ from flask import url_for
 from flask_sockets import ConnectionClosed
 from flask_sockets import Sockets
 from flask_sockets import WebSocket
+from flask_sockets.protocol import CloseCode
 from flask_sockets.testing import SocketRejected
 from flask_sockets.testing import SocketTestClient
 from tests.conftest import ROOT
@@ -80,7 +81,7 @@ def test_echo_text_and_bytes(sockets, client):
         assert ws.receive() == b"\x00\xff"
     assert seen == ["héllo", b"\x00\xff"]
     assert [type(m) for m in seen] == [str, bytes]
-    assert ws.closed and ws.close_code == 1000
+    assert ws.closed and ws.close_code == CloseCode.NORMAL_CLOSURE
 
 
 def test_url_variables_and_query_string(sockets, client):
@@ -93,7 +94,7 @@ def test_url_variables_and_query_string(sockets, client):
     with client.connect("/rooms/41", query_string={"who": "ann"}) as ws:
         assert ws.receive() == "42:ann"
         assert ws.receive() is None
-        assert ws.close_code == 1000
+        assert ws.close_code == CloseCode.NORMAL_CLOSURE
 
 
 def test_before_request_refusal_is_an_http_response(app, sockets, client):
@@ -148,7 +149,7 @@ def test_handler_starts_with_the_socket_accepted(sockets, client):
         release.set()
         assert ws.receive() is None
     assert accepted == [True]
-    assert (ws.close_code, ws.close_reason) == (1008, "403 Forbidden")
+    assert (ws.close_code, ws.close_reason) == (CloseCode.POLICY_VIOLATION, "403 Forbidden")
 
 
 def test_abort_after_the_handshake_closes_1008(sockets, client):
@@ -162,7 +163,7 @@ def test_abort_after_the_handshake_closes_1008(sockets, client):
     with client.connect("/s") as ws:
         assert ws.receive() == "hello"
         assert ws.receive() is None
-    assert (ws.close_code, ws.close_reason) == (1008, "403 Forbidden")
+    assert (ws.close_code, ws.close_reason) == (CloseCode.POLICY_VIOLATION, "403 Forbidden")
 
 
 def test_unknown_url_is_404(sockets, client):
@@ -260,7 +261,7 @@ def test_handler_exception_is_raised_in_the_test(sockets, client):
         assert ws.receive() == "about to fail"
         with pytest.raises(RuntimeError, match="kaboom"):
             ws.receive()
-        assert ws.close_code == 1011
+        assert ws.close_code == CloseCode.INTERNAL_ERROR
         assert ws.receive() is None
 
 
@@ -289,7 +290,7 @@ def test_handler_exception_not_raised_closes_1011(app, sockets):
     with client.connect("/boom") as ws:
         assert ws.receive() == "about to fail"
         assert ws.receive() is None
-    assert (ws.close_code, ws.close_reason) == (1011, "Internal Server Error")
+    assert (ws.close_code, ws.close_reason) == (CloseCode.INTERNAL_ERROR, "Internal Server Error")
 
 
 def test_exception_before_the_handshake(sockets, client):
@@ -353,7 +354,7 @@ def test_client_close_code_is_seen_by_the_handler(sockets, client):
         ws.receive()
     ws = client.connect("/s")
     with pytest.raises(ValueError):
-        ws.close(1006)  # reserved: no client may send it
+        ws.close(CloseCode.ABNORMAL_CLOSURE)  # reserved: no client may send it
     ws.close()
 
 
@@ -389,7 +390,7 @@ def test_send_only_handler_ends_when_the_test_closes(sockets, client):
 
     with client.connect("/ticks") as ws:
         assert ws.receive() == "tick"
-    assert ended == [1006]
+    assert ended == [CloseCode.ABNORMAL_CLOSURE]
 
 
 def test_receive_timeout(sockets, client):
@@ -434,7 +435,7 @@ def test_route_subprotocols_and_config(app, sockets, client):
         assert ws.subprotocol == "v2.chat"
         ws.send("x" * 9)
         assert ws.receive() is None
-        assert ws.close_code == 1009
+        assert ws.close_code == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_cross_origin_browser_is_refused(sockets, client):
@@ -493,7 +494,7 @@ def test_message_size_limit_closes_1009(sockets, client):
         ws.send("four")
         ws.send("fives")
         assert ws.receive() is None
-        assert (ws.close_code, ws.close_reason) == (1009, "Message over 4 bytes")
+        assert (ws.close_code, ws.close_reason) == (CloseCode.MESSAGE_TOO_BIG, "Message over 4 bytes")
     assert received == ["four", None]
 
 
@@ -533,7 +534,7 @@ def test_handler_that_never_accepts_times_out_connect(app, sockets):
     deadline = time.monotonic() + 2
     while not outcome and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert outcome == [1006]  # the test client hung up
+    assert outcome == [CloseCode.ABNORMAL_CLOSURE]  # the test client hung up
 
 
 def test_connect_to_a_ws_url(app, sockets, client):

@@ -7,6 +7,8 @@ import os
 import socket
 import struct
 
+from flask_sockets.protocol import Opcode
+
 
 def encode_frame(
     opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, length: int | None = None, mask: bool = True
@@ -81,7 +83,7 @@ class RawClient:
         """Skip to the server's close frame; its ``(code, reason)``."""
         while True:
             opcode, payload = self.read_frame()
-            if opcode == 0x8:
+            if opcode == Opcode.CLOSE:
                 return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
 
     def close(self) -> None:

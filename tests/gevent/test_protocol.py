@@ -12,10 +12,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from flask_sockets import Sockets
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
 from tests.conftest import wait_until
 from tests.gevent.rawclient import RawClient
 
-TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+TEXT, BINARY, CLOSE, PING, PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE, Opcode.PING, Opcode.PONG
 
 
 def make_echo_app(**config) -> tuple[Flask, list]:
@@ -59,15 +61,15 @@ def test_announced_length_over_the_limit_closes_1009_before_the_payload(echo_ser
     """A frame announcing 2**40 bytes is refused from its header alone."""
     client = raw(echo_server)
     client.send_frame(BINARY, b"", length=2**40)
-    assert client.read_close()[0] == 1009
+    assert client.read_close()[0] == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_fragments_adding_up_over_the_limit_close_1009(echo_server, raw):
     """The limit applies to the assembled message, not only to each frame."""
     client = raw(echo_server)
     client.send_frame(TEXT, b"a" * 600, fin=False)
-    client.send_frame(0x0, b"a" * 600, fin=True)
-    assert client.read_close()[0] == 1009
+    client.send_frame(Opcode.CONTINUATION, b"a" * 600, fin=True)
+    assert client.read_close()[0] == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_message_at_the_limit_passes(echo_server):
@@ -97,15 +99,18 @@ def test_default_limit_is_one_mebibyte(serve):
         ws.send(b"x" * (1024 * 1024 + 1))
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=10)
-    assert e.value.rcvd.code == 1009
+    assert e.value.rcvd.code == CloseCode.MESSAGE_TOO_BIG
 
 
 @pytest.mark.parametrize(
     "frames",
     [
         pytest.param([(TEXT, b"\xff", True)], id="invalid-byte"),
-        pytest.param([(TEXT, "κόσμε".encode(), False), (0x0, b"\xed\xa0\x80", True)], id="surrogate-in-2nd-fragment"),
-        pytest.param([(TEXT, b"\xce", False), (0x0, b"\xff", True)], id="split-sequence-broken"),
+        pytest.param(
+            [(TEXT, "κόσμε".encode(), False), (Opcode.CONTINUATION, b"\xed\xa0\x80", True)],
+            id="surrogate-in-2nd-fragment",
+        ),
+        pytest.param([(TEXT, b"\xce", False), (Opcode.CONTINUATION, b"\xff", True)], id="split-sequence-broken"),
         pytest.param([(TEXT, b"ok\xe2\x82", True)], id="truncated-at-end"),
     ],
 )
@@ -114,14 +119,14 @@ def test_invalid_utf8_closes_1007(echo_server, frames, raw):
     client = raw(echo_server)
     for opcode, payload, fin in frames:
         client.send_frame(opcode, payload, fin=fin)
-    assert client.read_close()[0] == 1007
+    assert client.read_close()[0] == CloseCode.INVALID_DATA
 
 
 def test_invalid_utf8_fails_fast_before_the_message_ends(echo_server, raw):
     """A bad first fragment closes 1007 at once, without waiting for the last one."""
     client = raw(echo_server)
     client.send_frame(TEXT, b"\xc0\xaf", fin=False)
-    assert client.read_close()[0] == 1007
+    assert client.read_close()[0] == CloseCode.INVALID_DATA
 
 
 def test_utf8_split_across_fragments_is_fine(echo_server, raw):
@@ -129,7 +134,7 @@ def test_utf8_split_across_fragments_is_fine(echo_server, raw):
     client = raw(echo_server)
     euro = "€".encode()
     client.send_frame(TEXT, euro[:1], fin=False)
-    client.send_frame(0x0, euro[1:], fin=True)
+    client.send_frame(Opcode.CONTINUATION, euro[1:], fin=True)
     assert client.read_frame() == (TEXT, euro)
 
 
@@ -140,9 +145,9 @@ def test_utf8_split_across_fragments_is_fine(echo_server, raw):
         pytest.param((TEXT, b"x"), {"rsv": 1}, id="reserved-bit"),
         pytest.param((TEXT, b"x"), {"mask": False}, id="unmasked"),
         pytest.param((PING, b""), {"fin": False}, id="fragmented-ping"),
-        pytest.param((0x0, b"x"), {}, id="continuation-first"),
+        pytest.param((Opcode.CONTINUATION, b"x"), {}, id="continuation-first"),
         pytest.param((CLOSE, struct.pack("!H", 999)), {}, id="invalid-close-code"),
-        pytest.param((CLOSE, struct.pack("!H", 1005)), {}, id="reserved-close-code"),
+        pytest.param((CLOSE, struct.pack("!H", CloseCode.NO_STATUS_RCVD)), {}, id="reserved-close-code"),
         pytest.param((CLOSE, b"\x03"), {}, id="one-byte-close"),
     ],
 )
@@ -150,7 +155,7 @@ def test_protocol_violations_close_1002(echo_server, frame, kwargs, raw):
     """Each protocol violation gets close code 1002."""
     client = raw(echo_server)
     client.send_frame(*frame, **kwargs)
-    assert client.read_close()[0] == 1002
+    assert client.read_close()[0] == CloseCode.PROTOCOL_ERROR
 
 
 def test_ping_is_answered_with_pong_in_the_middle_of_a_message(echo_server, raw):
@@ -158,7 +163,7 @@ def test_ping_is_answered_with_pong_in_the_middle_of_a_message(echo_server, raw)
     client = raw(echo_server)
     client.send_frame(TEXT, b"hel", fin=False)
     client.send_frame(PING, b"are you there")
-    client.send_frame(0x0, b"lo", fin=True)
+    client.send_frame(Opcode.CONTINUATION, b"lo", fin=True)
     assert client.read_frame() == (PONG, b"are you there")
     assert client.read_frame() == (TEXT, b"hello")
 
@@ -191,7 +196,7 @@ def test_receive_timeout_raises_and_keeps_the_socket_usable(serve, raw):
 
 
 def test_close_waits_for_the_peer_close_frame(serve, raw):
-    """close() sends its code and records the peer's reply; a silent peer is waited for only close_timeout."""
+    """close() sends its code and records the peer's reply; a silent peer gets close_timeout, then 1006."""
     app = Flask(__name__)
     app.config["SOCKETS_CLOSE_TIMEOUT"] = 0.5
     sockets = Sockets(app)
@@ -215,7 +220,7 @@ def test_close_waits_for_the_peer_close_frame(serve, raw):
     assert client.read_close() == (4010, "done")
     wait_until(lambda: results)  # the raw client never answers
     code, _, waited = results.pop()
-    assert code is None
+    assert code == CloseCode.ABNORMAL_CLOSURE, "no close frame came (RFC 6455, 7.1.5)"
     assert 0.4 < waited < 3
 
 
@@ -234,9 +239,9 @@ def test_keepalive_closes_a_peer_that_stops_answering(serve, raw):
     client = raw(server, "/idle")
     opcode, _ = client.read_frame()
     assert opcode == PING
-    assert client.read_close() == (1011, "keepalive ping timeout")
+    assert client.read_close() == (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
     wait_until(lambda: results)
-    assert results == [(None, 1011, "keepalive ping timeout")]
+    assert results == [(None, CloseCode.INTERNAL_ERROR, "keepalive ping timeout")]
 
 
 def test_keepalive_leaves_an_answering_peer_alone(serve):

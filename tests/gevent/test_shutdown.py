@@ -10,6 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from flask_sockets.protocol import CloseCode
 from tests.conftest import wait_until
 
 APP = textwrap.dedent(
@@ -57,7 +58,7 @@ def test_sigterm_closes_sockets_1001_and_lets_handlers_finish(tmp_path, spawn, p
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=10)
     assert first in ("queued before stop", "stuck")
-    assert (e.value.rcvd.code, e.value.rcvd.reason) == (1001, "Server shutting down")
+    assert (e.value.rcvd.code, e.value.rcvd.reason) == (CloseCode.GOING_AWAY, "Server shutting down")
     assert process.popen.wait(15) == 0
     output = process.output()
     assert "run() returned" in output

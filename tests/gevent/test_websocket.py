@@ -17,7 +17,9 @@ from websockets.sync.client import connect
 
 from flask_sockets import ConnectionClosed as SocketClosed
 from flask_sockets import Sockets
-from flask_sockets_gevent.websocket import frame_header
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
+from flask_sockets.protocol import frame_header
 from tests.conftest import wait_until
 from tests.gevent.rawclient import RawClient
 
@@ -76,7 +78,7 @@ def test_dropped_tcp_connection_ends_receive_quietly(app_and_sockets, serve, cap
         assert ws.recv(timeout=5) == "ready"
         ws.socket.shutdown(socket.SHUT_RDWR)
         wait_until(lambda: seen)
-    assert seen == [(None, True, 1006)]
+    assert seen == [(None, True, CloseCode.ABNORMAL_CLOSURE)]
     assert "Traceback" not in caplog.text
 
 
@@ -217,7 +219,9 @@ def test_send_nowait_never_waits_and_keeps_frames_whole(app_and_sockets, serve, 
         assert 0 < results["sent"] < limit
         assert results["slowest"] < 1.0
         payloads = (f"{number:06d}".encode() + b"z" * frame for number in range(results["sent"]))
-        expected = b"".join(frame_header(0x2, len(p)) + p for p in payloads) + frame_header(0x1, 3) + b"end"
+        expected = (
+            b"".join(frame_header(Opcode.BINARY, len(p)) + p for p in payloads) + frame_header(Opcode.TEXT, 3) + b"end"
+        )
         received = bytearray(client.buffer)
         while len(received) < len(expected):
             chunk = client.sock.recv(1 << 20)
@@ -225,8 +229,8 @@ def test_send_nowait_never_waits_and_keeps_frames_whole(app_and_sockets, serve, 
             received += chunk
         assert received == expected, "frames were lost, cut or interleaved"
         client.buffer = b""
-        client.send_frame(0x8, struct.pack("!H", 1000))
-        assert client.read_close()[0] == 1000
+        client.send_frame(Opcode.CLOSE, struct.pack("!H", CloseCode.NORMAL_CLOSURE))
+        assert client.read_close()[0] == CloseCode.NORMAL_CLOSURE
     finally:
         client.close()
     wait_until(lambda: "after close" in results)
@@ -244,3 +248,54 @@ def test_wrong_message_types_raise_type_error(serve):
         first, *rest = receive_all(ws)
     check_outcomes(json.loads(first), calls_per_value=4)
     assert rest == [b"ba", b"mv"]
+
+
+def test_a_failed_connection_reports_the_server_s_code(app_and_sockets, serve):
+    """After the server failed the connection (invalid UTF-8: 1007), the
+    handler's receive() returns None and close_code/close_reason say why."""
+    app, sockets = app_and_sockets
+    seen = []
+
+    @sockets.route("/s")
+    def s(ws):
+        seen.append((ws.receive(), ws.close_code, ws.close_reason))
+
+    server = serve(app)
+    client = RawClient(server.host, server.port, "/s")
+    try:
+        client.send_frame(Opcode.TEXT, b"\xff")
+        assert client.read_close() == (CloseCode.INVALID_DATA, "Invalid UTF-8 in text")
+    finally:
+        client.close()
+    wait_until(lambda: seen)
+    assert seen == [(None, CloseCode.INVALID_DATA, "Invalid UTF-8 in text")]
+
+
+def test_frames_and_codes_no_endpoint_may_send_are_refused(app_and_sockets, serve):
+    """send_frame() of a close or continuation frame, a ping over 125 bytes
+    and close() with a reserved code raise ValueError; nothing goes out and
+    the socket stays usable."""
+    app, sockets = app_and_sockets
+
+    @sockets.route("/s")
+    def s(ws):
+        errors = []
+        for call in (
+            lambda: ws.send_frame(b"\x03\xe8", ws.OPCODE_CLOSE),
+            lambda: ws.send_frame(b"more", ws.OPCODE_CONTINUATION),
+            lambda: ws.send_frame(b"p" * 126, ws.OPCODE_PING),
+            lambda: ws.close(CloseCode.ABNORMAL_CLOSURE),
+            lambda: ws.close(999),
+        ):
+            try:
+                call()
+            except ValueError:
+                errors.append("ValueError")
+        ws.send(" ".join(errors))
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/s") as ws:
+        assert ws.recv(timeout=5) == " ".join(["ValueError"] * 5)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CloseCode.NORMAL_CLOSURE

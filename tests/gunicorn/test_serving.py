@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from flask_sockets.protocol import CloseCode
 from tests.conftest import TIMEOUT
 
 from .conftest import APP_SOURCE
@@ -170,7 +171,7 @@ def test_handler_exception_closes_1011_and_logs_traceback(gunicorn, tmp_path: Pa
         with pytest.raises(ConnectionClosed) as excinfo:
             ws.recv(timeout=TIMEOUT)
     assert excinfo.value.rcvd is not None
-    assert excinfo.value.rcvd.code == 1011
+    assert excinfo.value.rcvd.code == CloseCode.INTERNAL_ERROR
 
     wait_for_match(error_log.read_text, r"^RuntimeError: handler exploded on purpose$")
     log = error_log.read_text()
@@ -239,7 +240,7 @@ def test_sigterm_with_open_websocket_shuts_down(gunicorn):
         process.popen.send_signal(signal.SIGTERM)
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=TIMEOUT)
-    assert (e.value.rcvd.code, e.value.rcvd.reason) == (1001, "Server shutting down")
+    assert (e.value.rcvd.code, e.value.rcvd.reason) == (CloseCode.GOING_AWAY, "Server shutting down")
     returncode = process.popen.wait(TIMEOUT)
     assert time.monotonic() - started < 10, "gunicorn waited for the graceful timeout"
     assert returncode == 0, process.output()

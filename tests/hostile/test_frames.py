@@ -23,6 +23,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
 from tests.conftest import TIMEOUT
 from tests.conftest import Process
 from tests.gevent.rawclient import RawClient
@@ -34,7 +36,7 @@ from .servers import get
 from .servers import launch
 from .servers import rss
 
-TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
+TEXT, BINARY, CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION
 MiB = 1024 * 1024
 
 
@@ -95,7 +97,7 @@ def close_frame_in(data: bytes) -> tuple[int, str] | None:
         elif n == 127:
             (n,), start = struct.unpack("!Q", data[2:10]), 10
         payload = data[start : start + n]
-        if opcode == 0x8 and len(payload) >= 2:
+        if opcode == Opcode.CLOSE and len(payload) >= 2:
             return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
         data = data[start + n :]
     return None
@@ -167,7 +169,7 @@ def test_fragment_floods_are_closed_1009_and_memory_stays_bounded(default_server
         flood.join()
         assert flood.error is None, flood.error
         assert flood.close is not None, f"not closed after {flood.sent} fragments"
-        assert flood.close == (1009, "Message in over 16384 fragments")
+        assert flood.close == (CloseCode.MESSAGE_TOO_BIG, "Message in over 16384 fragments")
         # (The client notices the close frame late: megabytes of fragments
         # are in flight in the kernel's buffers, which the server discards.)
         assert flood.sent < flood.most
@@ -238,16 +240,18 @@ def test_oversized_messages_close_1009_every_time(default_server, size_mib):
                 ws.send(message)
                 ws.recv(timeout=TIMEOUT)
             except ConnectionClosed as e:
-                codes.append(e.rcvd.code if e.rcvd is not None else 1006)
+                codes.append(e.rcvd.code if e.rcvd is not None else CloseCode.ABNORMAL_CLOSURE)
             else:  # pragma: no cover - the server echoed an oversized message
                 codes.append(None)
-    assert codes == [1009] * tries, f"close codes seen: { {c: codes.count(c) for c in set(codes)} }"
+    assert codes == [CloseCode.MESSAGE_TOO_BIG] * tries, (
+        f"close codes seen: { {c: codes.count(c) for c in set(codes)} }"
+    )
 
 
 VIOLATIONS = {
-    "unmasked frame (1002)": (encode_frame(BINARY, b"abc", mask=False), 1002),
-    "invalid UTF-8 (1007)": (encode_frame(TEXT, b"\xff\xfe"), 1007),
-    "announced 4 GiB (1009)": (encode_frame(BINARY, b"", length=4 << 30), 1009),
+    "unmasked frame (1002)": (encode_frame(BINARY, b"abc", mask=False), CloseCode.PROTOCOL_ERROR),
+    "invalid UTF-8 (1007)": (encode_frame(TEXT, b"\xff\xfe"), CloseCode.INVALID_DATA),
+    "announced 4 GiB (1009)": (encode_frame(BINARY, b"", length=4 << 30), CloseCode.MESSAGE_TOO_BIG),
 }
 
 

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from flask_sockets.protocol import CloseCode
 from tests.conftest import wait_until
 from tests.hostile.conftest import http_assert_quiet
 from tests.hostile.conftest import http_connect
@@ -27,7 +28,7 @@ from tests.hostile.conftest import http_upgrade
 RESETS = 50
 
 #: What the handler of /record saw when the client reset before the 101.
-GONE = {"first": None, "close_code": 1006, "send": "ConnectionClosed", "ended": "returned"}
+GONE = {"first": None, "close_code": CloseCode.ABNORMAL_CLOSURE, "send": "ConnectionClosed", "ended": "returned"}
 
 
 def test_reset_before_101_ends_the_handler_normally(http_target, capfd, caplog):

@@ -1,5 +1,6 @@
 """What every socket class of Flask-Sockets shares (the gevent socket, the
-development server's and the test client's): the opcodes, and ``send`` and
+development server's and the test client's): the opcodes (gevent-websocket's
+``OPCODE_*`` names), and ``send`` and
 ``ping`` on top of each class's ``send_frame``."""
 
 from __future__ import annotations
@@ -8,12 +9,16 @@ import typing as t
 
 from .compression import Deflate
 from .compression import negotiate
+from .protocol import Opcode
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .options import SocketOptions
     from .protocol import ServerProtocol
 
 __all__ = ["EngineSocket", "SocketBase", "to_payload"]
+
+# Plain ints for send() (an IntEnum compares slower than an int).
+_TEXT, _BINARY, _PING = int(Opcode.TEXT), int(Opcode.BINARY), int(Opcode.PING)
 
 
 def to_payload(message: object) -> bytes:
@@ -50,12 +55,13 @@ class SocketBase:
     #: ``True`` once the handshake was answered.
     accepted: bool
 
-    OPCODE_CONTINUATION = 0x0
-    OPCODE_TEXT = 0x1
-    OPCODE_BINARY = 0x2
-    OPCODE_CLOSE = 0x8
-    OPCODE_PING = 0x9
-    OPCODE_PONG = 0xA
+    # gevent-websocket's names for the opcodes (:class:`~flask_sockets.protocol.Opcode`).
+    OPCODE_CONTINUATION = Opcode.CONTINUATION
+    OPCODE_TEXT = Opcode.TEXT
+    OPCODE_BINARY = Opcode.BINARY
+    OPCODE_CLOSE = Opcode.CLOSE
+    OPCODE_PING = Opcode.PING
+    OPCODE_PONG = Opcode.PONG
 
     def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -102,11 +108,11 @@ class SocketBase:
         """
         if binary is None:
             binary = not isinstance(message, str)
-        self.send_frame(message, self.OPCODE_BINARY if binary else self.OPCODE_TEXT, compress)
+        self.send_frame(message, _BINARY if binary else _TEXT, compress)
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping frame."""
-        self.send_frame(payload, self.OPCODE_PING)
+        self.send_frame(payload, _PING)
 
 
 class EngineSocket:

@@ -17,7 +17,7 @@ import socket
 import typing as t
 
 from .base import SocketBase
-from .protocol import CLOSE_NORMAL
+from .protocol import CloseCode
 from .protocol import close_payload
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -89,7 +89,7 @@ class ForeignSocket(SocketBase):
     def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
         self.ws.send_frame(message, opcode)
 
-    def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
         """Close with ``code`` and ``message``; gevent-websocket's socket is
         given a well-formed close frame (its own ``close`` would send the
         message without the code), then marked closed so that it sends no
@@ -113,7 +113,7 @@ class ForeignSocket(SocketBase):
         if not self._gevent_websocket:
             return
         raw: t.Any = self.ws
-        self.close_code = 1006
+        self.close_code = CloseCode.ABNORMAL_CLOSURE
         try:
             raw.handler.socket.shutdown(socket.SHUT_RDWR)
         except OSError:

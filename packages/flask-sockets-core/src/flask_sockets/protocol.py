@@ -29,6 +29,7 @@ version where the C extension is missing).
 from __future__ import annotations
 
 import codecs
+import enum
 import io
 import struct
 import typing as t
@@ -52,8 +53,10 @@ __all__ = [
     "OP_TEXT",
     "PAUSE",
     "Close",
+    "CloseCode",
     "InvalidData",
     "MessageTooBig",
+    "Opcode",
     "Ping",
     "Pong",
     "ProtocolError",
@@ -64,25 +67,77 @@ __all__ = [
     "is_valid_close_code",
 ]
 
-#: Opcode of a frame that continues a fragmented message (RFC 6455, 5.2).
-OP_CONTINUATION = 0x0
-#: Opcode of a text frame.
-OP_TEXT = 0x1
-#: Opcode of a binary frame.
-OP_BINARY = 0x2
-#: Opcode of a close frame.
-OP_CLOSE = 0x8
-#: Opcode of a ping frame.
-OP_PING = 0x9
-#: Opcode of a pong frame.
-OP_PONG = 0xA
 
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-#: A close frame without a code reads as this (RFC 6455, 7.1.5).
-CLOSE_NO_STATUS = 1005
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
+class Opcode(enum.IntEnum):
+    """The opcode of a frame (RFC 6455, 5.2)."""
+
+    #: A frame that continues a fragmented message.
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class CloseCode(enum.IntEnum):
+    """The close codes of RFC 6455 (7.4.1) that Flask-Sockets sends or
+    reports (the names are those of ``websockets.frames.CloseCode``). A
+    socket's ``close(code)`` takes any valid code, these or 3000-4999."""
+
+    #: The handler returned, or closed the socket.
+    NORMAL_CLOSURE = 1000
+    #: The server is shutting down.
+    GOING_AWAY = 1001
+    #: The peer broke the protocol.
+    PROTOCOL_ERROR = 1002
+    #: The peer sent a kind of data the endpoint cannot take.
+    UNSUPPORTED_DATA = 1003
+    #: Reported (never sent) for a close frame without a code (7.1.5).
+    NO_STATUS_RCVD = 1005
+    #: Reported (never sent) when the connection ended without a close frame.
+    ABNORMAL_CLOSURE = 1006
+    #: Invalid UTF-8 in a text message or a close reason.
+    INVALID_DATA = 1007
+    #: The app refused the peer (an ``abort()`` with a 4xx status, a slow consumer).
+    POLICY_VIOLATION = 1008
+    #: A message over the size limit, or in too many fragments.
+    MESSAGE_TOO_BIG = 1009
+    #: The client needs an extension the server did not agree to.
+    MANDATORY_EXTENSION = 1010
+    #: The handler raised, or the peer did not answer a keepalive ping.
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    #: Reported (never sent) when the TLS handshake failed.
+    TLS_HANDSHAKE = 1015
+
+
+# The former names, kept importable (the enums above are the definitions).
+#: :attr:`Opcode.CONTINUATION`, by its former name.
+OP_CONTINUATION = Opcode.CONTINUATION
+#: :attr:`Opcode.TEXT`, by its former name.
+OP_TEXT = Opcode.TEXT
+#: :attr:`Opcode.BINARY`, by its former name.
+OP_BINARY = Opcode.BINARY
+#: :attr:`Opcode.CLOSE`, by its former name.
+OP_CLOSE = Opcode.CLOSE
+#: :attr:`Opcode.PING`, by its former name.
+OP_PING = Opcode.PING
+#: :attr:`Opcode.PONG`, by its former name.
+OP_PONG = Opcode.PONG
+
+# The codes a peer may send in a close frame, besides 3000-4999 (RFC 6455, 7.4).
+_SENDABLE_CLOSE_CODES = frozenset(
+    int(code)
+    for code in CloseCode
+    if code not in (CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE, CloseCode.TLS_HANDSHAKE)
+)
+# Plain ints for the frame parser's hot path (an IntEnum compares slower than an int).
+_CONTINUATION, _TEXT, _BINARY, _PING, _PONG = (
+    int(opcode) for opcode in (Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG)
+)
 
 #: Frames handled in one :meth:`ServerProtocol.next_event` call before it
 #: returns :data:`PAUSE`.
@@ -93,19 +148,19 @@ class ProtocolError(Exception):
     """The peer broke the protocol; fail the connection with :attr:`code`."""
 
     #: The close code to fail the connection with.
-    code = CLOSE_PROTOCOL_ERROR
+    code: int = CloseCode.PROTOCOL_ERROR
 
 
 class InvalidData(ProtocolError):
     """A text message (or close reason) that is not UTF-8."""
 
-    code = CLOSE_INVALID_DATA
+    code = CloseCode.INVALID_DATA
 
 
 class MessageTooBig(ProtocolError):
     """A message over the size limit, or in too many fragments."""
 
-    code = CLOSE_TOO_BIG
+    code = CloseCode.MESSAGE_TOO_BIG
 
 
 class Ping:
@@ -173,7 +228,7 @@ def close_payload(code: int, reason: bytes | str = b"") -> bytes:
 
 def is_valid_close_code(code: int) -> bool:
     """Whether a peer may send ``code`` in a close frame (RFC 6455, 7.4)."""
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
+    return code in _SENDABLE_CLOSE_CODES or 3000 <= code <= 4999
 
 
 def _rotate(mask: bytes, offset: int) -> bytes:
@@ -241,6 +296,8 @@ class ServerProtocol:
 
         :raises ProtocolError: When the peer broke the protocol (see ``code``).
         """
+        if not self.buffer:  # (nothing can come of an empty buffer)
+            return None
         try:
             for _ in range(FRAMES_PER_CALL):
                 if self._frame_left:
@@ -248,7 +305,7 @@ class ServerProtocol:
                 else:
                     event = self._frame()
                 if event is not _MORE:
-                    return t.cast("Event | None", event)
+                    return event  # type: ignore[no-any-return]
         except ProtocolError:
             # The connection fails: what it had of a message is garbage.
             self.reset_message()
@@ -302,7 +359,7 @@ class ServerProtocol:
         if available < start + 4:
             return None
         # The message this frame belongs to.
-        if opcode == OP_CONTINUATION:
+        if opcode == _CONTINUATION:
             if self._opcode is None:
                 raise ProtocolError("Continuation frame without a message to continue")
             if rsv1:
@@ -329,7 +386,7 @@ class ServerProtocol:
             # A whole message in one whole frame, the usual case: no assembly.
             payload = self._unmask(header, end, buffer[start:header]) if length else b""
             del buffer[:end]
-            if opcode == OP_TEXT:
+            if opcode == _TEXT:
                 try:
                     return payload.decode("utf-8")
                 except UnicodeDecodeError:
@@ -337,7 +394,7 @@ class ServerProtocol:
             return payload
         if self._opcode is None:
             self._opcode, self._compressed, self._fragments = opcode, compressed, 1
-            if opcode == OP_TEXT:
+            if opcode == _TEXT:
                 self._decoder = codecs.getincrementaldecoder("utf-8")()
                 self._message = io.StringIO()
             else:
@@ -376,7 +433,7 @@ class ServerProtocol:
         copy and, for big messages, fresh memory the kernel must map: that
         measured 0.84x of websockets' 1 MiB echo per CPU-second, against
         1.13x whole; bench/RESULTS.md)."""
-        if self._opcode == OP_BINARY and not self._compressed:
+        if self._opcode == _BINARY and not self._compressed:
             return self._frame_left
         return 1
 
@@ -433,12 +490,12 @@ class ServerProtocol:
         return result
 
     def _control(self, opcode: int, payload: bytes) -> Ping | Pong | Close:
-        if opcode == OP_PING:
+        if opcode == _PING:
             return Ping(payload)
-        if opcode == OP_PONG:
+        if opcode == _PONG:
             return Pong(payload)
         if not payload:
-            return Close(CLOSE_NO_STATUS, "")
+            return Close(CloseCode.NO_STATUS_RCVD, "")
         if len(payload) == 1:
             raise ProtocolError("Close frame with a 1-byte payload")
         code = int.from_bytes(payload[:2], "big")

@@ -46,6 +46,7 @@ from .presence import PresenceStore
 from .presence import decode_entry
 from .presence import encode_entry
 from .presence import new_presence_id
+from .protocol import CloseCode
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
@@ -64,7 +65,7 @@ logger = logging.getLogger("flask_sockets.rooms")
 EXTENSION_KEY = "sockets.rooms"
 #: The close code of a socket whose send queue overflowed (policy violation:
 #: the client does not read what it is sent).
-CLOSE_SLOW_CONSUMER = 1008
+CLOSE_SLOW_CONSUMER = CloseCode.POLICY_VIOLATION
 #: The close reason sent with :data:`CLOSE_SLOW_CONSUMER`.
 SLOW_CONSUMER_REASON = "Send queue full: the client does not read fast enough"
 #: How often a closing member checks whether its handler has ended.

@@ -52,6 +52,8 @@ from werkzeug.wsgi import get_current_url
 from .base import SocketBase
 from .base import to_payload
 from .exceptions import ConnectionClosed
+from .protocol import CloseCode
+from .protocol import is_valid_close_code
 from .wsgi import WSGI_WEBSOCKET_KEY
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -71,22 +73,12 @@ __all__ = ["DEFAULT_TIMEOUT", "ServerSocket", "SocketRejected", "SocketTestClien
 #: message, for the handler to finish after its socket closed.
 DEFAULT_TIMEOUT = 5.0
 
-CLOSE_NORMAL = 1000
-#: No close frame came: the peer went away (RFC 6455, 7.1.5).
-CLOSE_ABNORMAL = 1006
-CLOSE_TOO_BIG = 1009
-
 
 class _Close(t.NamedTuple):
     """A close frame travelling between the two ends."""
 
     code: int
     reason: str
-
-
-def _is_valid_close_code(code: int) -> bool:
-    """Whether a peer may send ``code`` in a close frame (RFC 6455, 7.4)."""
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999
 
 
 class _Connection:
@@ -213,7 +205,7 @@ class ServerSocket(SocketBase):
             raise TimeoutError(f"no message within {timeout} seconds") from None
         if isinstance(item, _Close):
             self.close_code, self.close_reason = item.code, item.reason
-            if item.code != CLOSE_ABNORMAL:
+            if item.code != CloseCode.ABNORMAL_CLOSURE:
                 # Echo the peer's code (RFC 6455, 5.5.1).
                 self._connection.to_client.put(_Close(item.code, ""))
             self.closed = True
@@ -223,7 +215,7 @@ class ServerSocket(SocketBase):
         size = len(item.encode("utf-8")) if isinstance(item, str) else len(item)
         if limit is not None and size > limit:
             # Fail the connection: a close frame, and no waiting for the peer's.
-            self._send_close(CLOSE_TOO_BIG, f"Message over {limit} bytes")
+            self._send_close(CloseCode.MESSAGE_TOO_BIG, f"Message over {limit} bytes")
             return None
         return item
 
@@ -243,19 +235,19 @@ class ServerSocket(SocketBase):
         payload = to_payload(message)
         connection = self._connection
         if connection.client_has_hung_up(self._received):
-            self._drop(CLOSE_ABNORMAL)
+            self._drop(CloseCode.ABNORMAL_CLOSURE)
             raise ConnectionClosed("Socket is dead: the client closed the connection")
         if opcode == self.OPCODE_TEXT:
             connection.to_client.put(message if isinstance(message, str) else payload.decode("utf-8"))
         elif opcode == self.OPCODE_BINARY:
             connection.to_client.put(payload)
         elif opcode == self.OPCODE_CLOSE:
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CLOSE_NORMAL
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL_CLOSURE
             self._send_close(code, payload[2:].decode("utf-8", "replace"))
         elif opcode not in (self.OPCODE_PING, self.OPCODE_PONG):
             raise ValueError(f"Cannot send a frame with opcode {opcode:#x}")
 
-    def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
         """Close the connection with ``code`` and ``message`` (the reason, at
         most 123 bytes). Closing a closed socket does nothing.
 
@@ -273,8 +265,8 @@ class ServerSocket(SocketBase):
         peer = self._connection.client_close
         if peer is None:
             self.close_code, self.close_reason = code, reason  # the client's echo
-        elif peer.code == CLOSE_ABNORMAL:
-            self.close_code = CLOSE_ABNORMAL
+        elif peer.code == CloseCode.ABNORMAL_CLOSURE:
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
         else:
             self.close_code, self.close_reason = peer  # its unread close frame
 
@@ -284,9 +276,9 @@ class ServerSocket(SocketBase):
         blocked in the handler returns ``None``."""
         if self.closed:
             return
-        self._drop(CLOSE_ABNORMAL)
-        self._connection.to_client.put(_Close(CLOSE_ABNORMAL, ""))
-        self._connection.to_server.put(_Close(CLOSE_ABNORMAL, ""))
+        self._drop(CloseCode.ABNORMAL_CLOSURE)
+        self._connection.to_client.put(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
+        self._connection.to_server.put(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
 
     @property
     def compression(self) -> Deflate | None:
@@ -295,7 +287,7 @@ class ServerSocket(SocketBase):
 
     def _send_close(self, code: int, reason: str) -> None:
         self.closed = True
-        self._connection.to_client.put(_Close(code, reason))
+        self._connection.to_client.put(_Close(int(code), reason))  # a number, as off the wire
 
     def _drop(self, close_code: int) -> None:
         if self.close_code is None:
@@ -416,7 +408,7 @@ class TestSocket:
             return None
         return item
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the socket, then wait for the handler to finish.
 
         Afterwards ``close_code`` and ``close_reason`` hold the handler's
@@ -427,11 +419,11 @@ class TestSocket:
         :raises ValueError: If ``code`` is not a close code a client may send.
         """
         if not self._client_closed:
-            if not _is_valid_close_code(code):
+            if not is_valid_close_code(code):
                 raise ValueError(f"{code} is not a close code a client may send (RFC 6455, 7.4)")
             self._client_closed = True
             if not self._server_closed:
-                self._connection.client_closes(_Close(code, reason))
+                self._connection.client_closes(_Close(int(code), reason))
         self._finish()
 
     def __enter__(self) -> TestSocket:
@@ -581,7 +573,7 @@ class SocketTestClient:
         )
         thread.start()
         if not connection.handshake.wait(wait):
-            connection.client_closes(_Close(CLOSE_ABNORMAL, ""))
+            connection.client_closes(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
             raise TimeoutError(
                 f"The handler of {request.path} neither accepted the socket nor returned within {wait} seconds."
             )
@@ -589,7 +581,7 @@ class SocketTestClient:
             subprotocol = server_socket.subprotocol
             if subprotocol is not None and subprotocol not in offered:
                 # A real client fails the handshake and hangs up.
-                connection.client_closes(_Close(CLOSE_ABNORMAL, ""))
+                connection.client_closes(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
                 connection.done.wait(wait)
                 raise RuntimeError(
                     f"The handler of {request.path} accepted subprotocol {subprotocol!r},"

@@ -50,9 +50,9 @@ from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
 from .options import SocketOptions
-from .protocol import CLOSE_NO_STATUS
 from .protocol import PAUSE
 from .protocol import Close
+from .protocol import CloseCode
 from .protocol import Ping
 from .protocol import ProtocolError
 from .protocol import ServerProtocol
@@ -77,10 +77,10 @@ GUNICORN_SOCKET_KEY = "gunicorn.socket"
 #: worker of ``flask-sockets-gunicorn`` does); without one, each app has its own.
 CONNECTIONS_KEY = "flask_sockets.connections"
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_ABNORMAL = 1006
-CLOSE_INTERNAL_ERROR = 1011
+CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
+CLOSE_ABNORMAL = CloseCode.ABNORMAL_CLOSURE
+CLOSE_INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 #: The close frame every open socket gets when the server stops.
 GOING_AWAY = (CLOSE_GOING_AWAY, "Server shutting down")
 
@@ -580,7 +580,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
                 if event is None:
                     return
                 if event.__class__ is Close:
-                    if event.code != CLOSE_NO_STATUS:
+                    if event.code != CloseCode.NO_STATUS_RCVD:
                         self._record_close(event.code, event.reason, replace=True)
                     return
         except (TimeoutError, OSError, ProtocolError):
@@ -592,7 +592,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         closes first)."""
         self._record_close(event.code, event.reason, replace=True)
         # (Does nothing if we closed first: our close frame is out.)
-        self._send_close(CLOSE_NORMAL if event.code == CLOSE_NO_STATUS else event.code, b"")
+        self._send_close(CLOSE_NORMAL if event.code == CloseCode.NO_STATUS_RCVD else event.code, b"")
         self._shut_down()
 
     def _fail(self, code: int, reason: str) -> None:

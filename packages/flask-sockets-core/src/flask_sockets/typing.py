@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typing as t
 
+from .protocol import CloseCode
+
 if t.TYPE_CHECKING:  # pragma: no cover
     from .compression import Deflate
 
@@ -116,7 +118,7 @@ class BasicWebSocket(t.Protocol):
         """Send one raw frame with the given opcode."""
         ...
 
-    def close(self, code: int = 1000, message: bytes | str = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
         """Close the connection with a close code and reason."""
         ...
 

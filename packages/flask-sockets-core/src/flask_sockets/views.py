@@ -22,6 +22,7 @@ from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
 from .foreign import as_socket
 from .options import SocketOptions
+from .protocol import CloseCode
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .threaded import CONNECTIONS_KEY
 from .threaded import GUNICORN_SOCKET_KEY
@@ -47,11 +48,11 @@ if t.TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CLOSE_INTERNAL_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY_VIOLATION", "MAX_LOGGED_ORIGINS", "websocket_view"]
 
 #: Close code sent when the handler returns.
-CLOSE_NORMAL = 1000
+CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
 #: Close code sent when the handler aborts with a 4xx HTTP error after the handshake.
-CLOSE_POLICY_VIOLATION = 1008
+CLOSE_POLICY_VIOLATION = CloseCode.POLICY_VIOLATION
 #: Close code sent when the handler raises.
-CLOSE_INTERNAL_ERROR = 1011
+CLOSE_INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 
 
 def websocket_view(

@@ -48,6 +48,7 @@ Differences from gevent-websocket 0.10.1:
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import typing as t
 
@@ -237,6 +238,35 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
             self.code = int(HANDSHAKE_NOT_SENT_STATUS[:3])
             logger.debug("%s left before the handshake was answered: %r", self._client(), e)
             raise
+
+    def upgrade(self, subprotocol: str | None, headers: t.Sequence[tuple[str, str]]) -> tuple[t.Any, bytes]:
+        """Answer the upgrade (:meth:`send_handshake`) and hand the
+        connection over to the WebSocket: return the TCP socket (with
+        ``TCP_NODELAY`` set) and the bytes the client sent after its
+        request that the HTTP reader has already read. The reader is closed,
+        which frees its 8 KiB buffer (the socket stays open, and this
+        handler closes it when the request is over).
+
+        :raises OSError: If the client is gone (see :meth:`send_handshake`).
+        """
+        self.send_handshake(subprotocol, headers)
+        rfile, sock = self.rfile, self.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)  # peek() must not wait for more
+        try:
+            pending = rfile.peek()
+        except OSError:
+            pending = b""
+        finally:
+            sock.settimeout(timeout)
+        if pending:
+            pending = rfile.read1(len(pending))
+        rfile.close()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
+            pass
+        return sock, pending
 
     # -- reading requests: strict, bounded in time, quiet about bad clients ---
 

@@ -16,6 +16,8 @@ from gevent import monkey
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
+from flask_sockets.protocol import CloseCode
+
 from .handler import DEFAULT_HANDSHAKE_TIMEOUT
 from .handler import DEFAULT_KEEPALIVE_TIMEOUT
 from .handler import WebSocketHandler
@@ -39,7 +41,7 @@ __all__ = [
 logger = logging.getLogger("flask_sockets_gevent")
 
 #: Close code and reason every open socket gets when the server stops.
-GOING_AWAY = (1001, "Server shutting down")
+GOING_AWAY = (CloseCode.GOING_AWAY, "Server shutting down")
 
 
 class NotMonkeyPatchedWarning(RuntimeWarning):

@@ -11,10 +11,12 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 - The server's open sockets are in ``server.websockets``, and
   gevent-websocket's ``server.clients`` (address to ``Client``) is a view
   of them (:class:`Clients`).
-- The protocol is :mod:`flask_sockets.protocol`, the sans-I/O engine
-  every Flask-Sockets server shares: this class only reads, feeds it,
-  and writes what it makes. Its buffer survives ``receive(timeout=...)``
-  giving up, so nothing partly read is lost. It unmasks at C speed, fails
+- The protocol is :class:`flask_sockets.connection.Connection`, the
+  sans-I/O engine every Flask-Sockets server shares: this class only
+  moves bytes between the TCP connection (handed over by the handler at
+  the ``101``) and the engine, and keeps what is gevent's (timers, the
+  send lock, the send timeout, yielding). The engine's buffer survives
+  ``receive(timeout=...)`` giving up, so nothing partly read is lost. It unmasks at C speed, fails
   invalid UTF-8 (1007) as soon as the bad bytes arrive, checks announced
   lengths and fragment counts before payloads arrive and bounds inflation
   (1009), and speaks permessage-deflate when the client offers it and
@@ -29,8 +31,9 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
   reads nothing) cuts the connection and raises :exc:`ConnectionClosed`.
 - ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
   only the reason; Flask-Sockets makes up for that on 0.10.1's own
-  socket) and waits, bounded, for the peer's close frame. The peer's
-  close code and reason are kept in ``close_code`` and ``close_reason``.
+  socket) and waits, bounded, for the peer's close frame. How the
+  connection ended is in ``close_code`` and ``close_reason``: the peer's
+  close frame, or the server's code when it failed the connection.
 - A peer that drops the TCP connection makes ``receive()`` return ``None``
   (close code 1006) instead of raising from the frame reader.
 - Idle peers are pinged; one that does not answer is closed with 1011.
@@ -62,35 +65,26 @@ import flask_sockets
 from flask_sockets.base import EngineSocket
 from flask_sockets.base import SocketBase
 from flask_sockets.base import to_payload
+from flask_sockets.connection import CLOSED
+from flask_sockets.connection import CLOSING
+from flask_sockets.connection import OPEN
+from flask_sockets.connection import Connection
 from flask_sockets.options import SocketOptions
-from flask_sockets.protocol import CLOSE_NO_STATUS
 from flask_sockets.protocol import PAUSE
 from flask_sockets.protocol import Close
+from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import MessageTooBig
-from flask_sockets.protocol import Ping
-from flask_sockets.protocol import ProtocolError
-from flask_sockets.protocol import ServerProtocol
-from flask_sockets.protocol import close_payload
-from flask_sockets.protocol import frame_header
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
 
 __all__ = ["Clients", "ConnectionClosed", "MessageTooBig", "WebSocket"]
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-#: Reported in ``close_code`` when no close frame came at all (RFC 6455, 7.1.5).
-CLOSE_ABNORMAL = 1006
-CLOSE_INTERNAL_ERROR = 1011
-
 _DEFAULTS = SocketOptions()
-# Messages up to this size go out in one write (header + payload); larger
-# ones in two, to avoid copying the payload.
-_SINGLE_WRITE_LIMIT = 16 * 1024
 _READ_SIZE = 64 * 1024
 # Events read from one connection before its reader yields to the hub.
 _EVENTS_PER_YIELD = 32
+_ENDED = frozenset((CLOSING, CLOSED))
 
 
 class Clients:
@@ -189,16 +183,18 @@ class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type:
     """The socket is closed; it can neither send nor receive."""
 
 
-class _PeerGone(Exception):
-    """The TCP connection ended in the middle of the protocol."""
-
-
 class _SendTimeout(Exception):
     """A send made no progress for ``send_timeout`` seconds."""
 
 
 class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
-    """A server-side WebSocket connection (see the module docstring)."""
+    """A server-side WebSocket connection (see the module docstring).
+
+    It moves bytes between its TCP connection and a
+    :class:`flask_sockets.connection.Connection`, which decides everything
+    about the protocol; this class keeps what is gevent's: the keepalive
+    timer, the send timeout, the send lock, yielding under floods.
+    """
 
     # Slots: an open socket lives as long as its connection, and thousands
     # may be idle at once. ``__dict__`` stays, for attributes an app sets.
@@ -212,10 +208,8 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         "_reader",
         "_registry",
         "_send_lock",
+        "_sock",
         "accepted",
-        "close_code",
-        "close_reason",
-        "close_timeout",
         "ping_interval",
         "ping_timeout",
         "send_timeout",
@@ -223,7 +217,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
     )
 
     handler: WebSocketHandler
-    # Set to None once the connection is closed.
+    _protocol: Connection
     stream: t.Any
     raw_write: t.Any
     raw_read: t.Any
@@ -234,23 +228,20 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self.accepted = False
         #: The subprotocol sent in the handshake, if any.
         self.subprotocol: str | None = None
-        #: The close code the peer sent (1005 if its close frame had none,
-        #: 1006 if it vanished without one), or ``None``.
-        self.close_code: int | None = None
-        #: The close reason the peer sent.
-        self.close_reason: str | None = None
-        # The protocol engine: frames in, messages out (its buffer holds what was read).
-        self._protocol = ServerProtocol(_DEFAULTS.max_message_size)
+        # The connection: the protocol's state and rules, and its frame
+        # parser, whose buffer holds what was read (``_protocol``:
+        # EngineSocket's name for it).
+        self._protocol = Connection(_DEFAULTS.max_message_size, close_timeout=_DEFAULTS.close_timeout)
+        # The TCP connection, once the handler has handed it over (at accept).
+        self._sock: t.Any = None
         #: Seconds of peer silence before a ping, or ``None`` to never ping.
         self.ping_interval: float | None = _DEFAULTS.ping_interval
         #: Seconds to wait for a pong before closing with 1011.
         self.ping_timeout: float = _DEFAULTS.ping_timeout
-        #: Seconds :meth:`close` waits for the peer's close frame.
-        self.close_timeout: float = _DEFAULTS.close_timeout
         #: Seconds a send may make no progress before the connection is cut
         #: (``None``: wait forever).
         self.send_timeout: float | None = _DEFAULTS.send_timeout
-        # Held while a frame goes out. Not re-entrant: nothing sends while holding it.
+        # Held while frames go out. Not re-entrant: nothing sends while holding it.
         self._send_lock = Semaphore()
         self._events_left = _EVENTS_PER_YIELD
         self._reader: t.Any = None
@@ -264,6 +255,41 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         # gevent-websocket closes from __del__; the handler closes us instead,
         # and an unaccepted socket must never be answered from a finaliser.
         pass
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once the connection is closed or closing."""
+        return self._protocol.state in _ENDED
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        # gevent-websocket's __init__ sets it to False; True marks the socket
+        # closed without sending anything more.
+        if value:
+            self._protocol.abort()
+            self._drop()
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the peer sent (1005 if its close frame had none),
+        ours if the server failed the connection (1002, 1007, 1009, 1011),
+        1006 if it ended without either; ``None`` while open."""
+        return self._protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason that goes with :attr:`close_code`."""
+        return self._protocol.close_reason
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds :meth:`close` waits for the peer's close frame (and a
+        failed connection goes on discarding what the peer sends)."""
+        return self._protocol.close_timeout
+
+    @close_timeout.setter
+    def close_timeout(self, value: float) -> None:
+        self._protocol.close_timeout = value
 
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
@@ -289,19 +315,17 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self.subprotocol = subprotocol
         headers = self._handshake_headers(headers)
         try:
-            self.handler.send_handshake(self.subprotocol, headers)
+            self._sock, pending = self.handler.upgrade(self.subprotocol, headers)
         except OSError:
             self._handshake_failed()
             return
         self.accepted = True
-        self._take_over_input()
+        self._protocol.accept()
+        if pending:
+            self._protocol.receive_data(pending)
         self._registry = _open_sockets(self.handler.server)
         self._registry.add(self)
         self._last_heard = time.monotonic()
-        try:
-            self.handler.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):  # pragma: no cover - not a TCP socket
-            pass
         if self.ping_interval:
             self._arm_keepalive(self.ping_interval)
 
@@ -313,24 +337,6 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self.accepted = True
         self.abort()
 
-    def _take_over_input(self) -> None:
-        """From now on read frames straight from the socket: move whatever
-        the HTTP reader has buffered into our buffer, then close the reader,
-        which frees its 8 KiB buffer (the socket stays open)."""
-        handler = self.handler
-        rfile, sock = handler.rfile, handler.socket
-        timeout = sock.gettimeout()
-        sock.settimeout(0.0)  # peek() must not wait for more
-        try:
-            pending = rfile.peek()
-        except OSError:
-            pending = b""
-        finally:
-            sock.settimeout(timeout)
-        if pending:
-            self._protocol.buffer += rfile.read1(len(pending))
-        rfile.close()
-
     # -- receiving ------------------------------------------------------------
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
@@ -341,11 +347,12 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             raised and the socket stays usable (nothing read is lost).
         :raises ConnectionClosed: If the socket was already closed.
         """
-        if self.closed:
-            raise ConnectionClosed("Connection is already closed")
-        self.accept()
-        if self.closed:  # the client left before the 101
-            return None
+        if self._protocol.state is not OPEN:
+            if self.closed:
+                raise ConnectionClosed("Connection is already closed")
+            self.accept()
+            if self.closed:  # the client left before the 101
+                return None
         if timeout is None:
             return self._receive()
         # gevent.Timeout is a BaseException, so nothing on the way catches it
@@ -365,86 +372,88 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self._reader = gevent.getcurrent()
         try:
             return self._read_message()
-        except ProtocolError as e:
-            self._fail(e.code, str(e))
-        except (_PeerGone, OSError):
-            self._drop(CLOSE_ABNORMAL)
-        except ConnectionClosed:  # a pong could not be sent: the socket is closed already
-            pass
+        except OSError:  # the TCP connection broke
+            self._protocol.abort()
+            self._drop()
         finally:
             self._reader = None
         return None
 
-    def _next_event(self) -> t.Any:
-        """The next event of the protocol engine, reading as it needs. An
-        interruption (a timeout) loses nothing: bytes only move from the
-        socket into the engine's buffer."""
-        protocol = self._protocol
-        if self._events_left:
-            self._events_left -= 1
-        else:
-            # A peer whose frames keep coming must not starve the other
-            # connections: let them run.
-            self._events_left = _EVENTS_PER_YIELD
-            gevent.sleep(0)
-        sock = self.handler.socket  # (not its bound recv: that would live as long as the wait)
+    def _read_message(self) -> str | bytes | None:
+        """Move bytes from the socket into the connection until it hands
+        over a message (or the connection ends: ``None``). An interruption
+        (a timeout) loses nothing: bytes only move from the socket into the
+        connection's buffer."""
+        conn = self._protocol
+        sock = self._sock  # (not its bound recv: that would live as long as the wait)
         while True:
-            event = protocol.next_event()
+            event = conn.next_event()
             if event is None:
+                if conn.state is not OPEN:
+                    self._ended()
+                    return None
                 # gevent's recv waits without holding a buffer, then reads what is there.
                 chunk = sock.recv(_READ_SIZE)
-                if not chunk:
-                    raise _PeerGone()
-                protocol.buffer += chunk
-                self._last_heard = time.monotonic()
-            elif event is PAUSE:
+                if chunk:
+                    conn.buffer += chunk  # (conn.receive_data, one call less)
+                    self._last_heard = time.monotonic()
+                else:
+                    conn.receive_eof()
+                continue
+            if event is PAUSE:
                 gevent.sleep(0)
+                continue
+            if self._events_left:
+                self._events_left -= 1
             else:
-                return event
-
-    def _read_message(self) -> str | bytes | None:
-        while True:
-            event = self._next_event()
+                # A peer whose frames keep coming must not starve the other
+                # connections: let them run.
+                self._events_left = _EVENTS_PER_YIELD
+                gevent.sleep(0)
             cls = event.__class__
             if cls is str or cls is bytes:
-                if self.closed:
-                    # We sent our close frame: what comes before the peer's is discarded.
-                    continue
-                return t.cast("str | bytes", event)
-            if cls is Ping:
-                if not self.closed:
-                    self.send_frame(event.payload, self.OPCODE_PONG)
-            elif cls is Close:
-                self._on_close_frame(event)
+                return event  # type: ignore[return-value]
+            if cls is Close:
+                self._ended()
                 return None
+            if conn.has_data_to_send:  # a ping's pong
+                self._flush(None)
 
-    def _on_close_frame(self, event: Close) -> None:
-        self.close_code, self.close_reason = event.code, event.reason
-        # Echo the peer's code (RFC 6455, 5.5.1); the peer closes TCP next.
-        reply = CLOSE_NORMAL if event.code == CLOSE_NO_STATUS else event.code
-        self._send_close(reply, b"")
-        self._drop(None)
+    def _ended(self) -> None:
+        """The connection is no longer open (the peer closed, we failed it,
+        another greenlet closed it, it ended): write what it queued (a close
+        frame) and finish closing."""
+        try:
+            if self._protocol.has_data_to_send:
+                self._flush(self.close_timeout)
+            self._finish_closing()
+        finally:
+            self._drop()
 
     # -- sending --------------------------------------------------------------
 
     def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
-        """Send one final frame with ``opcode``. Frames from several
-        greenlets never interleave. A text or binary message is compressed
-        if permessage-deflate was negotiated, it reaches the threshold and
-        ``compress`` is true.
+        """Send one final frame with ``opcode`` (text, binary, ping or pong).
+        Frames from several greenlets never interleave. A text or binary
+        message is compressed if permessage-deflate was negotiated, it
+        reaches the threshold and ``compress`` is true.
 
         :raises ConnectionClosed: If the socket is closed.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
+        :raises ValueError: For another opcode (close with :meth:`close`).
         """
-        self.accept()
-        if self.closed:
-            # First: the classic loop sends receive()'s None once the peer closed.
-            raise ConnectionClosed("Connection is already closed")
+        conn = self._protocol
+        if conn.state is not OPEN:
+            self.accept()
+            if conn.state is not OPEN:
+                # The classic loop sends receive()'s None once the peer closed.
+                raise ConnectionClosed("Connection is already closed")
         payload = to_payload(message)
-        if opcode <= self.OPCODE_BINARY:
-            self._write(*self._protocol.data_frame(opcode, payload, compress, message))
-        else:
-            self._write(frame_header(opcode, len(payload)), payload)
+        with self._send_lock:
+            if conn.state is not OPEN:  # closed while this waited for the lock
+                raise ConnectionClosed("Connection is already closed")
+            conn.send_frame(opcode, payload, compress, message)
+            self._write_out()
 
     def send_nowait(self, message: str | bytes) -> bool:
         """Send a message (text for ``str``, binary otherwise) only if that
@@ -462,32 +471,43 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         :raises ConnectionClosed: If the socket is closed or the peer is gone.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
-        if self.closed:
-            raise ConnectionClosed("Connection is already closed")
+        conn = self._protocol
+        if conn.state is not OPEN:
+            if self.closed:
+                raise ConnectionClosed("Connection is already closed")
+            return False  # not accepted yet
         payload = to_payload(message)
-        sock = self.handler.socket
+        sock = self._sock
         # gevent's TLS socket waits whatever timeout send() is given.
-        if not self.accepted or type(sock) is not GeventSocket or not self._send_lock.acquire(blocking=False):
+        if type(sock) is not GeventSocket or not self._send_lock.acquire(blocking=False):
             return False
         handed_over = False
         try:
-            opcode = self.OPCODE_TEXT if isinstance(message, str) else self.OPCODE_BINARY
+            if conn.has_data_to_send:  # a pong waiting for the lock goes first
+                return False
             deflate = self._protocol.deflate
             if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
                 # Compressing with context changes the compressor's state:
                 # only for a frame sure to go out (the usual way).
                 return False
-            header, payload = self._protocol.data_frame(opcode, payload, True, message)
-            if len(payload) > _SINGLE_WRITE_LIMIT:
+            if isinstance(message, str):
+                conn.send_text(payload, True, message)
+            else:
+                conn.send_binary(payload, True, message)
+            chunks = conn.data_to_send()
+            if len(chunks) != 1:
+                # Over 16 KiB: nothing went out, and dropping the frame
+                # changed nothing (no compression context).
                 return False
-            data = header + payload
+            data = chunks[0]
             try:
                 # gevent.socket.send(data, flags, timeout): with timeout 0.0 it raises instead of waiting.
                 sent = sock.send(data, 0, 0.0)  # type: ignore[call-arg]
             except BlockingIOError:
                 return False
             except OSError as e:
-                self._drop(CLOSE_ABNORMAL)
+                self._protocol.abort()
+                self._drop()
                 raise ConnectionClosed(f"Socket is dead: {e}") from e
             if sent < len(data):
                 # The frame has begun: it must be finished before any other.
@@ -502,7 +522,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         """Send the rest of a frame :meth:`send_nowait` began, then release
         the send lock it holds for us."""
         try:
-            self._send_all(self.handler.socket, rest)
+            self._send_all(self._sock, rest)
         except BaseException as e:
             self._write_failed(e)
             if not isinstance(e, Exception):
@@ -510,21 +530,28 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         finally:
             self._send_lock.release()
 
-    def _write(self, header: bytes, payload: bytes) -> None:
-        with self._send_lock:
-            self._write_locked(header, payload)
-
-    def _write_locked(self, header: bytes, payload: bytes) -> None:
-        """Send one frame; the caller holds the send lock."""
-        if self.closed:
-            raise ConnectionClosed("Connection is already closed")
-        sock = self.handler.socket
+    def _flush(self, lock_timeout: float | None) -> bool:
+        """Write what the connection queued by itself (a pong, a close
+        frame); ``False`` if the TCP connection is gone. A send that holds
+        the lock longer than ``lock_timeout`` gets the connection cut instead."""
+        lock = self._send_lock
+        if not lock.acquire(timeout=lock_timeout):
+            self.abort()
+            return False
         try:
-            if len(payload) <= _SINGLE_WRITE_LIMIT:
-                self._send_all(sock, header + payload)
-            else:  # two writes, not a copy of the payload
-                self._send_all(sock, header)
-                self._send_all(sock, payload)
+            self._write_out()
+        except ConnectionClosed:
+            return False
+        finally:
+            lock.release()
+        return True
+
+    def _write_out(self) -> None:
+        """Write what the connection has queued; the caller holds the send lock."""
+        sock = self._sock
+        try:
+            for chunk in self._protocol.data_to_send():
+                self._send_all(sock, chunk)
         except BaseException as e:
             self._write_failed(e)
             if isinstance(e, _SendTimeout):
@@ -558,137 +585,122 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self._last_heard = time.monotonic()
 
     def _write_failed(self, error: BaseException) -> None:
-        """A frame was cut short (the peer left, it read nothing for
+        """Frames were cut short (the peer left, it read nothing for
         ``send_timeout``, or the sender was interrupted): the stream is
         unusable. A peer that reads nothing is cut off, which wakes the reader."""
-        self._drop(CLOSE_ABNORMAL)
+        self._protocol.abort()
+        self._drop()
         if isinstance(error, _SendTimeout):
             self._shutdown()
 
     # -- closing --------------------------------------------------------------
 
-    def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
         """Close the connection: send a close frame with ``code`` and
-        ``message`` (the reason, at most 123 bytes), then wait up to
+        ``message`` (the reason, cut to 123 bytes), then wait up to
         ``close_timeout`` seconds for the peer's close frame. Closing a
-        closed socket does nothing."""
+        closed socket does nothing.
+
+        :raises ValueError: If ``code`` may not be sent (RFC 6455, 7.4:
+            1000-1003, 1007-1014, 3000-4999).
+        """
         if self.closed:
             return
         self.accept()
-        if self._send_close(code, message):
-            self._finish_closing(failed=False)
-        self._drop(None)
-
-    def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455, 7.1.7) for what the peer did: send
-        a close frame, then nothing more, and let the peer finish (see
-        :meth:`_finish_closing`)."""
+        conn = self._protocol
         try:
-            if self._send_close(code, reason, lock_timeout=self.close_timeout):
-                self._finish_closing(failed=True)
-        finally:
-            self._drop(None)
-
-    def _send_close(self, code: int, reason: bytes | str, lock_timeout: float | None = None) -> bool:
-        """Send a close frame; ``False`` if the connection is already gone.
-        With ``lock_timeout``, a send that holds the lock longer than that
-        gets the connection cut instead."""
-        payload = close_payload(code, reason)
-        header = frame_header(self.OPCODE_CLOSE, len(payload))
-        try:
-            if lock_timeout is None:
-                self._write(header, payload)
-            elif self._send_lock.acquire(timeout=lock_timeout):
-                try:
-                    self._write_locked(header, payload)
-                finally:
-                    self._send_lock.release()
-            else:
-                self.abort()
-                return False
+            with self._send_lock:
+                if conn.state is not OPEN:  # closed while this waited for the lock
+                    return
+                conn.send_close(code, message)
+                self._write_out()
+            self._finish_closing()
         except ConnectionClosed:
-            return False
-        self.closed = True
-        return True
+            pass
+        finally:
+            if conn.state is not OPEN:
+                self._drop()
 
-    def _finish_closing(self, failed: bool) -> None:
-        """After our close frame, wait at most ``close_timeout`` for the peer
-        to finish, reading what it still sends: closing a socket that has
-        unread data makes the kernel reset the connection, and the peer then
-        loses our close frame.
+    def _finish_closing(self) -> None:
+        """While the connection is closing, wait at most until its close
+        deadline for the peer to finish, reading what it still sends:
+        closing a socket that has unread data makes the kernel reset the
+        connection, and the peer then loses our close frame.
 
-        After a graceful close, frames are read (data discarded) until the
-        peer's close frame. After a failure (``failed``), frames may no longer
-        make sense: TCP is half-closed at once (RFC 6455, 7.1.1), which tells
-        the peer we are done, and everything is discarded until its end of
-        the connection. If another greenlet is reading, it does the reading
-        (:meth:`_read_message` discards data once we are closed) and the
-        connection is cut when the time is up.
+        A connection that failed (the server failed it, or the peer's frames
+        stopped making sense) is half-closed at once (RFC 6455, 7.1.1),
+        which tells the peer we are done; the connection discards what
+        comes until the peer's end. If another greenlet is reading, it does
+        the reading, and the connection is cut when the time is up.
         """
-        reader = self._reader
-        if reader is not None and reader is not gevent.getcurrent():
-            if failed:
-                self._shutdown(socket.SHUT_WR)
-            timer = gevent.get_hub().loop.timer(self.close_timeout, ref=False)
-            timer.start(self._shutdown)
+        conn = self._protocol
+        if conn.state is not CLOSING:
             return
+        reader = self._reader
+        deadline = t.cast(float, conn.close_deadline)
+        if reader is not None and reader is not gevent.getcurrent():
+            if conn.failed:
+                self._shutdown(socket.SHUT_WR)
+            timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()), ref=False)
+            timer.start(self._close_timed_out)
+            return
+        half_closed = False
+        sock = self._sock
         # False: on expiry, leave the block silently (gevent's documented idiom).
-        with gevent.Timeout(self.close_timeout, False):  # type: ignore[arg-type]
-            if not failed and self._await_close_frame():
-                return
-            self._discard_input()
-        if failed:
+        with gevent.Timeout(max(0.0, deadline - time.monotonic()), False):  # type: ignore[arg-type]
+            try:
+                while conn.state is CLOSING:
+                    if conn.failed and not half_closed:
+                        self._shutdown(socket.SHUT_WR)
+                        half_closed = True
+                    event = conn.next_event()
+                    if event is None:
+                        chunk = sock.recv(_READ_SIZE)
+                        if chunk:
+                            conn.receive_data(chunk)
+                        else:
+                            conn.receive_eof()
+                    elif event is PAUSE:
+                        gevent.sleep(0)
+            except OSError:
+                conn.abort()
+        failed = conn.failed
+        if conn.state is CLOSING:
+            self._close_timed_out()
+        elif failed:
             self._shutdown()
 
-    def _await_close_frame(self) -> bool:
-        """Read frames until the peer's close frame (its code and reason go
-        in ``close_code`` and ``close_reason``); ``False`` if frames stopped
-        making sense before it came, ``True`` otherwise."""
-        try:
-            while True:
-                event = self._next_event()
-                if event.__class__ is Close:
-                    if event.code != CLOSE_NO_STATUS:
-                        self.close_code, self.close_reason = event.code, event.reason
-                    return True
-        except ProtocolError:
-            return False
-        except (_PeerGone, OSError):
-            return True
-
-    def _discard_input(self) -> None:
-        """Half-close TCP, then read and drop what comes until the peer's
-        end of the connection."""
-        self._protocol.buffer.clear()
-        self._shutdown(socket.SHUT_WR)
-        sock = self.handler.socket
-        try:
-            while sock.recv(_READ_SIZE):
-                pass
-        except OSError:
-            pass
+    def _close_timed_out(self) -> None:
+        """The close deadline has passed (a hub timer, or the reader's
+        timeout, fired at it: libev's clock may lag ``time.monotonic``
+        a little): the connection decides, and a connection it ends is cut."""
+        conn = self._protocol
+        deadline = conn.close_deadline
+        if deadline is None:
+            return
+        conn.handle_timer(max(time.monotonic(), deadline))
+        self._shutdown()
 
     def abort(self) -> None:
         """Cut the TCP connection without a close frame (close code 1006).
         A handler blocked in ``receive()`` gets ``None``."""
-        self._drop(CLOSE_ABNORMAL)
+        self._protocol.abort()
+        self._drop()
         self._shutdown()
 
     def _shutdown(self, how: int = socket.SHUT_RDWR) -> None:
         """Shut the TCP connection down (if it is still there): a greenlet
         waiting on it wakes up."""
-        sock = getattr(self.handler, "socket", None)  # pywsgi drops it once the request is over
+        sock = self._sock
         if sock is not None:
             try:
                 sock.shutdown(how)
-            except OSError:
+            except OSError:  # gone already (the handler closes it once the request is over)
                 pass
 
-    def _drop(self, close_code: int | None) -> None:
-        """Mark the connection closed without sending anything more."""
-        if close_code is not None and self.close_code is None:
-            self.close_code = close_code
-        self.closed = True
+    def _drop(self) -> None:
+        """The connection is no longer open: leave the server's set of open
+        sockets and stop the keepalive."""
         if self._registry is not None:
             self._registry.discard(self)
         keepalive, self._keepalive = self._keepalive, None
@@ -723,17 +735,21 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
 
     def _keep_alive(self) -> None:
         """Ping a peer that has been silent for ``ping_interval`` seconds; if
-        nothing comes back within ``ping_timeout``, fail the connection with
-        1011 (the reader's ``receive()`` returns ``None``).
+        nothing comes back within ``ping_timeout``, the connection fails
+        (:meth:`~flask_sockets.connection.Connection.fail_keepalive`: 1011,
+        and the reader's ``receive()`` returns ``None``).
 
         The ping waits at most ``ping_timeout`` behind a send in progress: a
         send that goes on that long either makes progress (the peer reads,
         which counts as hearing from it) or is cut by ``send_timeout``."""
+        conn = self._protocol
         sent_at = time.monotonic()
         try:
             if self._send_lock.acquire(timeout=self.ping_timeout):
                 try:
-                    self._write_locked(frame_header(self.OPCODE_PING, 4), os.urandom(4))
+                    if conn.state is OPEN:
+                        conn.send_ping(os.urandom(4))
+                        self._write_out()
                 finally:
                     self._send_lock.release()
         except ConnectionClosed:
@@ -744,9 +760,8 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         if self.closed:
             return
         if self._last_heard < sent_at:
-            self.close_code = CLOSE_INTERNAL_ERROR
-            self.close_reason = "keepalive ping timeout"
-            self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+            conn.fail_keepalive()
+            self._ended()
             return
         self._keepalive = None
         interval = t.cast(float, self.ping_interval)

@@ -1,0 +1,434 @@
+"""The sans-I/O connection (:mod:`flask_sockets.connection`), in the
+wsproto/websockets style: client frames are serialised by ``websockets`` (an
+independent implementation) or by hand for what no library sends, fed as
+bytes; the events, the state and the bytes to send are checked, the frames
+we send parsed back by ``websockets``. No sockets, no clock: time is a
+number the test moves.
+"""
+
+from __future__ import annotations
+
+import struct
+import typing as t
+
+import pytest
+from websockets.frames import Close as WsClose
+from websockets.frames import Frame
+from websockets.frames import Opcode as WsOpcode
+from websockets.streams import StreamReader
+
+from flask_sockets import ConnectionClosed
+from flask_sockets.compression import DEFAULT_COMPRESSION
+from flask_sockets.compression import negotiate
+from flask_sockets.connection import KEEPALIVE_REASON
+from flask_sockets.connection import SINGLE_WRITE_LIMIT
+from flask_sockets.connection import Connection
+from flask_sockets.connection import State
+from flask_sockets.protocol import PAUSE
+from flask_sockets.protocol import Close
+from flask_sockets.protocol import CloseCode
+from flask_sockets.protocol import Opcode
+from flask_sockets.protocol import Ping
+from flask_sockets.protocol import Pong
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def client(opcode: WsOpcode, data: bytes = b"", fin: bool = True) -> bytes:
+    """A masked client frame, serialised by websockets."""
+    return Frame(opcode, data, fin=fin).serialize(mask=True)
+
+
+def client_close(code: int | None = None, reason: str = "") -> bytes:
+    payload = b"" if code is None else WsClose(code, reason).serialize()
+    return client(WsOpcode.CLOSE, payload)
+
+
+def sent(conn: Connection) -> list[tuple[int, bytes]]:
+    """What the connection queued, parsed by websockets as a client would:
+    ``(opcode, payload)`` per frame (unmasked, final)."""
+    data = b"".join(conn.data_to_send())
+    reader = StreamReader()
+    reader.feed_data(data)
+    frames = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=False, max_size=None, extensions=None)
+        try:
+            next(parser)
+        except StopIteration as done:
+            frame = t.cast(Frame, done.value)
+            assert frame.fin
+            frames.append((int(frame.opcode), frame.data))
+        else:
+            raise AssertionError(f"incomplete frame in {data!r}")
+    return frames
+
+
+def close_of(payload: bytes) -> tuple[int, str]:
+    (code,) = struct.unpack("!H", payload[:2])
+    return code, payload[2:].decode()
+
+
+def events(conn: Connection) -> list[object]:
+    out = []
+    while (event := conn.next_event()) is not None:
+        if event is not PAUSE:
+            out.append(event)
+    return out
+
+
+def opened(**kwargs: t.Any) -> Connection:
+    conn = Connection(**kwargs)
+    conn.accept()
+    return conn
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def test_connecting_until_accepted() -> None:
+    conn = Connection()
+    assert conn.state is State.CONNECTING
+    conn.receive_data(client(WsOpcode.TEXT, b"early"))
+    assert conn.next_event() is None, "nothing is parsed before the 101"
+    with pytest.raises(ConnectionClosed):
+        conn.send_text(b"too soon")
+    conn.accept()
+    assert conn.state is State.OPEN
+    assert conn.next_event() == "early"
+    conn.accept()  # a second time: nothing
+    assert conn.state is State.OPEN
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+def test_messages_in_and_out() -> None:
+    conn = opened()
+    conn.receive_data(client(WsOpcode.TEXT, "héllo".encode()) + client(WsOpcode.BINARY, b"\x00\xff"))
+    assert events(conn) == ["héllo", b"\x00\xff"]
+    conn.send_text("héllo".encode())
+    conn.send_binary(b"\x00\xff")
+    assert sent(conn) == [(Opcode.TEXT, "héllo".encode()), (Opcode.BINARY, b"\x00\xff")]
+    assert conn.data_to_send() == []
+
+
+def test_fragmented_message_and_a_ping_between_its_fragments() -> None:
+    conn = opened()
+    conn.receive_data(client(WsOpcode.TEXT, b"hel", fin=False) + client(WsOpcode.PING, b"?"))
+    conn.receive_data(client(WsOpcode.CONT, b"lo"))
+    got = events(conn)
+    assert [type(e) for e in got] == [Ping, str] and got[1] == "hello"
+    assert sent(conn) == [(Opcode.PONG, b"?")], "the ping was answered"
+
+
+def test_pong_from_the_peer_is_an_event_and_needs_no_answer() -> None:
+    conn = opened()
+    conn.receive_data(client(WsOpcode.PONG, b"x"))
+    (event,) = events(conn)
+    assert isinstance(event, Pong) and event.payload == b"x"
+    assert conn.data_to_send() == []
+
+
+def test_a_small_frame_is_one_chunk_a_big_one_two_without_copying_the_payload() -> None:
+    conn = opened()
+    conn.send_binary(b"x" * SINGLE_WRITE_LIMIT)
+    assert len(conn.data_to_send()) == 1
+    big = b"y" * (SINGLE_WRITE_LIMIT + 1)
+    conn.send_binary(big)
+    header, payload = conn.data_to_send()
+    assert payload is big
+    assert header == b"\x82\x7e" + struct.pack("!H", len(big))
+
+
+def test_send_frame_takes_data_ping_and_pong_only() -> None:
+    conn = opened()
+    for opcode in (Opcode.CLOSE, Opcode.CONTINUATION, 0x3):
+        with pytest.raises(ValueError, match="send_close"):
+            conn.send_frame(opcode, b"")
+    conn.send_frame(Opcode.PONG, b"unsolicited")
+    conn.send_frame(Opcode.TEXT, b"t")
+    assert sent(conn) == [(Opcode.PONG, b"unsolicited"), (Opcode.TEXT, b"t")]
+    with pytest.raises(ValueError, match="125"):
+        conn.send_ping(b"p" * 126)
+    conn.send_ping(b"p" * 125)
+    assert sent(conn) == [(Opcode.PING, b"p" * 125)]
+
+
+def test_compressed_when_negotiated() -> None:
+    agreed = negotiate("permessage-deflate; client_max_window_bits", DEFAULT_COMPRESSION)
+    assert agreed is not None
+    conn = opened(deflate=agreed[1])
+    message = b"compress me " * 100
+    conn.send_text(message)
+    (chunk,) = conn.data_to_send()
+    assert chunk[0] & 0x40, "RSV1: compressed"
+    assert len(chunk) < len(message)
+    conn.send_text(message, compress=False)
+    (chunk,) = conn.data_to_send()
+    assert not chunk[0] & 0x40
+
+
+# -- the close handshake ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "echo"),
+    [
+        (CloseCode.GOING_AWAY, "bye", CloseCode.GOING_AWAY),
+        (4000, "app", 4000),
+        (None, "", CloseCode.NORMAL_CLOSURE),  # 1005 is answered with 1000
+    ],
+)
+def test_client_closes_first(code: int | None, reason: str, echo: int) -> None:
+    """The peer's close frame is an event; its code is echoed (without the
+    reason), the connection is closed and the server closes the transport."""
+    conn = opened()
+    conn.receive_data(client_close(code, reason) + client(WsOpcode.TEXT, b"after the close"))
+    (event,) = events(conn)
+    assert isinstance(event, Close)
+    assert conn.state is State.CLOSED
+    expected_code = CloseCode.NO_STATUS_RCVD if code is None else code
+    assert (conn.close_code, conn.close_reason) == (expected_code, reason)
+    assert type(conn.close_code) is int
+    ((opcode, payload),) = sent(conn)
+    assert opcode == Opcode.CLOSE and close_of(payload) == (echo, "")
+    with pytest.raises(ConnectionClosed):
+        conn.send_text(b"no more")
+    conn.receive_data(client(WsOpcode.TEXT, b"still talking"))
+    assert conn.next_event() is None
+
+
+def test_server_closes_first_and_the_client_answers() -> None:
+    clock = Clock()
+    conn = opened(close_timeout=3.0, clock=clock)
+    conn.send_close(CloseCode.NORMAL_CLOSURE, "done")
+    assert conn.state is State.CLOSING
+    assert conn.close_deadline == clock.now + 3.0
+    ((opcode, payload),) = sent(conn)
+    assert opcode == Opcode.CLOSE and close_of(payload) == (1000, "done")
+    with pytest.raises(ConnectionClosed):
+        conn.send_text(b"too late")
+    # What the client sent before it saw our close frame is dropped, pings are not answered.
+    conn.receive_data(client(WsOpcode.TEXT, b"in flight") + client(WsOpcode.PING, b"?"))
+    assert events(conn) == []
+    assert conn.data_to_send() == []
+    conn.receive_data(client_close(CloseCode.NORMAL_CLOSURE, "ok"))
+    (event,) = events(conn)
+    assert isinstance(event, Close)
+    assert conn.state is State.CLOSED and conn.close_deadline is None
+    assert (conn.close_code, conn.close_reason) == (1000, "ok")
+    assert conn.data_to_send() == [], "no second close frame"
+
+
+def test_both_close_at_once() -> None:
+    """Our close frame and the client's cross: each side's close frame
+    answers the other's; nothing more is sent."""
+    conn = opened()
+    conn.send_close(CloseCode.GOING_AWAY, "shutting down")
+    conn.receive_data(client_close(4001, "leaving"))
+    ((opcode, payload),) = sent(conn)
+    assert close_of(payload) == (CloseCode.GOING_AWAY, "shutting down")
+    (event,) = events(conn)
+    assert isinstance(event, Close)
+    assert conn.state is State.CLOSED
+    assert (conn.close_code, conn.close_reason) == (4001, "leaving")
+    assert conn.data_to_send() == []
+
+
+def test_client_vanishes_while_open() -> None:
+    conn = opened()
+    conn.receive_data(client(WsOpcode.TEXT, b"last"))
+    conn.receive_eof()
+    assert conn.state is State.CLOSED
+    assert (conn.close_code, conn.close_reason) == (CloseCode.ABNORMAL_CLOSURE, "")
+    assert conn.next_event() is None, "what was buffered is not handed over after the end"
+    assert conn.data_to_send() == []
+
+
+def test_client_vanishes_during_the_close_handshake() -> None:
+    conn = opened()
+    conn.send_close()
+    conn.receive_eof()
+    assert conn.state is State.CLOSED
+    assert conn.close_code == CloseCode.ABNORMAL_CLOSURE
+
+
+def test_close_handshake_times_out() -> None:
+    clock = Clock()
+    conn = opened(close_timeout=2.0, clock=clock)
+    conn.send_close()
+    clock.now += 1.9
+    conn.handle_timer()
+    assert conn.state is State.CLOSING, "not yet"
+    conn.handle_timer(clock.now + 0.1)
+    assert conn.state is State.CLOSED
+    assert conn.close_code == CloseCode.ABNORMAL_CLOSURE
+    conn.handle_timer()  # again: nothing
+    assert conn.state is State.CLOSED
+
+
+def test_the_timer_does_nothing_while_open() -> None:
+    clock = Clock()
+    conn = opened(close_timeout=1.0, clock=clock)
+    assert conn.close_deadline is None
+    conn.handle_timer(clock.now + 1000)
+    assert conn.state is State.OPEN
+
+
+def test_close_reason_is_cut_to_123_bytes_never_inside_a_character() -> None:
+    conn = opened()
+    conn.send_close(CloseCode.NORMAL_CLOSURE, "a" + "é" * 100)
+    ((_, payload),) = sent(conn)
+    reason = payload[2:]
+    assert len(reason) == 123  # 'a' and 61 two-byte characters
+    assert reason.decode() == "a" + "é" * 61
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, CloseCode.ABNORMAL_CLOSURE, 1015, 2999, 5000])
+def test_close_codes_an_endpoint_may_not_send(code: int) -> None:
+    conn = opened()
+    with pytest.raises(ValueError, match="close code"):
+        conn.send_close(code)
+    assert conn.state is State.OPEN
+    assert conn.data_to_send() == []
+
+
+def test_close_without_a_code() -> None:
+    """1005 ("no status") is sent as a close frame without a payload."""
+    conn = opened()
+    conn.send_close(CloseCode.NO_STATUS_RCVD)
+    assert sent(conn) == [(Opcode.CLOSE, b"")]
+
+
+def test_close_twice_and_sending_after_close() -> None:
+    conn = opened()
+    conn.send_close()
+    for call in (conn.send_close, lambda: conn.send_binary(b"x"), conn.send_ping, conn.send_pong):
+        with pytest.raises(ConnectionClosed):
+            call()
+
+
+# -- failing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        pytest.param(Frame(WsOpcode.TEXT, b"abc").serialize(mask=False), CloseCode.PROTOCOL_ERROR, id="unmasked"),
+        pytest.param(client(WsOpcode.CONT, b"x"), CloseCode.PROTOCOL_ERROR, id="continuation-first"),
+        pytest.param(client(WsOpcode.CLOSE, struct.pack("!H", 1006)), CloseCode.PROTOCOL_ERROR, id="close-1006"),
+        pytest.param(client(WsOpcode.TEXT, b"\xff"), CloseCode.INVALID_DATA, id="invalid-utf8"),
+        pytest.param(client(WsOpcode.CLOSE, b"\x03\xe8\xff"), CloseCode.INVALID_DATA, id="invalid-utf8-reason"),
+    ],
+)
+def test_protocol_error_fails_with_its_code_then_waits_for_the_end(data: bytes, code: int) -> None:
+    """The connection fails itself: a close frame with the code, nothing
+    more; then everything is discarded (the client's close frame too: frames
+    may no longer make sense) until the end of the stream."""
+    clock = Clock()
+    conn = opened(close_timeout=5.0, clock=clock)
+    conn.receive_data(client(WsOpcode.TEXT, b"fine") + data + client(WsOpcode.TEXT, b"never seen"))
+    assert conn.next_event() == "fine"
+    assert conn.next_event() is None
+    assert conn.state is State.CLOSING and conn.failed
+    assert conn.close_deadline == clock.now + 5.0
+    ((opcode, payload),) = sent(conn)
+    assert opcode == Opcode.CLOSE and close_of(payload)[0] == code
+    assert conn.close_code == code
+    conn.receive_data(client_close(CloseCode.NORMAL_CLOSURE))
+    assert conn.next_event() is None
+    assert conn.data_to_send() == []
+    conn.receive_eof()
+    assert conn.state is State.CLOSED
+    assert conn.close_code == code, "the connection ended for our reason"
+
+
+def test_oversized_message_fails_1009_from_its_header() -> None:
+    """A frame announcing more than the limit fails the connection before
+    its payload arrives: only the header (and mask) is fed."""
+    conn = opened(max_message_size=1000)
+    header = client(WsOpcode.BINARY, b"x" * 1001)[:8]  # 2 + 2 (length) + 4 (mask)
+    conn.receive_data(header)
+    assert conn.next_event() is None
+    assert conn.state is State.CLOSING and conn.failed
+    ((_, payload),) = sent(conn)
+    assert close_of(payload) == (CloseCode.MESSAGE_TOO_BIG, "Message over 1000 bytes")
+    assert (conn.close_code, conn.close_reason) == (CloseCode.MESSAGE_TOO_BIG, "Message over 1000 bytes")
+
+
+def test_message_at_the_limit_passes() -> None:
+    conn = opened(max_message_size=1000)
+    conn.receive_data(client(WsOpcode.BINARY, b"x" * 1000))
+    assert conn.next_event() == b"x" * 1000
+    assert conn.state is State.OPEN
+
+
+def test_frames_that_stop_making_sense_while_closing() -> None:
+    """After our close frame a protocol error sends nothing more (one close
+    frame only), discards the rest and ends with 1006 at the end of the stream."""
+    conn = opened()
+    conn.send_close()
+    conn.data_to_send()
+    conn.receive_data(client(WsOpcode.TEXT, b"\xff") + client_close(CloseCode.NORMAL_CLOSURE))
+    assert conn.next_event() is None
+    assert conn.failed and conn.state is State.CLOSING
+    assert conn.data_to_send() == []
+    conn.receive_eof()
+    assert conn.close_code == CloseCode.ABNORMAL_CLOSURE
+
+
+def test_keepalive_failure() -> None:
+    conn = opened()
+    conn.fail_keepalive()
+    ((_, payload),) = sent(conn)
+    assert close_of(payload) == (CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON)
+    assert (conn.close_code, conn.close_reason) == (CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON)
+    assert conn.failed and conn.state is State.CLOSING
+
+
+def test_fail_after_the_close_handshake_does_nothing() -> None:
+    conn = opened()
+    conn.receive_data(client_close(CloseCode.NORMAL_CLOSURE))
+    events(conn)
+    conn.data_to_send()
+    conn.fail(CloseCode.INTERNAL_ERROR, "late")
+    assert conn.data_to_send() == []
+    assert conn.close_code == CloseCode.NORMAL_CLOSURE
+
+
+def test_abort_drops_what_was_queued() -> None:
+    conn = opened()
+    conn.send_text(b"never sent")
+    conn.abort()
+    assert conn.state is State.CLOSED
+    assert conn.close_code == CloseCode.ABNORMAL_CLOSURE
+    assert conn.data_to_send() == []
+
+
+def test_abort_before_the_handshake_was_answered() -> None:
+    conn = Connection()
+    conn.fail(CloseCode.INTERNAL_ERROR)  # nothing can be sent yet: aborted
+    assert conn.state is State.CLOSED
+    assert conn.close_code == CloseCode.ABNORMAL_CLOSURE
+    assert conn.data_to_send() == []
+
+
+def test_bytes_appended_to_the_buffer_directly_are_discarded_after_a_failure() -> None:
+    """An I/O layer may append to ``buffer`` itself (one call less per read):
+    once the connection has failed, the next next_event() drops it."""
+    conn = opened()
+    conn.buffer += client(WsOpcode.TEXT, b"direct")
+    assert conn.next_event() == "direct"
+    conn.fail(CloseCode.POLICY_VIOLATION, "go away")
+    conn.buffer += client(WsOpcode.TEXT, b"x" * 1000)
+    assert conn.next_event() is None
+    assert not conn.buffer
