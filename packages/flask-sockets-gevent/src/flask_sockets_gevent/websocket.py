@@ -766,3 +766,10 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self._keepalive = None
         interval = t.cast(float, self.ping_interval)
         self._arm_keepalive(max(0.0, interval - (time.monotonic() - self._last_heard)))
+
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    import flask_sockets.typing
+
+    # mypy checks here that this socket satisfies the documented interface.
+    _CONFORMS: type[flask_sockets.typing.WebSocket] = WebSocket
