@@ -48,6 +48,7 @@ ended when its ``with`` block does.
 from __future__ import annotations
 
 import collections
+import select
 import socket
 import threading
 import time
@@ -143,12 +144,14 @@ class _ClientEnd:
     close frames at once (what the reader writes back), and queues whole
     messages for :meth:`TestSocket.receive`. One lock (``cond``) guards the
     protocol and the writes, as ``websockets``' threaded client does; each
-    write is bounded by the socket's timeout.
+    write is bounded by ``send_timeout``. The socket stays blocking: the
+    reader reads until the connection ends.
     """
 
-    def __init__(self, sock: socket.socket, protocol: ClientProtocol, name: str) -> None:
+    def __init__(self, sock: socket.socket, protocol: ClientProtocol, name: str, send_timeout: float) -> None:
         self.sock = sock
         self.protocol = protocol
+        self.send_timeout = send_timeout
         self.cond = threading.Condition()
         #: Messages not received yet.
         self.messages: collections.deque[str | bytes] = collections.deque()
@@ -172,8 +175,6 @@ class _ClientEnd:
         while True:
             try:
                 data = sock.recv(_READ_SIZE)
-            except socket.timeout:
-                continue  # (the socket's timeout bounds the writes)
             except OSError:
                 data = b""
             with self.cond:
@@ -234,22 +235,41 @@ class _ClientEnd:
         """Write what the protocol has to send (``b""``: half-close).
 
         :raises OSError: If the connection is gone, or the handler read
-            nothing for the socket's timeout (:exc:`TimeoutError`).
+            nothing for ``send_timeout`` seconds (:exc:`TimeoutError`).
         """
         for data in self.protocol.data_to_send():
             if data:
-                self.sock.sendall(data)
+                self._send_all(data)
             else:
                 try:
                     self.sock.shutdown(socket.SHUT_WR)
                 except OSError:
                     pass
 
+    def _send_all(self, data: bytes) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data, socket.MSG_DONTWAIT)  # nearly always all of it
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        rest = memoryview(data)[sent:]
+        deadline = time.monotonic() + self.send_timeout
+        while rest:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _writable(sock, remaining):
+                raise TimeoutError("the handler read nothing")
+            try:
+                rest = rest[sock.send(rest, socket.MSG_DONTWAIT) :]
+            except BlockingIOError:
+                continue
+
     def send(self, text: bool, data: bytes) -> None:
         """Send a message; lost if the connection is closing or gone (as on
         a network).
 
-        :raises TimeoutError: If the handler read nothing for the socket's timeout.
+        :raises TimeoutError: If the handler read nothing for ``send_timeout`` seconds.
         """
         with self.cond:
             protocol = self.protocol
@@ -261,9 +281,9 @@ class _ClientEnd:
                 protocol.send_binary(data)
             try:
                 self._flush()
-            except socket.timeout:
+            except TimeoutError:
                 self.hang_up()  # part of a frame may be out: nothing else can follow
-                raise TimeoutError("the handler read nothing") from None
+                raise
             except OSError:
                 self.hang_up()
 
@@ -615,12 +635,11 @@ class SocketTestClient:
             self._http._add_cookies_to_wsgi(environ)
         request_path = Request(environ).path
         server_sock, client_sock = socket.socketpair()
-        client_sock.settimeout(wait)  # bounds each write; the reader just reads on
         connections = Connections()
         environ[WERKZEUG_SOCKET_KEY] = server_sock
         environ[CONNECTIONS_KEY] = connections
         request = _Request()
-        end = _ClientEnd(client_sock, protocol, f"flask-sockets test client {request_path}")
+        end = _ClientEnd(client_sock, protocol, f"flask-sockets test client {request_path}", wait)
         request.thread = threading.Thread(
             target=_serve,
             args=(self.app, environ, server_sock, request),
@@ -701,6 +720,15 @@ def _end_connection(end: _ClientEnd, request: _Request, connections: Connections
     connections.stop()
     if request.done.is_set() and request.thread is not None:
         request.thread.join(timeout)
+
+
+def _writable(sock: socket.socket, timeout: float) -> bool:
+    """Wait until ``sock`` can take more, at most ``timeout`` seconds."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(max(0, int(timeout * 1000 + 0.999))))
+    return bool(select.select([], [sock], [], timeout)[1])  # pragma: no cover - Windows
 
 
 def _http_url(path: str) -> str:
