@@ -703,3 +703,24 @@ def test_limit_answers_as_on_the_development_server(devserve, kind):
         assert ws.receive() is None
     assert (ws.close_code, ws.close_reason) == (closed.value.rcvd.code, closed.value.rcvd.reason)
     assert ws.close_code == 1009
+
+
+def test_send_to_a_handler_that_never_reads_times_out(app, sockets):
+    """A send the handler never reads (more than the socket buffers hold)
+    raises TimeoutError after the timeout instead of blocking the test."""
+    release = threading.Event()
+
+    @sockets.route("/deaf")
+    def deaf(ws):
+        release.wait(10)
+
+    client = SocketTestClient(app, timeout=0.2, close_timeout=0.1)
+    try:
+        ws = client.connect("/deaf", compression=None)  # (8 MiB of x would deflate to 8 KiB)
+        with pytest.raises(TimeoutError, match="/deaf read nothing for 0.2 seconds"):
+            ws.send(b"x" * (8 * 1024 * 1024))
+        release.set()
+        ws.close()
+    finally:
+        release.set()
+    assert ws.close_code == 1006  # the test hung up

@@ -108,8 +108,8 @@ DEFAULT_CLOSE_TIMEOUT = 1.0
 
 #: The socket a handler receives under :class:`SocketTestClient`: the
 #: threaded socket of the development server and gunicorn ``gthread``,
-#: :class:`~flask_sockets.threaded.ThreadedWebSocket`. (Before 0.3 the test
-#: client had a socket class of its own under this name.)
+#: :class:`~flask_sockets.threaded.ThreadedWebSocket`. (The test client
+#: used to have a socket class of its own under this name.)
 ServerSocket = ThreadedWebSocket
 
 CLOSE_NORMAL = 1000
