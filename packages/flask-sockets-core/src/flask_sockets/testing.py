@@ -60,6 +60,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ProtocolError as WebSocketsProtocolError
 from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Close
+from websockets.frames import CloseCode
 from websockets.frames import Frame
 from websockets.frames import Opcode
 from websockets.http11 import Response
@@ -111,11 +112,6 @@ DEFAULT_CLOSE_TIMEOUT = 1.0
 #: :class:`~flask_sockets.threaded.ThreadedWebSocket`. (The test client
 #: used to have a socket class of its own under this name.)
 ServerSocket = ThreadedWebSocket
-
-CLOSE_NORMAL = 1000
-#: No close frame came: the peer went away (RFC 6455, 7.1.5).
-CLOSE_ABNORMAL = 1006
-CLOSE_INVALID_DATA = 1007
 
 _READ_SIZE = 64 * 1024
 #: What ``compression`` may be in :meth:`SocketTestClient.connect`.
@@ -227,7 +223,7 @@ class _ClientEnd:
         try:
             self.messages.append(data.decode("utf-8"))
         except UnicodeDecodeError as e:
-            self.protocol.fail(CLOSE_INVALID_DATA, f"invalid UTF-8 at position {e.start}")
+            self.protocol.fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at position {e.start}")
 
     # -- used under ``cond`` --------------------------------------------------
 
@@ -303,7 +299,9 @@ class _ClientEnd:
         """The handler's close code and reason (1006 if no close frame came)."""
         with self.cond:
             close = self.protocol.close_rcvd
-        return (CLOSE_ABNORMAL, "") if close is None else (close.code, close.reason)
+        if close is None:  # the connection ended without one (RFC 6455, 7.1.5)
+            return int(CloseCode.ABNORMAL_CLOSURE), ""
+        return int(close.code), close.reason
 
     def hang_up(self) -> None:
         """End the connection from this side (the reader then stops)."""
@@ -454,7 +452,7 @@ class TestSocket:
         self._raise_server_exception()
         return None
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket, then wait for the handler to finish.
 
         Afterwards ``close_code`` and ``close_reason`` hold the handler's
