@@ -714,12 +714,24 @@ def test_send_to_a_handler_that_never_reads_times_out(app, sockets):
         release.wait(10)
 
     client = SocketTestClient(app, timeout=0.2, close_timeout=0.1)
-    try:
-        ws = client.connect("/deaf", compression=None)  # (8 MiB of x would deflate to 8 KiB)
-        with pytest.raises(TimeoutError, match="/deaf read nothing for 0.2 seconds"):
+    outcome: list[object] = []
+
+    def send() -> None:
+        try:
             ws.send(b"x" * (8 * 1024 * 1024))
-        release.set()
-        ws.close()
+            outcome.append("sent")
+        except TimeoutError as e:
+            outcome.append(e)
+
+    ws = client.connect("/deaf", compression=None)  # (8 MiB of x would deflate to 8 KiB)
+    sender = threading.Thread(target=send)  # (were the send unbounded, the test still ends)
+    try:
+        sender.start()
+        sender.join(5)
+        assert len(outcome) == 1 and isinstance(outcome[0], TimeoutError), outcome
+        assert "/deaf read nothing for 0.2 seconds" in str(outcome[0])
     finally:
         release.set()
+        ws.close()
+        sender.join(5)
     assert ws.close_code == 1006  # the test hung up
