@@ -576,7 +576,7 @@ class SocketTestClient:
         query_string: str | t.Mapping[str, t.Any] | None = None,
         timeout: float | None = None,
         raise_server_exceptions: bool | None = None,
-        compression: str | None = "deflate",
+        compression: t.Literal["deflate"] | None = "deflate",
     ) -> TestSocket:
         """Open a WebSocket to ``path`` and wait until the handler accepts it.
 
