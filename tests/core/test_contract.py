@@ -59,7 +59,8 @@ def check(seen: list) -> None:
 def test_test_client_socket() -> None:
     """The test client's socket: the contract, and ``abort()`` reaches both ends as 1006."""
     app, seen = contract_app()
-    with SocketTestClient(app).connect("/contract") as ws:
+    # No compression offered: the documented attributes are all at their defaults.
+    with SocketTestClient(app).connect("/contract", compression=None) as ws:
         assert ws.receive() == "ok"
         assert ws.receive() is None
         assert ws.close_code == 1006

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 import typing as t
 
 import pytest
@@ -16,26 +15,39 @@ from flask import abort
 from flask import request
 from flask import session
 from flask import url_for
+from websockets.exceptions import ConnectionClosed as ClientConnectionClosed
+from websockets.sync.client import connect as client_connect
 
 from flask_sockets import ConnectionClosed
 from flask_sockets import Sockets
 from flask_sockets import WebSocket
+from flask_sockets.options import SocketOptions
 from flask_sockets.protocol import CloseCode
 from flask_sockets.testing import SocketRejected
 from flask_sockets.testing import SocketTestClient
 from tests.conftest import ROOT
+from tests.conftest import TIMEOUT
 
 #: The name of the threads SocketTestClient runs requests in.
 HANDLER_THREAD = "flask-sockets test handler"
 
 
 @pytest.fixture(autouse=True)
-def no_handler_left_running() -> t.Iterator[None]:
-    """Every handler thread a test started has ended when the test ends."""
+def no_thread_left_running(request: pytest.FixtureRequest) -> t.Iterator[None]:
+    """Every thread a test started has ended when the test ends: the
+    sockets' readers and keepalive timers at once (they are joined), the
+    handlers' threads once the handler returned (a test that stops a
+    hanging handler releases it). (The development server keeps its app's
+    timer thread: tests that compare with it are not checked.)"""
+    before = set(threading.enumerate())
     yield
+    if "devserve" in request.fixturenames:
+        return
+    started = [thread for thread in threading.enumerate() if thread not in before]
+    assert [thread.name for thread in started if not thread.name.startswith(HANDLER_THREAD)] == []
     deadline = time.monotonic() + 2
-    while any(thread.name.startswith(HANDLER_THREAD) for thread in threading.enumerate()):
-        assert time.monotonic() < deadline, [thread.name for thread in threading.enumerate()]
+    while any(thread.is_alive() for thread in started):
+        assert time.monotonic() < deadline, [thread.name for thread in started if thread.is_alive()]
         time.sleep(0.01)
 
 
@@ -374,8 +386,11 @@ def test_messages_sent_before_close_all_reach_the_handler(sockets, client):
     assert stored == ["0", "1", "2"]
 
 
-def test_send_only_handler_ends_when_the_test_closes(sockets, client):
-    """A handler that only sends gets ConnectionClosed (1006) once the test has closed."""
+def test_send_only_handler_ends_when_the_test_closes(app, sockets):
+    """A handler that only sends never reads the test's close frame: after
+    close_timeout the test hangs up, as a real client does, and the handler
+    gets ConnectionClosed (1006)."""
+    client = SocketTestClient(app, close_timeout=0.1)
     ended = []
 
     @sockets.route("/ticks")
@@ -470,14 +485,19 @@ def test_handler_that_never_ends_is_reported(app, sockets):
 
 
 def test_server_socket_is_a_websocket(sockets, client):
-    """The handler's socket satisfies flask_sockets.WebSocket and knows the request's origin and path."""
+    """The handler's socket is the threaded servers' socket, satisfies flask_sockets.WebSocket
+    and has the request's environ (origin, path, offered subprotocols)."""
 
     @sockets.route("/s")
     def s(ws):
-        ws.send(f"{isinstance(ws, WebSocket)} {ws.origin} {ws.path} {ws.protocol}")
+        environ = ws.environ
+        ws.send(
+            f"{type(ws).__name__} {isinstance(ws, WebSocket)} {environ['HTTP_ORIGIN']} {environ['PATH_INFO']}"
+            f" {environ['HTTP_SEC_WEBSOCKET_PROTOCOL']}"
+        )
 
     with client.connect("/s", headers={"Origin": "http://localhost"}, subprotocols=["a", "b"]) as ws:
-        assert ws.receive() == "True http://localhost /s a, b"
+        assert ws.receive() == "ThreadedWebSocket True http://localhost /s a, b"
 
 
 def test_message_size_limit_closes_1009(sockets, client):
@@ -486,7 +506,7 @@ def test_message_size_limit_closes_1009(sockets, client):
 
     @sockets.route("/small")
     def small(ws):
-        ws.configure(types.SimpleNamespace(max_message_size=4, subprotocol=None))
+        ws.configure(SocketOptions(max_message_size=4))
         received.append(ws.receive())
         received.append(ws.receive())
 
@@ -561,3 +581,158 @@ def test_echo_example_passes():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_handler_that_neither_reads_nor_ends_is_reported(app, sockets):
+    """A handler that never reads and never returns: close() hangs up after
+    close_timeout, then reports it after the timeout; nothing blocks."""
+    release = threading.Event()
+
+    @sockets.route("/deaf")
+    def deaf(ws):
+        release.wait(10)
+
+    client = SocketTestClient(app, timeout=0.2, close_timeout=0.1)
+    try:
+        with pytest.raises(TimeoutError, match="/deaf is still running 0.2 seconds after"):
+            with client.connect("/deaf"):
+                pass
+    finally:
+        release.set()
+
+
+def test_invalid_handshake_is_refused_before_the_101(sockets, client):
+    """The handshake is checked as on the servers: another version is 426, a bad key 400."""
+    sockets.add_url_rule("/echo", "echo", echo)
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/echo", headers={"Sec-WebSocket-Version": "8"})
+    assert (e.value.status_code, e.value.response.headers["Sec-WebSocket-Version"]) == (426, "13")
+    with pytest.raises(SocketRejected) as e:
+        client.connect("/echo", headers={"Sec-WebSocket-Key": "too short"})
+    assert e.value.status_code == 400
+
+
+def test_compression_is_negotiated(app, sockets, client):
+    """The test client offers permessage-deflate, as browsers do: the handler's
+    socket has it, the 101 says so, messages round-trip compressed; compression=None
+    offers nothing, and a route with compression=False declines."""
+    app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 64 * 1024
+
+    def report(ws):
+        ws.send(repr(None if ws.compression is None else ws.compression.parameters()))
+        echo(ws)
+
+    sockets.add_url_rule("/deflate", "deflate", report)
+    sockets.add_url_rule("/plain", "plain", report, compression=False)
+    big = "a compressible line of text\n" * 2000  # 56 KB, under the limit
+    with client.connect("/deflate") as ws:
+        assert ws.response_headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+        assert "server_no_context_takeover" in ws.receive()
+        ws.send(big)
+        assert ws.receive() == big
+        ws.send(big.encode())
+        assert ws.receive() == big.encode()
+    for path, compression in (("/deflate", None), ("/plain", "deflate")):
+        with client.connect(path, compression=compression) as ws:
+            assert "Sec-WebSocket-Extensions" not in ws.response_headers
+            assert ws.receive() == "None"
+    with pytest.raises(ValueError, match="compression"):
+        client.connect("/deflate", compression="gzip")
+
+
+def test_keepalive_ping_is_answered(app, sockets, client):
+    """The server's keepalive pings the test's end, which answers: a socket
+    idle for several ping timeouts stays open (unanswered, it closes with 1011)."""
+    app.config.update(SOCKETS_PING_INTERVAL=0.02, SOCKETS_PING_TIMEOUT=0.05)
+
+    @sockets.route("/idle")
+    def idle(ws):
+        try:
+            ws.receive(timeout=0.4)
+        except TimeoutError:
+            ws.send(f"still open: {not ws.closed}")
+        else:
+            ws.send(f"closed: {ws.close_code}")
+
+    with client.connect("/idle") as ws:
+        assert ws.receive() == "still open: True"
+
+
+def test_close_reason_checked_by_the_client(sockets, client):
+    """The test's close frame is checked as a client's: a reason over 123
+    bytes is refused; one of 123 bytes reaches the handler whole."""
+    seen = []
+
+    @sockets.route("/s")
+    def s(ws):
+        ws.receive()
+        seen.append((ws.close_code, ws.close_reason))
+
+    with client.connect("/s") as ws:
+        with pytest.raises(ValueError, match="123 bytes"):
+            ws.close(1000, "x" * 124)
+        ws.close(4000, "é" * 61 + "x")  # 123 bytes
+    assert seen == [(4000, "é" * 61 + "x")]
+    assert (ws.close_code, ws.close_reason) == (4000, "")  # the handler's echo: the code only
+
+
+#: Messages over a limit of 1,000 bytes: on the wire, and compressed (100 B
+#: on the wire, 100 KB once inflated).
+OVER_THE_LIMIT = ["x" * 1001, b"x" * 1001, "y" * 100_000]
+
+
+def test_limit_answers_as_on_the_development_server(devserve):
+    """A message over SOCKETS_MAX_MESSAGE_SIZE gets the close frame the development
+    server sends a websockets client (code and reason): the test client runs its socket."""
+    app = Flask(__name__)
+    app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 1000
+    Sockets(app).add_url_rule("/echo", "echo", echo)
+    server = devserve(app)
+    for message in OVER_THE_LIMIT:
+        with client_connect(f"{server.ws_url}/echo", open_timeout=TIMEOUT) as real:
+            real.send("under")
+            assert real.recv(timeout=TIMEOUT) == "under"
+            real.send(message)
+            with pytest.raises(ClientConnectionClosed) as closed:
+                real.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None
+        with SocketTestClient(app).connect("/echo") as ws:
+            ws.send("under")
+            assert ws.receive() == "under"
+            ws.send(message)
+            assert ws.receive() is None
+        assert (ws.close_code, ws.close_reason) == (closed.value.rcvd.code, closed.value.rcvd.reason)
+        assert ws.close_code == 1009
+
+
+def test_send_to_a_handler_that_never_reads_times_out(app, sockets):
+    """A send the handler never reads (more than the socket buffers hold)
+    raises TimeoutError after the timeout instead of blocking the test."""
+    release = threading.Event()
+
+    @sockets.route("/deaf")
+    def deaf(ws):
+        release.wait(10)
+
+    client = SocketTestClient(app, timeout=0.2, close_timeout=0.1)
+    outcome: list[object] = []
+
+    def send() -> None:
+        try:
+            ws.send(b"x" * (8 * 1024 * 1024))
+            outcome.append("sent")
+        except TimeoutError as e:
+            outcome.append(e)
+
+    ws = client.connect("/deaf", compression=None)  # (8 MiB of x would deflate to 8 KiB)
+    sender = threading.Thread(target=send)  # (were the send unbounded, the test still ends)
+    try:
+        sender.start()
+        sender.join(5)
+        assert len(outcome) == 1 and isinstance(outcome[0], TimeoutError), outcome
+        assert "/deaf read nothing for 0.2 seconds" in str(outcome[0])
+    finally:
+        release.set()
+        ws.close()
+        sender.join(5)
+    assert ws.close_code == 1006  # the test hung up

@@ -89,7 +89,7 @@ class SocketOptions:
     Flask-Sockets builds it from the app's config for each socket request
     and passes it to the socket's ``configure(options)`` method, when the
     socket has one (the sockets of :mod:`flask_sockets_gevent` and of
-    :mod:`flask_sockets.testing` do).
+    :mod:`flask_sockets.threaded`, which the test client uses too, do).
     """
 
     #: Largest incoming message in bytes, or ``None`` for no limit.

@@ -1,22 +1,34 @@
 """Test socket routes without a server.
 
 :class:`SocketTestClient` opens a socket route the way a WebSocket client
-would, but in-process: no server, no sockets, no ports. The request goes
-through the real Flask dispatch (routing, ``before_request``, error
-handlers, sessions, teardown) in a background thread, with a socket object
-in ``environ['wsgi.websocket']`` that behaves like the one of
-:mod:`flask_sockets_gevent`:
+would, in-process: no server and no port, but a real connection. The
+request goes through the real Flask dispatch (routing, ``before_request``,
+error handlers, sessions, teardown) in a thread of its own, as a threaded
+server runs it, and the handler gets the socket the development server and
+gunicorn's ``gthread`` worker give it,
+:class:`~flask_sockets.threaded.ThreadedWebSocket`, over one end of a
+:func:`socket.socketpair`. The test's end, :class:`TestSocket`, speaks the
+protocol over the other end with ``websockets``' client
+(:class:`websockets.client.ClientProtocol`, its sans-I/O core), in a reader
+thread that answers pings and close frames as a browser does. So what a
+test sees is what a client of a real server sees:
 
 - the handshake is answered when Flask-Sockets accepts the socket, as
   the handler starts (with ``defer_accept=True``: at the handler's first
   ``send``, ``receive`` or ``close``, or at ``ws.accept()``); an app that
   answers without accepting (a ``before_request`` refusal, a 404, the
-  origin check, ``abort(403)`` in a ``defer_accept=True`` handler) makes
-  :meth:`SocketTestClient.connect` raise :exc:`SocketRejected` with that
-  HTTP response;
-- using a closed socket raises :exc:`flask_sockets.ConnectionClosed`;
-- after the peer closes, ``receive()`` returns ``None`` and ``close_code``
-  and ``close_reason`` hold the peer's code and reason.
+  origin check, ``abort(403)`` in a ``defer_accept=True`` handler, an
+  invalid handshake) makes :meth:`SocketTestClient.connect` raise
+  :exc:`SocketRejected` with that HTTP response;
+- the app's limits apply as on the servers: a message over
+  ``SOCKETS_MAX_MESSAGE_SIZE`` is refused at its frame header (1009);
+  permessage-deflate is negotiated (the test client offers it, as browsers
+  do) and messages are compressed on the wire; the keepalive pings the
+  test's end, which answers;
+- close codes and reasons travel in close frames, both ways; after the
+  peer closes, ``receive()`` returns ``None`` and ``close_code`` and
+  ``close_reason`` hold the peer's code and reason; using a closed socket
+  raises :exc:`flask_sockets.ConnectionClosed`.
 
 .. code-block:: python
 
@@ -29,270 +41,281 @@ in ``environ['wsgi.websocket']`` that behaves like the one of
             assert ws.receive() == "hello"
 
 Every wait is bounded (5 seconds by default), so a handler that hangs fails
-the test instead of blocking it.
+the test instead of blocking it, and every thread a socket started has
+ended when its ``with`` block does.
 """
 
 from __future__ import annotations
 
-import base64
-import os
-import queue
+import collections
+import select
+import socket
 import threading
 import time
 import typing as t
 from urllib.parse import urlsplit
 
 from flask.testing import EnvironBuilder
+from websockets.client import ClientProtocol
+from websockets.exceptions import ProtocolError as WebSocketsProtocolError
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+from websockets.frames import Close
+from websockets.frames import CloseCode
+from websockets.frames import Frame
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import InternalServerError
 from werkzeug.test import run_wsgi_app
 from werkzeug.wrappers import Request
 from werkzeug.wsgi import get_current_url
 
-from .base import SocketBase
 from .base import to_payload
 from .exceptions import ConnectionClosed
-from .protocol import CloseCode
-from .protocol import is_valid_close_code
-from .wsgi import WSGI_WEBSOCKET_KEY
+from .threaded import CONNECTIONS_KEY
+from .threaded import WERKZEUG_SOCKET_KEY
+from .threaded import Connections
+from .threaded import ThreadedWebSocket
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from types import TracebackType
 
     from flask import Flask
     from flask.testing import FlaskClient
+    from websockets.typing import Subprotocol
     from werkzeug.test import TestResponse
 
-    from .compression import Deflate
-    from .options import SocketOptions
     from .typing import Message
 
-__all__ = ["DEFAULT_TIMEOUT", "ServerSocket", "SocketRejected", "SocketTestClient", "TestSocket"]
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "ServerSocket",
+    "SocketRejected",
+    "SocketTestClient",
+    "TestSocket",
+]
 
 #: Seconds any wait of the test client may take: for the handshake, for a
 #: message, for the handler to finish after its socket closed.
 DEFAULT_TIMEOUT = 5.0
+#: Seconds :meth:`TestSocket.close` waits for the handler's close frame
+#: before it hangs up, as a real client gives up on a server that does not
+#: answer (a handler that only sends never reads the close frame: it then
+#: gets :exc:`~flask_sockets.ConnectionClosed` with close code 1006).
+DEFAULT_CLOSE_TIMEOUT = 1.0
+
+#: The socket a handler receives under :class:`SocketTestClient`: the
+#: threaded socket of the development server and gunicorn ``gthread``,
+#: :class:`~flask_sockets.threaded.ThreadedWebSocket`. (The test client
+#: used to have a socket class of its own under this name.)
+ServerSocket = ThreadedWebSocket
+
+_READ_SIZE = 64 * 1024
+#: What ``compression`` may be in :meth:`SocketTestClient.connect`.
+_COMPRESSIONS = ("deflate", None)
 
 
-class _Close(t.NamedTuple):
-    """A close frame travelling between the two ends."""
-
-    code: int
-    reason: str
-
-
-class _Connection:
-    """What the two ends share: a queue each way and the request's outcome."""
+class _Request:
+    """The request's side of a connection: run by a handler thread, as a
+    threaded server runs it; its outcome."""
 
     def __init__(self) -> None:
-        self.to_server: queue.Queue[str | bytes | _Close] = queue.Queue()
-        self.to_client: queue.Queue[str | bytes | _Close] = queue.Queue()
-        self.lock = threading.Lock()
-        #: Data messages the client has sent.
-        self.client_sent = 0
-        #: The client's close frame (or a 1006 drop), once it closed.
-        self.client_close: _Close | None = None
-        #: How many data messages precede ``client_close`` in ``to_server``.
-        self.sent_before_close = 0
-        #: Set when the handler accepts or the request ends, whichever is first.
-        self.handshake = threading.Event()
         #: Set when the request has ended.
         self.done = threading.Event()
         #: ``(app_iter, status, headers)`` of the app's response.
         self.result: tuple[t.Iterable[bytes], str, Headers] | None = None
         #: What escaped the app (with ``PROPAGATE_EXCEPTIONS``).
         self.error: BaseException | None = None
-
-    def client_closes(self, close: _Close) -> None:
-        with self.lock:
-            if self.client_close is not None:
-                return
-            self.client_close = close
-            self.sent_before_close = self.client_sent
-        self.to_server.put(close)
-
-    def client_has_hung_up(self, received: int) -> bool:
-        """Whether the client closed and only its close frame is left unread
-        by a server that has read ``received`` data messages."""
-        with self.lock:
-            return self.client_close is not None and received >= self.sent_before_close
+        self.thread: threading.Thread | None = None
 
 
-class ServerSocket(SocketBase):
-    """The socket a handler receives from :class:`SocketTestClient`.
+class _ClientEnd:
+    """The test's end of the connection: ``websockets``' sans-I/O client
+    over one end of the socket pair, and the thread that reads it.
 
-    It has the interface and the semantics of :mod:`flask_sockets_gevent`'s
-    socket: ``accept``, ``send``, ``send_frame``, ``receive``, ``close``,
-    ``closed``, ``accepted``, ``subprotocol``, ``close_code`` and
-    ``close_reason``. Text arrives as ``str``, binary as ``bytes``.
-
-    One deliberate shortcut: once the test has closed its end and the
-    handler has read everything sent before that, the handler's next
-    ``send`` raises :exc:`~flask_sockets.ConnectionClosed` at once (close
-    code 1006), as it eventually would against a real client that hung up.
-    A handler that only sends therefore ends when the test closes.
+    The reader feeds what arrives to the protocol, which answers pings and
+    close frames at once (what the reader writes back), and queues whole
+    messages for :meth:`TestSocket.receive`. One lock (``cond``) guards the
+    protocol and the writes, as ``websockets``' threaded client does; each
+    write is bounded by ``send_timeout``. The socket stays blocking: the
+    reader reads until the connection ends.
     """
 
-    def __init__(self, environ: dict[str, t.Any], connection: _Connection) -> None:
-        #: The WSGI environ of the request.
-        self.environ = environ
-        #: ``True`` once the connection is closed or closing.
-        self.closed = False
-        #: ``True`` once the handshake has been answered.
-        self.accepted = False
-        #: The subprotocol sent in the handshake, if any.
-        self.subprotocol: str | None = None
-        #: The extra headers given to :meth:`accept`.
-        self.response_headers: list[tuple[str, str]] = []
-        #: The close code the peer sent (1006 if it went away without one), or ``None``.
-        self.close_code: int | None = None
-        #: The close reason the peer sent.
-        self.close_reason: str | None = None
-        #: Largest incoming message in bytes, or ``None`` for no limit.
-        self.max_message_size: int | None = None
-        self._connection = connection
-        self._received = 0
+    def __init__(self, sock: socket.socket, protocol: ClientProtocol, name: str, send_timeout: float) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.send_timeout = send_timeout
+        self.cond = threading.Condition()
+        #: Messages not received yet.
+        self.messages: collections.deque[str | bytes] = collections.deque()
+        #: The handshake response (``101``), once it came.
+        self.response: Response | None = None
+        #: ``True`` once the handler's close frame came.
+        self.closed_by_server = False
+        #: ``True`` once the connection ended (the reader stopped).
+        self.eof = False
+        #: ``True`` once the test sent its close frame.
+        self.closed_by_test = False
+        self._fragments: list[bytes] = []
+        self._fragmented_text = False
+        self.thread = threading.Thread(target=self._read, name=name, daemon=True)
+        self.thread.start()
 
-    @property
-    def origin(self) -> str | None:
-        """The request's ``Origin`` header."""
-        return t.cast("str | None", self.environ.get("HTTP_ORIGIN"))
+    # -- the reader thread ----------------------------------------------------
 
-    @property
-    def protocol(self) -> str | None:
-        """The subprotocols the client offered, as sent."""
-        return t.cast("str | None", self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
+    def _read(self) -> None:
+        sock, protocol = self.sock, self.protocol
+        while True:
+            try:
+                data = sock.recv(_READ_SIZE)
+            except OSError:
+                data = b""
+            with self.cond:
+                try:
+                    if data:
+                        protocol.receive_data(data)
+                    else:
+                        protocol.receive_eof()
+                    for event in protocol.events_received():
+                        self._on_event(event)
+                    self._flush()
+                except OSError:  # the answer could not be written: the connection is gone
+                    self.hang_up()
+                    data = b""
+                if not data:
+                    self.eof = True
+                self.cond.notify_all()
+            if not data:
+                return
 
-    @property
-    def path(self) -> str | None:
-        """The request's path."""
-        return t.cast("str | None", self.environ.get("PATH_INFO"))
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, Frame):
+            opcode = event.opcode
+            # (websockets may hand a bytearray over; bytes(bytes) is no copy.)
+            data = bytes(event.data)
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if event.fin:
+                    self._deliver(opcode is Opcode.TEXT, data)
+                else:
+                    self._fragments = [data]
+                    self._fragmented_text = opcode is Opcode.TEXT
+            elif opcode is Opcode.CONT:
+                self._fragments.append(data)
+                if event.fin:
+                    data = b"".join(self._fragments)
+                    self._fragments = []
+                    self._deliver(self._fragmented_text, data)
+            elif opcode is Opcode.CLOSE:
+                self.closed_by_server = True
+            # (Pings are answered by the protocol; pongs need nothing.)
+        elif isinstance(event, Response):
+            self.response = event
 
-    def configure(self, options: SocketOptions) -> None:
-        """Apply an app's socket options (called by Flask-Sockets before the
-        handler runs). The message size limit and the route's subprotocol
-        apply; pings and timeouts have no meaning without a network."""
-        self.max_message_size = options.max_message_size
-        if options.subprotocol is not None:
-            self.subprotocol = options.subprotocol
-
-    def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
-        """Answer the handshake now, with the optional subprotocol and extra
-        response headers. Sending, receiving or closing accepts implicitly.
-        A second call does nothing."""
-        if self.accepted:
+    def _deliver(self, text: bool, data: bytes) -> None:
+        if self.closed_by_test:
+            return  # the test closed: what comes before the handler's close frame is discarded
+        if not text:
+            self.messages.append(data)
             return
-        if subprotocol is not None:
-            self.subprotocol = subprotocol
-        self.response_headers = list(headers)
-        self.accepted = True
-        self._connection.handshake.set()
-
-    def receive(self, timeout: float | None = None) -> str | bytes | None:
-        """Return the next message from the test, or ``None`` once the test
-        closed the connection.
-
-        :param timeout: Seconds to wait; on expiry :exc:`TimeoutError` is
-            raised and the socket stays usable.
-        :raises ~flask_sockets.ConnectionClosed: If the socket was already closed.
-        """
-        self.accept()
-        if self.closed:
-            raise ConnectionClosed("Connection is already closed")
         try:
-            item = self._connection.to_server.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no message within {timeout} seconds") from None
-        if isinstance(item, _Close):
-            self.close_code, self.close_reason = item.code, item.reason
-            if item.code != CloseCode.ABNORMAL_CLOSURE:
-                # Echo the peer's code (RFC 6455, 5.5.1).
-                self._connection.to_client.put(_Close(item.code, ""))
-            self.closed = True
-            return None
-        self._received += 1
-        limit = self.max_message_size
-        size = len(item.encode("utf-8")) if isinstance(item, str) else len(item)
-        if limit is not None and size > limit:
-            # Fail the connection: a close frame, and no waiting for the peer's.
-            self._send_close(CloseCode.MESSAGE_TOO_BIG, f"Message over {limit} bytes")
-            return None
-        return item
+            self.messages.append(data.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            self.protocol.fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at position {e.start}")
 
-    def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
-        """Send one frame with ``opcode``: a text or binary message, a ping
-        or pong (which a client answers by itself: nothing for the test to
-        receive) or a close frame. (Messages go to the test in-process:
-        ``compress`` changes nothing here.)
+    # -- used under ``cond`` --------------------------------------------------
 
-        :raises ~flask_sockets.ConnectionClosed: If the socket is closed.
-        :raises TypeError: If ``message`` is not ``str`` or bytes-like.
+    def _flush(self) -> None:
+        """Write what the protocol has to send (``b""``: half-close).
+
+        :raises OSError: If the connection is gone, or the handler read
+            nothing for ``send_timeout`` seconds (:exc:`TimeoutError`).
         """
-        self.accept()
-        if self.closed:
-            # First: the classic loop sends receive()'s None once the peer closed.
-            raise ConnectionClosed("Connection is already closed")
-        payload = to_payload(message)
-        connection = self._connection
-        if connection.client_has_hung_up(self._received):
-            self._drop(CloseCode.ABNORMAL_CLOSURE)
-            raise ConnectionClosed("Socket is dead: the client closed the connection")
-        if opcode == self.OPCODE_TEXT:
-            connection.to_client.put(message if isinstance(message, str) else payload.decode("utf-8"))
-        elif opcode == self.OPCODE_BINARY:
-            connection.to_client.put(payload)
-        elif opcode == self.OPCODE_CLOSE:
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL_CLOSURE
-            self._send_close(code, payload[2:].decode("utf-8", "replace"))
-        elif opcode not in (self.OPCODE_PING, self.OPCODE_PONG):
-            raise ValueError(f"Cannot send a frame with opcode {opcode:#x}")
+        for data in self.protocol.data_to_send():
+            if data:
+                self._send_all(data)
+            else:
+                try:
+                    self.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
 
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
-        """Close the connection with ``code`` and ``message`` (the reason, at
-        most 123 bytes). Closing a closed socket does nothing.
-
-        The test client answers at once: afterwards ``close_code`` and
-        ``close_reason`` hold its close frame, which echoes this one unless
-        the test had closed first."""
-        if self.closed:
+    def _send_all(self, data: bytes) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data, socket.MSG_DONTWAIT)  # nearly always all of it
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
             return
-        self.accept()
-        if isinstance(message, bytes):
-            message = message.decode("utf-8", "replace")
-        # Never cut a character in half.
-        reason = message.encode("utf-8")[:123].decode("utf-8", "ignore")
-        self._send_close(code, reason)
-        peer = self._connection.client_close
-        if peer is None:
-            self.close_code, self.close_reason = code, reason  # the client's echo
-        elif peer.code == CloseCode.ABNORMAL_CLOSURE:
-            self.close_code = CloseCode.ABNORMAL_CLOSURE
-        else:
-            self.close_code, self.close_reason = peer  # its unread close frame
+        rest = memoryview(data)[sent:]
+        deadline = time.monotonic() + self.send_timeout
+        while rest:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not _writable(sock, remaining):
+                raise TimeoutError("the handler read nothing")
+            try:
+                rest = rest[sock.send(rest, socket.MSG_DONTWAIT) :]
+            except BlockingIOError:
+                continue
 
-    def abort(self) -> None:
-        """End the connection at once, as a server cuts a TCP connection:
-        no close frame, close code 1006 on both ends; a ``receive()``
-        blocked in the handler returns ``None``."""
-        if self.closed:
-            return
-        self._drop(CloseCode.ABNORMAL_CLOSURE)
-        self._connection.to_client.put(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
-        self._connection.to_server.put(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
+    def send(self, text: bool, data: bytes) -> None:
+        """Send a message; lost if the connection is closing or gone (as on
+        a network).
 
-    @property
-    def compression(self) -> Deflate | None:
-        """``None``: messages go to the test in-process, uncompressed."""
-        return None
+        :raises TimeoutError: If the handler read nothing for ``send_timeout`` seconds.
+        """
+        with self.cond:
+            protocol = self.protocol
+            if protocol.state is not State.OPEN:
+                return
+            if text:
+                protocol.send_text(data)
+            else:
+                protocol.send_binary(data)
+            try:
+                self._flush()
+            except TimeoutError:
+                self.hang_up()  # part of a frame may be out: nothing else can follow
+                raise
+            except OSError:
+                self.hang_up()
 
-    def _send_close(self, code: int, reason: str) -> None:
-        self.closed = True
-        self._connection.to_client.put(_Close(int(code), reason))  # a number, as off the wire
+    def send_close(self, code: int, reason: str) -> None:
+        """Send a close frame, unless the connection is already closing."""
+        with self.cond:
+            if self.protocol.state is not State.OPEN:
+                return
+            self.protocol.send_close(code, reason)
+            self.closed_by_test = True
+            try:
+                self._flush()
+            except OSError:
+                self.hang_up()
 
-    def _drop(self, close_code: int) -> None:
-        if self.close_code is None:
-            self.close_code = close_code
-        self.closed = True
+    def close_frame(self) -> tuple[int, str]:
+        """The handler's close code and reason (1006 if no close frame came)."""
+        with self.cond:
+            close = self.protocol.close_rcvd
+        if close is None:  # the connection ended without one (RFC 6455, 7.1.5)
+            return int(CloseCode.ABNORMAL_CLOSURE), ""
+        return int(close.code), close.reason
+
+    def hang_up(self) -> None:
+        """End the connection from this side (the reader then stops)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def end(self, timeout: float) -> None:
+        """Hang up, stop the reader (bounded) and close the socket."""
+        self.hang_up()
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.sock.close()
 
 
 class SocketRejected(Exception):
@@ -323,34 +346,46 @@ class TestSocket:
     """The test's end of a socket opened by :meth:`SocketTestClient.connect`.
 
     Use it as a context manager: leaving the ``with`` block closes the socket
-    (1000) if it is still open and waits for the handler to finish.
+    (1000) if it is still open and waits for the handler to finish. Safe to
+    use from several threads.
     """
 
     __test__ = False  # not a pytest test class
 
     def __init__(
         self,
-        connection: _Connection,
-        server_socket: ServerSocket,
+        client_end: _ClientEnd,
+        request: _Request,
+        connections: Connections,
         path: str,
         timeout: float,
+        close_timeout: float,
         raise_server_exceptions: bool,
     ) -> None:
-        self._connection = connection
+        self._end = client_end
+        self._request = request
+        self._connections = connections
         self._timeout = timeout
+        self._close_timeout = close_timeout
         self._raise_server_exceptions = raise_server_exceptions
         self._client_closed = False
         self._server_closed = False
         self._finished = False
         self._error_reported = False
+        response = client_end.response
+        assert response is not None
         #: The path the socket was opened at.
         self.path = path
         #: The subprotocol the handler accepted, or ``None``.
-        self.subprotocol = server_socket.subprotocol
-        #: The extra headers the handler gave to ``ws.accept(headers=...)``.
-        self.response_headers = Headers(server_socket.response_headers)
+        self.subprotocol: str | None = client_end.protocol.subprotocol
+        #: The headers of the handshake response (``101 Switching
+        #: Protocols``), among them those the handler gave to
+        #: ``ws.accept(headers=...)`` and ``Sec-WebSocket-Extensions`` if
+        #: compression was negotiated.
+        self.response_headers = Headers(list(response.headers.raw_items()))
         #: The close code the handler closed with, once known: after
-        #: :meth:`receive` returned ``None``, or after :meth:`close`.
+        #: :meth:`receive` returned ``None``, or after :meth:`close`
+        #: (1006 if the connection ended without a close frame).
         self.close_code: int | None = None
         #: The close reason the handler closed with.
         self.close_reason: str | None = None
@@ -368,13 +403,18 @@ class TestSocket:
 
         :raises ~flask_sockets.ConnectionClosed: If this socket is closed.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
+        :raises TimeoutError: If the handler read nothing for the timeout
+            while the message went out (the connection is then cut).
         """
         if self.closed:
             raise ConnectionClosed("Connection is already closed")
         payload = to_payload(message)
-        with self._connection.lock:
-            self._connection.client_sent += 1
-            self._connection.to_server.put(message if isinstance(message, str) else payload)
+        try:
+            self._end.send(isinstance(message, str), payload)
+        except TimeoutError:
+            raise TimeoutError(
+                f"The handler of {self.path} read nothing for {self._timeout} seconds while a message was sent."
+            ) from None
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
         """Return the next message from the handler (``str`` for text,
@@ -396,34 +436,52 @@ class TestSocket:
             return None
         wait = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
-        try:
-            item = self._connection.to_client.get(timeout=wait)
-        except queue.Empty:
-            raise TimeoutError(f"No message from the handler of {self.path} within {wait} seconds.") from None
-        if isinstance(item, _Close):
-            self._on_server_close(item)
-            # The handler is ending: wait for it, to report its exception here.
-            self._connection.done.wait(max(0.0, deadline - time.monotonic()))
-            self._raise_server_exception()
-            return None
-        return item
+        end = self._end
+        with end.cond:
+            if not end.messages and not end.cond.wait_for(
+                lambda: end.messages or end.closed_by_server or end.eof, wait
+            ):
+                raise TimeoutError(f"No message from the handler of {self.path} within {wait} seconds.")
+            if end.messages:
+                return end.messages.popleft()
+        # The handler closed (or the connection ended): the handler is
+        # ending; wait for it, to report its exception here.
+        self._server_closed = True
+        self.close_code, self.close_reason = end.close_frame()
+        self._request.done.wait(max(0.0, deadline - time.monotonic()))
+        self._raise_server_exception()
+        return None
 
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket, then wait for the handler to finish.
 
         Afterwards ``close_code`` and ``close_reason`` hold the handler's
-        close frame (its echo of this one if it was reading). Closing a
-        closed socket only waits for the handler.
+        close frame (its echo of this one if it was reading). If no close
+        frame comes within the client's ``close_timeout`` (a handler that
+        is not reading), the test hangs up, as a real client does: the
+        handler's next send raises :exc:`~flask_sockets.ConnectionClosed`
+        (close code 1006). Closing a closed socket only waits for the
+        handler.
 
         :raises TimeoutError: If the handler is still running after the timeout.
-        :raises ValueError: If ``code`` is not a close code a client may send.
+        :raises ValueError: If ``code`` is not a close code a client may
+            send, or ``reason`` is over 123 bytes.
         """
         if not self._client_closed:
-            if not is_valid_close_code(code):
-                raise ValueError(f"{code} is not a close code a client may send (RFC 6455, 7.4)")
+            try:
+                Close(code, reason).check()
+            except WebSocketsProtocolError:
+                raise ValueError(f"{code} is not a close code a client may send (RFC 6455, 7.4)") from None
+            if len(reason.encode("utf-8")) > 123:
+                raise ValueError("A close reason is at most 123 bytes (RFC 6455, 5.5)")
             self._client_closed = True
-            if not self._server_closed:
-                self._connection.client_closes(_Close(int(code), reason))
+            end = self._end
+            end.send_close(code, reason)
+            # The handler's close frame, then its end of the connection.
+            with end.cond:
+                ended = end.cond.wait_for(lambda: end.eof, self._close_timeout)
+            if not ended:
+                end.hang_up()
         self._finish()
 
     def __enter__(self) -> TestSocket:
@@ -437,37 +495,29 @@ class TestSocket:
     ) -> None:
         self.close()
 
-    def _on_server_close(self, close: _Close) -> None:
-        self._server_closed = True
-        self.close_code, self.close_reason = close.code, close.reason
-
     def _finish(self) -> None:
-        """Wait for the handler to end once; report its exception or that it hangs."""
+        """Wait for the handler to end once, then end the connection and its
+        threads; report the handler's exception, or that it hangs."""
         if self._finished:
             return
         self._finished = True
-        if not self._connection.done.wait(self._timeout):
-            raise TimeoutError(
-                f"The handler of {self.path} is still running {self._timeout} seconds after its socket closed."
-                " A handler should return once ws.receive() returns None or ConnectionClosed is raised."
-            )
-        while not self._server_closed:
-            try:
-                item = self._connection.to_client.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Close):
-                self._on_server_close(item)
+        request = self._request
+        try:
+            if not request.done.wait(self._timeout):
+                raise TimeoutError(
+                    f"The handler of {self.path} is still running {self._timeout} seconds after its socket closed."
+                    " A handler should return once ws.receive() returns None or ConnectionClosed is raised."
+                )
+        finally:
+            _end_connection(self._end, request, self._connections, self._timeout)
+        if not self._server_closed:
+            self.close_code, self.close_reason = self._end.close_frame()
         self._raise_server_exception()
 
     def _raise_server_exception(self) -> None:
-        error = self._connection.error
-        if (
-            self._raise_server_exceptions
-            and not self._error_reported
-            and self._connection.done.is_set()
-            and error is not None
-        ):
+        request = self._request
+        error = request.error
+        if self._raise_server_exceptions and not self._error_reported and request.done.is_set() and error is not None:
             self._error_reported = True
             raise error
 
@@ -488,6 +538,9 @@ class SocketTestClient:
         closed with 1011, or, before the handshake, :meth:`connect` raises
         :exc:`SocketRejected` with a 500.
     :param timeout: Seconds each wait may take (:data:`DEFAULT_TIMEOUT`).
+    :param close_timeout: Seconds :meth:`TestSocket.close` waits for the
+        handler's close frame before hanging up
+        (:data:`DEFAULT_CLOSE_TIMEOUT`).
     """
 
     def __init__(
@@ -497,6 +550,7 @@ class SocketTestClient:
         *,
         raise_server_exceptions: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         if client is None:
             client = app.test_client()
@@ -506,6 +560,7 @@ class SocketTestClient:
         self._http = client
         self.raise_server_exceptions = raise_server_exceptions
         self.timeout = timeout
+        self.close_timeout = close_timeout
 
     @property
     def http(self) -> FlaskClient:
@@ -521,6 +576,7 @@ class SocketTestClient:
         query_string: str | t.Mapping[str, t.Any] | None = None,
         timeout: float | None = None,
         raise_server_exceptions: bool | None = None,
+        compression: t.Literal["deflate"] | None = "deflate",
     ) -> TestSocket:
         """Open a WebSocket to ``path`` and wait until the handler accepts it.
 
@@ -532,19 +588,34 @@ class SocketTestClient:
         :param query_string: The query string, as a string or a mapping.
         :param timeout: Overrides the client's timeout for this socket.
         :param raise_server_exceptions: Overrides the client's setting for this socket.
+        :param compression: ``"deflate"`` offers permessage-deflate, as
+            browsers and ``websockets`` do; ``None`` offers no compression.
         :raises SocketRejected: If the app answered with an HTTP response instead.
         :raises TimeoutError: If the handler neither accepted nor finished in time.
+        :raises RuntimeError: If the handshake response is one a client
+            refuses (a subprotocol the client did not offer).
         """
+        if compression not in _COMPRESSIONS:
+            raise ValueError(f"compression is 'deflate' or None, not {compression!r}")
         wait = self.timeout if timeout is None else timeout
         propagate = self.raise_server_exceptions if raise_server_exceptions is None else raise_server_exceptions
         offered = list(subprotocols or ())
         request_headers = Headers(headers)
-        request_headers.setdefault("Upgrade", "websocket")
-        request_headers.setdefault("Connection", "Upgrade")
-        request_headers.setdefault("Sec-WebSocket-Key", base64.b64encode(os.urandom(16)).decode("ascii"))
-        request_headers.setdefault("Sec-WebSocket-Version", "13")
+        protocol = ClientProtocol(
+            parse_uri("ws://localhost/"),
+            extensions=enable_client_permessage_deflate(None) if compression else None,
+            subprotocols=t.cast("list[Subprotocol]", offered) or None,
+            max_size=None,
+        )
+        # The handshake request goes to the app as a WSGI environ, as a
+        # server parses it; the client protocol only checks the response.
+        for name, value in protocol.connect().headers.raw_items():
+            if name.lower() not in ("host", "sec-websocket-protocol"):
+                request_headers.setdefault(name, value)
         if offered:
             request_headers.setdefault("Sec-WebSocket-Protocol", ", ".join(offered))
+        # The test's own key, if it gave one: the answer is checked against it.
+        protocol.key = request_headers["Sec-WebSocket-Key"]
         builder = EnvironBuilder(
             self.app,
             _http_url(path),
@@ -560,65 +631,102 @@ class SocketTestClient:
             # The jar is Werkzeug's; this (and _update_cookies_from_response)
             # is how its own client uses it.
             self._http._add_cookies_to_wsgi(environ)
-        request = Request(environ)
-        connection = _Connection()
-        server_socket = ServerSocket(environ, connection)
-        environ[WSGI_WEBSOCKET_KEY] = server_socket
-        environ["wsgi.websocket_version"] = "13"
-        thread = threading.Thread(
+        request_path = Request(environ).path
+        server_sock, client_sock = socket.socketpair()
+        connections = Connections()
+        environ[WERKZEUG_SOCKET_KEY] = server_sock
+        environ[CONNECTIONS_KEY] = connections
+        request = _Request()
+        end = _ClientEnd(client_sock, protocol, f"flask-sockets test client {request_path}", wait)
+        request.thread = threading.Thread(
             target=_serve,
-            args=(self.app, environ, server_socket, connection),
-            name=f"flask-sockets test handler {request.path}",
+            args=(self.app, environ, server_sock, request),
+            name=f"flask-sockets test handler {request_path}",
             daemon=True,
         )
-        thread.start()
-        if not connection.handshake.wait(wait):
-            connection.client_closes(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
-            raise TimeoutError(
-                f"The handler of {request.path} neither accepted the socket nor returned within {wait} seconds."
-            )
-        if server_socket.accepted:
-            subprotocol = server_socket.subprotocol
-            if subprotocol is not None and subprotocol not in offered:
-                # A real client fails the handshake and hangs up.
-                connection.client_closes(_Close(CloseCode.ABNORMAL_CLOSURE, ""))
-                connection.done.wait(wait)
+        request.thread.start()
+        with end.cond:
+            answered = end.cond.wait_for(lambda: end.response is not None or end.eof, wait)
+        response = end.response
+        if response is not None and protocol.handshake_exc is None:
+            self._store_cookies(environ, Headers(list(response.headers.raw_items())))
+            return TestSocket(end, request, connections, request_path, wait, self.close_timeout, propagate)
+        if not answered or response is not None:
+            # A handler slow to accept, or a handshake answer no client takes: hang up.
+            end.hang_up()
+            if response is None:
+                _end_connection(end, request, connections, wait)
+                raise TimeoutError(
+                    f"The handler of {request_path} neither accepted the socket nor returned within {wait} seconds."
+                )
+            request.done.wait(wait)  # the handler finds the connection gone
+            _end_connection(end, request, connections, wait)
+            accepted = response.headers.get("Sec-WebSocket-Protocol")
+            if accepted is not None and accepted not in offered:
                 raise RuntimeError(
-                    f"The handler of {request.path} accepted subprotocol {subprotocol!r},"
+                    f"The handler of {request_path} accepted subprotocol {accepted!r},"
                     f" which the client did not offer (it offered {offered})."
                 )
-            self._store_cookies(environ, Headers(server_socket.response_headers))
-            return TestSocket(connection, server_socket, request.path, wait, propagate)
-        if connection.error is not None:
+            raise RuntimeError(f"The handshake of {request_path} failed: {protocol.handshake_exc}")
+        # The request ended without a 101: the app's HTTP response is the answer.
+        done = request.done.wait(wait)
+        _end_connection(end, request, connections, wait)
+        if not done:  # pragma: no cover - the connection ends when the request does
+            raise TimeoutError(f"The handler of {request_path} did not return within {wait} seconds.")
+        if request.error is not None:
             if propagate:
-                raise connection.error
-            error = InternalServerError(original_exception=connection.error).get_response(environ)
-            connection.result = ([error.get_data()], error.status, error.headers)
-        assert connection.result is not None
-        response = self._http.response_wrapper(*connection.result, request=request)
-        response.json_module = self.app.json  # type: ignore[assignment]
-        self._store_cookies(environ, response.headers)
-        raise SocketRejected(response)
+                raise request.error
+            error = InternalServerError(original_exception=request.error).get_response(environ)
+            request.result = ([error.get_data()], error.status, error.headers)
+        assert request.result is not None
+        refusal = self._http.response_wrapper(*request.result, request=Request(environ))
+        refusal.json_module = self.app.json  # type: ignore[assignment]
+        self._store_cookies(environ, refusal.headers)
+        raise SocketRejected(refusal)
 
     def _store_cookies(self, environ: dict[str, t.Any], headers: Headers) -> None:
         """Keep the cookies of the response the client got: the HTTP
-        response of a refusal, or the headers given to ``accept()``. (Cookies
-        the app sets once the socket is open never reach a real client.)"""
+        response of a refusal, or the handshake's ``101`` (headers given to
+        ``accept()``). (Cookies the app sets once the socket is open never
+        reach a real client.)"""
         url = urlsplit(get_current_url(environ))
         self._http._update_cookies_from_response(url.hostname or "localhost", url.path, headers.getlist("Set-Cookie"))
 
 
-def _serve(app: Flask, environ: dict[str, t.Any], server_socket: ServerSocket, connection: _Connection) -> None:
-    """Run the request, as a WebSocket server's handler does (in its own thread)."""
+def _serve(app: Flask, environ: dict[str, t.Any], sock: socket.socket, request: _Request) -> None:
+    """Run the request in its own thread, as a threaded server does, then
+    end the server's end of the connection (a refusal's HTTP response goes
+    to the test as a :class:`SocketRejected`)."""
     try:
-        connection.result = run_wsgi_app(app, environ, buffered=True)
+        request.result = run_wsgi_app(app, environ, buffered=True)
     except BaseException as e:
-        connection.error = e
+        request.error = e
     finally:
-        if server_socket.accepted and not server_socket.closed:
-            server_socket.close()
-        connection.done.set()
-        connection.handshake.set()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+        request.done.set()
+
+
+def _end_connection(end: _ClientEnd, request: _Request, connections: Connections, timeout: float) -> None:
+    """End the test's end of the connection and join the threads that
+    served it: its reader, the keepalive timer and (if it ended) the
+    handler's thread."""
+    end.end(timeout)
+    connections.stop()
+    if request.done.is_set() and request.thread is not None:
+        request.thread.join(timeout)
+
+
+def _writable(sock: socket.socket, timeout: float) -> bool:
+    """Wait until ``sock`` can take more, at most ``timeout`` seconds."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(max(0, int(timeout * 1000 + 0.999))))
+    return bool(select.select([], [sock], [], timeout)[1])  # pragma: no cover - Windows
 
 
 def _http_url(path: str) -> str:

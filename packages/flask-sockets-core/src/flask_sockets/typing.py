@@ -133,8 +133,8 @@ WebSocketHandler = SocketHandler
 if t.TYPE_CHECKING:  # pragma: no cover
     # mypy checks here that the core's socket classes satisfy WebSocket
     # (flask_sockets_gevent checks its own).
+    # (The test client's handlers get ThreadedWebSocket too.)
     from .foreign import ForeignSocket
-    from .testing import ServerSocket
     from .threaded import ThreadedWebSocket
 
-    _SOCKET_CLASSES: tuple[type[WebSocket], ...] = (ThreadedWebSocket, ServerSocket, ForeignSocket)
+    _SOCKET_CLASSES: tuple[type[WebSocket], ...] = (ThreadedWebSocket, ForeignSocket)
