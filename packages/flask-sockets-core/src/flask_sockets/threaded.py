@@ -68,6 +68,7 @@ from .options import SocketOptions
 from .protocol import PAUSE
 from .protocol import Close
 from .protocol import CloseCode
+from .protocol import Ping
 
 __all__ = [
     "CONNECTIONS_KEY",
@@ -318,17 +319,24 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         socket into the connection's buffer."""
         conn = self._protocol
         lock = self._lock
+        data: bytes | None = None
         while True:
+            if data is None and not conn.buffer and conn.state is OPEN:
+                # Nothing to parse: read first (no lock round for an empty buffer).
+                data = self._recv(deadline)
             with lock:
+                if data is not None:
+                    if data:
+                        conn.buffer += data  # (conn.receive_data, one call less)
+                    else:
+                        conn.receive_eof()
+                    data = None
                 event = conn.next_event()
-                pending = conn.has_data_to_send
             if event is None:
                 if conn.state is not OPEN:
                     self._ended()
                     return None
-                if pending:  # (a pong, on the way out of a PAUSE)
-                    self._flush(None)
-                self._read(deadline)
+                data = self._recv(deadline)
                 continue
             cls = event.__class__
             if cls is str or cls is bytes:
@@ -336,12 +344,12 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             if cls is Close:
                 self._ended()
                 return None
-            if pending:  # a ping's pong
-                self._flush(None)
+            if cls is Ping:
+                self._flush(None)  # its pong
 
-    def _read(self, deadline: float | None) -> None:
-        """Feed the next chunk from the network to the connection (its end,
-        if the stream ended or broke).
+    def _recv(self, deadline: float | None) -> bytes:
+        """The next chunk from the network (``b''`` if the stream ended or
+        broke).
 
         :raises TimeoutError: If nothing came before ``deadline``.
         """
@@ -353,14 +361,10 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         try:
             data = sock.recv(_READ_SIZE)
         except OSError:
-            data = b""
-        with self._lock:
-            if data:
-                self._protocol.receive_data(data)
-            else:
-                self._protocol.receive_eof()
+            return b""
         if data:
             self._last_heard = time.monotonic()
+        return data
 
     def _ended(self) -> None:
         """The connection is no longer open (the peer closed, we failed it,
