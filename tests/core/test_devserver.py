@@ -65,6 +65,27 @@ def dev_app(**config) -> tuple[Flask, list]:
             ws.send("timed out")
         ws.send(ws.receive(timeout=5))
 
+    @sockets.route("/close-unanswered")
+    def close_unanswered(ws):
+        ws.close(4002, "no answer expected")
+        seen.append((ws.close_code, ws.close_reason))
+
+    @sockets.route("/refused-frames")
+    def refused_frames(ws):
+        errors = []
+        for call in (
+            lambda: ws.send_frame(b"\x03\xe8", ws.OPCODE_CLOSE),
+            lambda: ws.send_frame(b"more", ws.OPCODE_CONTINUATION),
+            lambda: ws.send_frame(b"p" * 126, ws.OPCODE_PING),
+            lambda: ws.close(CloseCode.ABNORMAL_CLOSURE),
+            lambda: ws.close(999),
+        ):
+            try:
+                call()
+            except ValueError:
+                errors.append("ValueError")
+        ws.send(" ".join(errors))
+
     @sockets.route("/proto", subprotocols=["v2", "v1"])
     def proto(ws):
         ws.send(str(ws.subprotocol))
@@ -309,3 +330,50 @@ def test_no_timer_thread_outlives_the_sockets(devserve):
             assert ws.recv(timeout=5) == "x"
             assert len(timers()) == 1
         wait_until(lambda: not timers())
+
+
+def test_a_failed_connection_reports_the_server_s_code(devserve):
+    """After the server failed the connection (invalid UTF-8: 1007), the
+    handler's receive() returns None and close_code/close_reason say why,
+    as on gevent."""
+    from tests.gevent.rawclient import RawClient
+
+    app, seen = dev_app()
+    server = devserve(app)
+    client = RawClient(server.host, server.port, "/record")
+    try:
+        client.send_frame(Opcode.TEXT, b"\xff")
+        assert client.read_close() == (CloseCode.INVALID_DATA, "Invalid UTF-8 in text")
+    finally:
+        client.close()
+    wait_until(lambda: seen)
+    assert seen == [(None, CloseCode.INVALID_DATA, "Invalid UTF-8 in text")]
+
+
+def test_a_close_the_client_does_not_answer_ends_with_1006(devserve):
+    """close() waits SOCKETS_CLOSE_TIMEOUT for the client's close frame; a
+    client that never sends one leaves close_code 1006 (RFC 6455, 7.1.5)."""
+    from tests.gevent.rawclient import RawClient
+
+    app, seen = dev_app(SOCKETS_CLOSE_TIMEOUT=0.3)
+    server = devserve(app)
+    client = RawClient(server.host, server.port, "/close-unanswered")
+    try:
+        assert client.read_close() == (4002, "no answer expected")
+        wait_until(lambda: seen)  # (the client stays connected and silent meanwhile)
+    finally:
+        client.close()
+    assert seen == [(CloseCode.ABNORMAL_CLOSURE, "")]
+
+
+def test_frames_and_codes_no_endpoint_may_send_are_refused(devserve):
+    """send_frame() of a close or continuation frame, a ping over 125 bytes
+    and close() with a reserved code raise ValueError; nothing goes out and
+    the socket stays usable."""
+    app, _ = dev_app()
+    server = devserve(app)
+    with connect(f"{server.ws_url}/refused-frames") as ws:
+        assert ws.recv(timeout=5) == " ".join(["ValueError"] * 5)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CloseCode.NORMAL_CLOSURE

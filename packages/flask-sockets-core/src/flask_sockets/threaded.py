@@ -6,9 +6,13 @@ connection, exposes the socket: Werkzeug's development server as
 among them) as ``environ['gunicorn.socket']``. For a WebSocket request that
 finds no server socket in ``environ['wsgi.websocket']``, Flask-Sockets then
 builds a :class:`ThreadedWebSocket` over that connection: it answers the
-handshake itself and speaks the protocol with :mod:`flask_sockets.protocol`,
-the engine of the gevent server (same limits, same close codes,
-permessage-deflate), behind the same interface as the gevent socket.
+handshake itself, behind the same interface as the gevent socket.
+
+The protocol is :class:`flask_sockets.connection.Connection`, the sans-I/O
+engine every Flask-Sockets server shares (same limits, same close codes,
+permessage-deflate, the same close handshake): :class:`ThreadedWebSocket`
+only moves bytes between the blocking socket and the connection, and keeps
+what is threads': the timer thread, the send timeout, the locks.
 
 The handler runs in the server's thread for the whole life of the
 connection; nothing else takes a thread per connection or per message:
@@ -23,6 +27,13 @@ connection; nothing else takes a thread per connection or per message:
 - :meth:`ThreadedWebSocket.send_nowait` lets a publisher (rooms,
   broadcasts) write to a socket that can take the message at once, from the
   publisher's thread, without starting one.
+
+Locks (correct without the GIL): every call into the connection is made
+under the socket's connection lock, which is never held during blocking
+I/O; frames go out under the send lock, taken before the connection lock,
+and whoever takes what the connection queued (``data_to_send()``) writes it
+before releasing the send lock, so bytes go out in the order they were
+queued. One thread reads at a time (the receive lock).
 
 The socket object stays in blocking mode: timeouts are waits (``poll``) in
 the thread that needs them, never a change of the socket's own timeout,
@@ -46,6 +57,10 @@ import weakref
 from .base import EngineSocket
 from .base import SocketBase
 from .base import to_payload
+from .connection import CLOSED
+from .connection import CLOSING
+from .connection import OPEN
+from .connection import Connection
 from .exceptions import ConnectionClosed
 from .handshake import check_handshake
 from .handshake import handshake_response_headers
@@ -54,10 +69,6 @@ from .protocol import PAUSE
 from .protocol import Close
 from .protocol import CloseCode
 from .protocol import Ping
-from .protocol import ProtocolError
-from .protocol import ServerProtocol
-from .protocol import close_payload
-from .protocol import frame_header
 
 __all__ = [
     "CONNECTIONS_KEY",
@@ -77,17 +88,12 @@ GUNICORN_SOCKET_KEY = "gunicorn.socket"
 #: worker of ``flask-sockets-gunicorn`` does); without one, each app has its own.
 CONNECTIONS_KEY = "flask_sockets.connections"
 
-CLOSE_NORMAL = CloseCode.NORMAL_CLOSURE
-CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
-CLOSE_ABNORMAL = CloseCode.ABNORMAL_CLOSURE
-CLOSE_INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 #: The close frame every open socket gets when the server stops.
-GOING_AWAY = (CLOSE_GOING_AWAY, "Server shutting down")
+GOING_AWAY = (CloseCode.GOING_AWAY, "Server shutting down")
 
 _DEFAULTS = SocketOptions()
 _READ_SIZE = 64 * 1024
-# Messages up to this size go out in one write (header + payload).
-_SINGLE_WRITE_LIMIT = 16 * 1024
+_ENDED = frozenset((CLOSING, CLOSED))
 # How often the timer asks its ``stopping`` callable whether the server stops.
 _STOP_POLL_INTERVAL = 0.25
 
@@ -122,6 +128,10 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
     server's thread (and any other: sends from several threads never
     interleave).
 
+    It moves bytes between the connection and a
+    :class:`flask_sockets.connection.Connection`, which decides everything
+    about the protocol (see the module docstring for the locks).
+
     Same interface as :class:`flask_sockets_gevent.WebSocket`: ``send``,
     ``receive(timeout=None)``, ``send_frame``, ``send_nowait``,
     ``close(code, reason)``, ``closed``, ``accept``, ``close_code``,
@@ -142,27 +152,24 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_close_deadline",
         "_connections",
         "_last_heard",
+        "_lock",
         "_ping_sent_at",
         "_protocol",
         "_receive_lock",
         "_send_lock",
         "_sock",
-        "_state_lock",
         "_timer_at",
         "accepted",
-        "close_code",
-        "close_reason",
-        "close_timeout",
-        "closed",
         "environ",
         "ping_interval",
         "ping_timeout",
         "send_timeout",
         "subprotocol",
     )
+
+    _protocol: Connection
 
     def __init__(
         self,
@@ -176,43 +183,65 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         self.environ = environ
         self._sock: socket.socket = sock if sock is not None else environ[WERKZEUG_SOCKET_KEY]
         self._connections = connections
-        self._protocol = ServerProtocol(_DEFAULTS.max_message_size)
+        # The connection: the protocol's state and rules, and its frame parser.
+        self._protocol = Connection(_DEFAULTS.max_message_size, close_timeout=_DEFAULTS.close_timeout)
         #: ``True`` once ``101 Switching Protocols`` has been sent.
         self.accepted = False
-        #: ``True`` once the connection is closed or closing.
-        self.closed = False
         #: The subprotocol sent in the handshake, if any.
         self.subprotocol: str | None = None
-        #: The close code the peer sent (1005 if its close frame had none,
-        #: 1006 if it vanished without one, 1011 if it did not answer a
-        #: keepalive ping), or ``None``.
-        self.close_code: int | None = None
-        #: The close reason the peer sent.
-        self.close_reason: str | None = None
         #: Seconds of peer silence before a ping, or ``None`` to never ping.
         self.ping_interval: float | None = _DEFAULTS.ping_interval
         #: Seconds to wait for a pong before closing with 1011.
         self.ping_timeout: float = _DEFAULTS.ping_timeout
-        #: Seconds :meth:`close` waits for the peer's close frame.
-        self.close_timeout: float = _DEFAULTS.close_timeout
         #: Seconds a send may make no progress before the connection is cut
         #: (``None``: wait forever).
         self.send_timeout: float | None = _DEFAULTS.send_timeout
-        # Frames go out whole, one at a time; one reader at a time.
+        # Held around every call into the connection, never during blocking I/O.
+        self._lock = threading.Lock()
+        # Held while frames go out (taken before _lock): frames go out whole,
+        # in the order the connection queued them. One reader at a time.
         self._send_lock = threading.Lock()
         self._receive_lock = threading.Lock()
-        # Guards close_code and close_reason, which the reader, the senders and
-        # the timer thread all record. (``closed`` turns true under the send
-        # lock when our close frame goes out, else only ever turns true.)
-        self._state_lock = threading.Lock()
         # Written by whoever hears from the peer (a read, or a send making
         # progress); a float store, read by the timer thread: the latest wins.
         self._last_heard = time.monotonic()
-        # The timer thread's own (see Connections): when a ping went out, when
-        # this socket's one timer entry is due, and when a close must be over.
+        # The timer thread's own (see Connections): when a ping went out, and
+        # when this socket's one timer entry is due.
         self._ping_sent_at: float | None = None
         self._timer_at: float | None = None
-        self._close_deadline: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once the connection is closed or closing."""
+        return self._protocol.state in _ENDED
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        # True marks the socket closed without sending anything more.
+        if value:
+            self.abort()
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the peer sent (1005 if its close frame had none),
+        ours if the server failed the connection (1002, 1007, 1009, 1011),
+        1006 if it ended without either; ``None`` while open."""
+        return self._protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason that goes with :attr:`close_code`."""
+        return self._protocol.close_reason
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds :meth:`close` waits for the peer's close frame (and a
+        failed connection goes on discarding what the peer sends)."""
+        return self._protocol.close_timeout
+
+    @close_timeout.setter
+    def close_timeout(self, value: float) -> None:
+        self._protocol.close_timeout = value
 
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
@@ -254,6 +283,8 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         try:
             with self._send_lock:
                 self._send_all(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+                with self._lock:
+                    self._protocol.accept()
         except (OSError, _SendTimeout):
             self.abort()
             return
@@ -271,51 +302,54 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             raised and the socket stays usable (nothing read is lost).
         :raises ConnectionClosed: If the socket was already closed.
         """
-        if self.closed:
-            raise ConnectionClosed("Connection is already closed")
-        self.accept()
-        if self.closed:  # the client left before the 101
-            return None
+        if self._protocol.state is not OPEN:
+            if self.closed:
+                raise ConnectionClosed("Connection is already closed")
+            self.accept()
+            if self.closed:  # the client left before the 101
+                return None
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._receive_lock:
-            try:
-                while True:
-                    event = self._next_event(deadline)
-                    if event is None:
-                        return None
-                    cls = event.__class__
-                    if cls is str or cls is bytes:
-                        if not self.closed:
-                            return t.cast("str | bytes", event)
-                        # We sent our close frame: what comes before the peer's is discarded.
-                    elif cls is Ping:
-                        if not self.closed:
-                            try:
-                                self._write(frame_header(self.OPCODE_PONG, len(event.payload)), event.payload)
-                            except ConnectionClosed:
-                                return None
-                    elif cls is Close:
-                        self._on_close_frame(event)
-                        return None
-            except ProtocolError as e:
-                self._fail(e.code, str(e))
-                return None
+            return self._read_message(deadline)
 
-    def _next_event(self, deadline: float | None) -> t.Any:
-        """The engine's next event, reading as it needs; ``None`` if the
-        connection ended."""
-        protocol = self._protocol
+    def _read_message(self, deadline: float | None) -> str | bytes | None:
+        """Move bytes from the socket into the connection until it hands
+        over a message (or the connection ends: ``None``); the caller holds
+        the receive lock. A timeout loses nothing: bytes only move from the
+        socket into the connection's buffer."""
+        conn = self._protocol
+        lock = self._lock
+        data: bytes | None = None
         while True:
-            event = protocol.next_event()
+            if data is None and not conn.buffer and conn.state is OPEN:
+                # Nothing to parse: read first (no lock round for an empty buffer).
+                data = self._recv(deadline)
+            with lock:
+                if data is not None:
+                    if data:
+                        conn.buffer += data  # (conn.receive_data, one call less)
+                    else:
+                        conn.receive_eof()
+                    data = None
+                event = conn.next_event()
             if event is None:
-                if not self._read(deadline):
+                if conn.state is not OPEN:
+                    self._ended()
                     return None
-            elif event is not PAUSE:
-                return event
+                data = self._recv(deadline)
+                continue
+            cls = event.__class__
+            if cls is str or cls is bytes:
+                return event  # type: ignore[return-value]
+            if cls is Close:
+                self._ended()
+                return None
+            if cls is Ping:
+                self._flush(None)  # its pong
 
-    def _read(self, deadline: float | None) -> bool:
-        """Feed the next chunk from the network to the engine; ``False``
-        if the connection ended.
+    def _recv(self, deadline: float | None) -> bytes:
+        """The next chunk from the network (``b''`` if the stream ended or
+        broke).
 
         :raises TimeoutError: If nothing came before ``deadline``.
         """
@@ -327,14 +361,19 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         try:
             data = sock.recv(_READ_SIZE)
         except OSError:
-            data = b""
-        if not data:
-            self._set_closed(CLOSE_ABNORMAL)
-            self._shut_down()
-            return False
-        self._protocol.buffer += data
-        self._last_heard = time.monotonic()
-        return True
+            return b""
+        if data:
+            self._last_heard = time.monotonic()
+        return data
+
+    def _ended(self) -> None:
+        """The connection is no longer open (the peer closed, we failed it,
+        another thread closed it, it ended); the caller is the reader: write
+        what the connection queued (an echoed close frame, ours), then
+        finish closing."""
+        if self._protocol.has_data_to_send:
+            self._flush(self.close_timeout)
+        self._finish_closing(reading=True)
 
     # -- sending --------------------------------------------------------------
 
@@ -347,21 +386,21 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         :raises ConnectionClosed: If the socket is closed, the peer is gone,
             or it read nothing for ``send_timeout`` seconds.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
+        :raises ValueError: For another opcode (close with :meth:`close`).
         """
-        self.accept()
-        if self.closed:
-            # First: the classic loop sends receive()'s None once the peer closed.
-            raise ConnectionClosed("Connection is already closed")
+        conn = self._protocol
+        if conn.state is not OPEN:
+            self.accept()
+            if conn.state is not OPEN:
+                # The classic loop sends receive()'s None once the peer closed.
+                raise ConnectionClosed("Connection is already closed")
         payload = to_payload(message)
-        if opcode == self.OPCODE_TEXT and not isinstance(message, str):
-            payload.decode("utf-8")  # text must be text: fail here, not in the peer
-        if opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
-            with self._send_lock:  # the compressor's state follows the order frames go out in
-                self._write_locked(*self._protocol.data_frame(opcode, payload, compress, message))
-        elif opcode in (self.OPCODE_PING, self.OPCODE_PONG):
-            self._write(frame_header(opcode, len(payload)), payload)
-        else:
-            raise ValueError(f"send_frame() cannot send opcode {opcode:#x}; use close() to close")
+        with self._send_lock:
+            with self._lock:
+                # (Raises ConnectionClosed if closed while this waited for the lock.)
+                conn.send_frame(opcode, payload, compress, message)
+                chunks = conn.data_to_send()
+            self._write(chunks)
 
     def send_nowait(self, message: str | bytes) -> bool:
         """Send a message (text for ``str``, binary otherwise) only if that
@@ -379,30 +418,43 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         :raises ConnectionClosed: If the socket is closed or the peer is gone.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
-        if self.closed:
-            raise ConnectionClosed("Connection is already closed")
+        conn = self._protocol
+        if conn.state is not OPEN:
+            if self.closed:
+                raise ConnectionClosed("Connection is already closed")
+            return False  # not accepted yet
         payload = to_payload(message)
-        if not self.accepted or isinstance(self._sock, ssl.SSLSocket) or not self._send_lock.acquire(blocking=False):
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) or not self._send_lock.acquire(blocking=False):
             return False
         handed_over = False
         try:
-            if self.closed:
-                raise ConnectionClosed("Connection is already closed")
-            deflate = self._protocol.deflate
-            if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
-                return False  # compressing with context: only for a frame sure to go out
-            opcode = self.OPCODE_TEXT if isinstance(message, str) else self.OPCODE_BINARY
-            header, payload = self._protocol.data_frame(opcode, payload, True, message)
-            if len(payload) > _SINGLE_WRITE_LIMIT:
+            with self._lock:
+                if conn.state is not OPEN:
+                    raise ConnectionClosed("Connection is already closed")
+                if conn.has_data_to_send:  # a pong waiting for the lock goes first
+                    return False
+                deflate = conn.deflate
+                if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
+                    # Compressing with context changes the compressor's state:
+                    # only for a frame sure to go out (the usual way).
+                    return False
+                if isinstance(message, str):
+                    conn.send_text(payload, True, message)
+                else:
+                    conn.send_binary(payload, True, message)
+                chunks = conn.data_to_send()
+            if len(chunks) != 1:
+                # Over 16 KiB: nothing went out, and dropping the frame
+                # changed nothing (no compression context).
                 return False
-            data = header + payload
+            data = chunks[0]
             try:
-                sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                sent = sock.send(data, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return False
             except OSError as e:
-                self._set_closed(CLOSE_ABNORMAL)
-                self._shut_down()
+                self.abort()
                 raise ConnectionClosed(f"Socket is dead: {e}") from e
             if sent < len(data):
                 # The frame has begun: it must be finished before any other.
@@ -419,34 +471,45 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         """Send the rest of a frame :meth:`send_nowait` began, then release
         the send lock it holds for us."""
         try:
-            self._send_all(rest)
-        except (OSError, _SendTimeout):
-            self._set_closed(CLOSE_ABNORMAL)
-            self._shut_down()
+            self._write((rest,))
+        except ConnectionClosed:
+            pass
         finally:
             self._send_lock.release()
 
-    def _write(self, header: bytes, payload: bytes) -> None:
-        with self._send_lock:
-            self._write_locked(header, payload)
-
-    def _write_locked(self, header: bytes, payload: bytes) -> None:
-        """Send one frame; the caller holds the send lock."""
-        if self.closed:
-            raise ConnectionClosed("Connection is already closed")
+    def _flush(self, lock_timeout: float | None) -> bool:
+        """Write what the connection queued by itself (a pong, a close
+        frame); ``False`` if the TCP connection is gone. A send that holds
+        the lock longer than ``lock_timeout`` gets the connection cut instead."""
+        lock = self._send_lock
+        if not lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout):
+            self.abort()
+            return False
         try:
-            if len(payload) <= _SINGLE_WRITE_LIMIT:
-                self._send_all(header + payload)
-            else:  # two writes, not a copy of the payload
-                self._send_all(header)
-                self._send_all(payload)
+            with self._lock:
+                chunks = self._protocol.data_to_send()
+            self._write(chunks)
+        except ConnectionClosed:
+            return False
+        finally:
+            lock.release()
+        return True
+
+    def _write(self, chunks: t.Iterable[bytes | memoryview]) -> None:
+        """Write ``chunks``; the caller holds the send lock. A write cut
+        short (the peer left, or read nothing for ``send_timeout``) leaves
+        the stream unusable: the connection is cut.
+
+        :raises ConnectionClosed: Then.
+        """
+        try:
+            for chunk in chunks:
+                self._send_all(chunk)
         except _SendTimeout:
-            self._set_closed(CLOSE_ABNORMAL)
-            self._shut_down()
+            self.abort()
             raise ConnectionClosed(f"The peer read nothing for {self.send_timeout} seconds") from None
         except OSError as e:
-            self._set_closed(CLOSE_ABNORMAL)
-            self._shut_down()
+            self.abort()
             raise ConnectionClosed(f"Socket is dead: {e}") from e
 
     def _send_all(self, data: bytes | memoryview) -> None:
@@ -478,156 +541,151 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             rest = rest[sent:]
             self._last_heard = time.monotonic()
 
-    # -- closing --------------------------------------------------------------
-    #
-    # The close handshake, in one place: _send_close sends our close frame and
-    # marks the socket closed; close() then waits for the peer's, _fail()
-    # discards what the peer still sends until it leaves, _on_close_frame()
-    # echoes a close the peer started; _shut_down() ends TCP. The timer
-    # thread's variants (_fail_nowait, going away) never wait: the reader,
-    # or the timer's close deadline, finishes for them.
-
-    def close(self, code: int = CLOSE_NORMAL, message: bytes | str = b"") -> None:
-        """Close the connection: send a close frame with ``code`` and
-        ``message`` (the reason, at most 123 bytes), then wait up to
-        ``close_timeout`` seconds for the peer's close frame and end TCP.
-        If another thread is reading, that thread gets the peer's close
-        frame (its ``receive()`` returns ``None``), and the connection is cut
-        if it does not come within ``close_timeout``. Closing a closed socket
-        does nothing."""
-        if self.closed:
-            return
-        self.accept()
-        if not self._send_close(code, message):
-            return
-        # Wait for the peer's close frame, unless another thread is reading.
-        if self._receive_lock.acquire(blocking=False):
-            try:
-                self._await_close_frame()
-            finally:
-                self._receive_lock.release()
-            self._shut_down()
-        else:
-            self._close_by(time.monotonic() + self.close_timeout)
-
-    def _send_close(self, code: int, reason: bytes | str, lock_timeout: float = -1) -> bool:
-        """Send a close frame and mark the socket closed, both under the send
-        lock (so one close frame goes out, whoever closes); ``False`` if the
-        socket is already closed or the connection gone.
-
-        :param lock_timeout: Seconds to wait for a send in progress (``-1``:
-            as long as it takes; over: the connection is cut). ``0``: never
-            wait, neither for the lock nor for the kernel (the timer
-            thread); ``False`` then if the frame cannot go out at once, and
-            nothing was sent.
-        """
-        payload = close_payload(code, reason)
-        frame = frame_header(self.OPCODE_CLOSE, len(payload)) + payload
-        if lock_timeout == 0:
-            if not self._send_lock.acquire(blocking=False):
-                return False
-        elif not self._send_lock.acquire(timeout=lock_timeout):
-            self.abort()
-            return False
-        try:
-            if self.closed:
-                return False
-            if lock_timeout == 0:
-                if not self._send_frame_nowait(frame):
-                    return False
-            else:
-                try:
-                    self._write_locked(frame, b"")
-                except ConnectionClosed:
-                    return False
-            self.closed = True
-            return True
-        finally:
-            self._send_lock.release()
-
-    def _send_frame_nowait(self, frame: bytes) -> bool:
-        """Send a small frame without waiting; the caller holds the send lock.
-        ``False`` if the kernel cannot take it now (nothing sent). A frame
-        taken only in part (the peer has left the send buffer all but full)
-        cuts the connection: nothing else may follow half a frame."""
+    def _write_nowait(self, chunks: list[bytes]) -> bool:
+        """Write small frames without waiting, from the timer thread; the
+        caller holds the send lock and saw the socket writable. ``False``
+        (and the connection cut) if the kernel did not take them whole:
+        nothing may follow part of a frame."""
         sock = self._sock
         try:
-            if isinstance(sock, ssl.SSLSocket):
-                if not _wait(sock, True, 0):
-                    return False
-                sock.sendall(frame)  # writable: a small record goes out at once
-                return True
-            sent = sock.send(frame, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
+            for chunk in chunks:
+                if isinstance(sock, ssl.SSLSocket):
+                    sock.sendall(chunk)  # writable: a small record goes out at once
+                elif sock.send(chunk, socket.MSG_DONTWAIT) < len(chunk):
+                    raise BlockingIOError
         except OSError:
-            self._set_closed(CLOSE_ABNORMAL)
-            self._shut_down()
-            return False
-        if sent < len(frame):
-            self._set_closed(CLOSE_ABNORMAL)
-            self._shut_down()
+            self.abort()
             return False
         return True
 
-    def _await_close_frame(self) -> None:
-        """Read until the peer's close frame (its code and reason go in
-        ``close_code`` and ``close_reason``), at most ``close_timeout``."""
-        deadline = time.monotonic() + self.close_timeout
-        try:
-            while True:
-                event = self._next_event(deadline)
-                if event is None:
-                    return
-                if event.__class__ is Close:
-                    if event.code != CloseCode.NO_STATUS_RCVD:
-                        self._record_close(event.code, event.reason, replace=True)
-                    return
-        except (TimeoutError, OSError, ProtocolError):
+    # -- closing --------------------------------------------------------------
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
+        """Close the connection: send a close frame with ``code`` and
+        ``message`` (the reason, cut to 123 bytes), then wait up to
+        ``close_timeout`` seconds for the peer's close frame and end TCP.
+        If another thread is reading, that thread gets the peer's close
+        frame (its ``receive()`` returns ``None``), and the connection is cut
+        if it does not come within ``close_timeout``. Closing a closed
+        socket does nothing.
+
+        :raises ValueError: If ``code`` may not be sent (RFC 6455, 7.4:
+            1000-1003, 1007-1014, 3000-4999).
+        """
+        if self.closed:
             return
+        self.accept()
+        conn = self._protocol
+        try:
+            with self._send_lock:
+                with self._lock:
+                    if conn.state is not OPEN:  # closed while this waited for the lock
+                        return
+                    conn.send_close(code, message)
+                    chunks = conn.data_to_send()
+                self._write(chunks)
+        except ConnectionClosed:
+            return
+        self._finish_closing(reading=False)
 
-    def _on_close_frame(self, event: Close) -> None:
-        """The peer's close frame: keep its code and reason, echo its code
-        (RFC 6455, 5.5.1) unless we closed first, and end TCP (the server
-        closes first)."""
-        self._record_close(event.code, event.reason, replace=True)
-        # (Does nothing if we closed first: our close frame is out.)
-        self._send_close(CLOSE_NORMAL if event.code == CloseCode.NO_STATUS_RCVD else event.code, b"")
-        self._shut_down()
+    def _finish_closing(self, reading: bool) -> None:
+        """While the connection is closing, wait at most until its close
+        deadline for the peer to finish, reading what it still sends:
+        closing a socket that has unread data makes the kernel reset the
+        connection, and the peer then loses our close frame. Then end TCP.
 
-    def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455, 7.1.7) for what the peer did: our
-        close frame, then half-close TCP and discard what the peer still
-        sends until it leaves (at most ``close_timeout``): unread data would
-        make the kernel reset the connection and lose the close frame."""
-        if self._send_close(code, reason, lock_timeout=self.close_timeout):
-            self._protocol.buffer.clear()
-            sock = self._sock
-            try:
-                sock.shutdown(socket.SHUT_WR)
-                deadline = time.monotonic() + self.close_timeout
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not _wait(sock, False, remaining) or not sock.recv(_READ_SIZE):
-                        break
-            except OSError:
-                pass
-        self._shut_down()
-
-    def _fail_nowait(self, code: int, reason: str) -> None:
-        """Fail the connection from the timer thread, without waiting: the
-        close code is ours (``close_code``), the close frame goes out if the
-        kernel takes it at once, TCP is half-closed, and the reader (or the
-        close deadline) finishes."""
-        self._record_close(code, reason, replace=True)
-        if self._send_close(code, reason, lock_timeout=0):
-            try:
-                self._sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            self._close_by(time.monotonic() + self.close_timeout)
-        else:
+        A connection that failed is half-closed at once (RFC 6455, 7.1.1),
+        which tells the peer we are done; the connection discards what comes
+        until the peer's end. If another thread is reading (``reading``:
+        the caller is the reader), that thread does the reading, and the
+        timer thread cuts the connection at the close deadline.
+        """
+        conn = self._protocol
+        with self._lock:
+            state, failed, deadline = conn.state, conn.failed, conn.close_deadline
+        if state is not CLOSING or deadline is None:
             self._shut_down()
+            return
+        if reading:
+            self._drain(deadline)
+        elif self._receive_lock.acquire(blocking=False):
+            try:
+                self._drain(deadline)
+            finally:
+                self._receive_lock.release()
+        else:
+            if failed:
+                self._shut_down(socket.SHUT_WR)
+            self._close_by(deadline)
+            return
+        self._shut_down()
+
+    def _drain(self, deadline: float) -> None:
+        """Read until the connection is closed (the peer's close frame or
+        end) or ``deadline`` passes; the caller holds the receive lock."""
+        conn = self._protocol
+        lock = self._lock
+        sock = self._sock
+        half_closed = False
+        while True:
+            with lock:
+                event = conn.next_event()
+                state, failed = conn.state, conn.failed
+            if state is not CLOSING:
+                return
+            if failed and not half_closed:
+                self._shut_down(socket.SHUT_WR)
+                half_closed = True
+            if event is PAUSE:
+                continue
+            remaining = deadline - time.monotonic()
+            if (isinstance(sock, ssl.SSLSocket) and sock.pending()) or (
+                remaining > 0 and _wait(sock, False, remaining)
+            ):
+                try:
+                    data = sock.recv(_READ_SIZE)
+                except OSError:
+                    data = b""
+                with lock:
+                    if data:
+                        conn.receive_data(data)
+                    else:
+                        conn.receive_eof()
+            else:
+                with lock:
+                    conn.handle_timer(max(time.monotonic(), deadline))
+                return
+
+    def _close_by(self, deadline: float) -> None:
+        """Cut the connection at ``deadline`` if it is still up then (by the
+        timer thread; at once without one)."""
+        connections = self._connections
+        if connections is None or not connections.schedule(self, deadline):
+            self._shut_down()
+
+    def _fail_nowait(self) -> None:
+        """The peer did not answer a keepalive ping: fail the connection
+        from the timer thread, without waiting. The close frame goes out if
+        the kernel takes it at once (else the connection is cut), TCP is
+        half-closed, and the reader (or the close deadline) finishes."""
+        conn = self._protocol
+        if self._send_lock.acquire(blocking=False):
+            try:
+                writable = _wait(self._sock, True, 0)
+                with self._lock:
+                    conn.fail_keepalive()
+                    chunks = conn.data_to_send() if writable else []
+                    deadline = conn.close_deadline
+                if writable and deadline is not None and self._write_nowait(chunks):
+                    self._shut_down(socket.SHUT_WR)
+                    self._close_by(deadline)
+                    return
+            finally:
+                self._send_lock.release()
+        else:
+            with self._lock:
+                conn.fail_keepalive()
+        self.abort()  # (the close code stays the keepalive's 1011)
 
     def _going_away(self) -> None:
         """The server stops: close with 1001 without waiting (from the timer
@@ -637,35 +695,30 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         nothing) is closed from a thread of its own."""
         if self.closed or not self.accepted:
             return  # (an unaccepted socket may still be refused with an HTTP status)
-        if self._send_close(*GOING_AWAY, lock_timeout=0):
-            self._close_by(time.monotonic() + self.close_timeout)
-        elif not self.closed:
+        conn = self._protocol
+        if self._send_lock.acquire(blocking=False):
+            try:
+                if _wait(self._sock, True, 0):
+                    with self._lock:
+                        if conn.state is not OPEN:
+                            return
+                        conn.send_close(*GOING_AWAY)
+                        chunks = conn.data_to_send()
+                        deadline = t.cast(float, conn.close_deadline)
+                    if self._write_nowait(chunks):
+                        self._close_by(deadline)
+                    return
+            finally:
+                self._send_lock.release()
+        if not self.closed:
             threading.Thread(target=self.close, args=GOING_AWAY, name="flask-sockets closer", daemon=True).start()
 
-    def _close_by(self, deadline: float) -> None:
-        """Cut the connection at ``deadline`` if it is still up then (by the
-        timer thread; at once without one)."""
-        self._close_deadline = deadline
-        connections = self._connections
-        if connections is None or not connections.schedule(self, deadline):
-            self._shut_down()
-
-    def _record_close(self, code: int, reason: str | None = None, replace: bool = False) -> None:
-        """Record the close code and reason (the first recorded stays, unless
-        ``replace``)."""
-        with self._state_lock:
-            if replace or self.close_code is None:
-                self.close_code, self.close_reason = code, reason
-
-    def _set_closed(self, code: int) -> None:
-        """Record ``code`` unless a code is recorded, and mark the socket closed."""
-        self._record_close(code)
-        self.closed = True
-
     def abort(self) -> None:
-        """Cut the TCP connection without a close frame (close code 1006).
-        A handler blocked in ``receive()`` gets ``None``."""
-        self._set_closed(CLOSE_ABNORMAL)
+        """Cut the TCP connection without a close frame (close code 1006,
+        unless the connection already had one). A handler blocked in
+        ``receive()`` gets ``None``."""
+        with self._lock:
+            self._protocol.abort()
         self._shut_down()
 
     def end(self) -> None:
@@ -675,18 +728,22 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         connection is never reused for another request. An unaccepted
         socket is left to the server, which sends the app's HTTP response."""
         if self.accepted:
-            self._shut_down()
+            self.abort()
         elif self._connections is not None:
             self._connections.discard(self)
 
-    def _shut_down(self) -> None:
-        """End the TCP connection (if it is still up): a thread waiting on
-        it wakes up."""
-        self.closed = True
-        if self._connections is not None:
-            self._connections.discard(self)
+    def _shut_down(self, how: int = socket.SHUT_RDWR) -> None:
+        """Shut the TCP connection down (if it is still up): a thread
+        waiting on it wakes up. Both ways: the socket leaves its
+        :class:`Connections` (the connection must be closed by then)."""
+        if how == socket.SHUT_RDWR:
+            with self._lock:
+                if self._protocol.state is not CLOSED:
+                    self._protocol.abort()
+            if self._connections is not None:
+                self._connections.discard(self)
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(how)
         except OSError:
             pass
 
@@ -700,14 +757,20 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
 
         :returns: When to be called next, or ``None``.
         """
-        close_deadline = self._close_deadline
-        if close_deadline is not None:
-            if now >= close_deadline:
+        conn = self._protocol
+        with self._lock:
+            state, close_deadline = conn.state, conn.close_deadline
+            if state is CLOSING and close_deadline is not None and now >= close_deadline:
+                conn.handle_timer(now)
+                state = conn.state
+        if state is CLOSED:
+            if close_deadline is not None:  # (the close handshake just timed out)
                 self._shut_down()
-                return None
+            return None
+        if state is CLOSING:
             return close_deadline
         interval = self.ping_interval
-        if self.closed or not interval:
+        if state is not OPEN or not interval:
             return None
         sent_at = self._ping_sent_at
         if sent_at is not None:
@@ -715,8 +778,8 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
                 self._ping_sent_at = None  # answered (or the peer sent or read something)
             elif now >= sent_at + self.ping_timeout:
                 self._ping_sent_at = None
-                self._fail_nowait(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
-                return self._close_deadline
+                self._fail_nowait()
+                return None  # (_fail_nowait scheduled the close deadline)
             else:
                 return sent_at + self.ping_timeout
         due = self._last_heard + interval
@@ -728,8 +791,15 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         self._ping_sent_at = now
         if self._send_lock.acquire(blocking=False):
             try:
-                if not self.closed:
-                    self._send_frame_nowait(frame_header(self.OPCODE_PING, 4) + os.urandom(4))
+                if _wait(self._sock, True, 0):
+                    with self._lock:
+                        if conn.state is OPEN and not conn.has_data_to_send:
+                            conn.send_ping(os.urandom(4))
+                            chunks = conn.data_to_send()
+                        else:
+                            chunks = []
+                    if chunks:
+                        self._write_nowait(chunks)
             finally:
                 self._send_lock.release()
         return now + self.ping_timeout
