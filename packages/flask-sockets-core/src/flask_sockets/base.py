@@ -9,6 +9,7 @@ import typing as t
 
 from .compression import Deflate
 from .compression import negotiate
+from .protocol import CloseCode
 from .protocol import Opcode
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -79,7 +80,7 @@ class SocketBase:
     def receive(self, timeout: float | None = None) -> str | bytes | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def close(self, code: int = 1000, message: bytes | str = b"") -> None:  # pragma: no cover - abstract
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def abort(self) -> None:  # pragma: no cover - abstract

@@ -83,7 +83,7 @@ class WebSocket(t.Protocol):
         """Send a ping frame."""
         ...
 
-    def close(self, code: int = 1000, message: bytes | str = b"") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
         """Close the connection with a close code and reason."""
         ...
 
