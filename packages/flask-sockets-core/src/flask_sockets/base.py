@@ -80,7 +80,9 @@ class SocketBase:
     def receive(self, timeout: float | None = None) -> str | bytes | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:  # pragma: no cover - abstract
+    def close(
+        self, code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b""
+    ) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def abort(self) -> None:  # pragma: no cover - abstract
