@@ -13,8 +13,8 @@ from .protocol import CloseCode
 from .protocol import Opcode
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from .connection import Connection
     from .options import SocketOptions
-    from .protocol import ServerProtocol
 
 __all__ = ["EngineSocket", "SocketBase", "to_payload"]
 
@@ -119,15 +119,54 @@ class SocketBase:
 
 
 class EngineSocket:
-    """Mixin for the sockets built on :class:`flask_sockets.protocol.ServerProtocol`
-    (the gevent socket, the development server's): what they share of
-    configuring the engine and negotiating compression."""
+    """Mixin for the sockets that move bytes around the engine's
+    :class:`~flask_sockets.connection.Connection` (the gevent socket, the
+    threaded one): the close state read from it, configuring it, and
+    negotiating compression."""
 
     __slots__ = ()
 
-    _protocol: ServerProtocol
+    _protocol: Connection
     environ: dict[str, t.Any]
     accepted: bool
+    subprotocol: str | None
+    ping_interval: float | None
+    ping_timeout: float
+    send_timeout: float | None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the peer sent (1005 if its close frame had none),
+        ours if the server failed the connection (1002, 1007, 1009, 1011),
+        1006 if it ended without either; ``None`` while open."""
+        return self._protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason that goes with :attr:`close_code`."""
+        return self._protocol.close_reason
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds :meth:`close` waits for the peer's close frame (and a
+        failed connection goes on discarding what the peer sends)."""
+        return self._protocol.close_timeout
+
+    @close_timeout.setter
+    def close_timeout(self, value: float) -> None:
+        self._protocol.close_timeout = value
+
+    def configure(self, options: SocketOptions) -> None:
+        """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
+        Flask-Sockets calls it before the handler runs."""
+        self._configure_engine(options)
+        # (These are slots of the subclasses: this mixin has none.)
+        self.ping_interval = options.ping_interval  # type: ignore[misc]
+        self.ping_timeout = options.ping_timeout  # type: ignore[misc]
+        self.close_timeout = options.close_timeout
+        self.send_timeout = options.send_timeout  # type: ignore[misc]
+        if options.subprotocol is not None:
+            self.subprotocol = options.subprotocol  # type: ignore[misc]
 
     @property
     def max_message_size(self) -> int | None:

@@ -269,39 +269,6 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self._protocol.abort()
             self._drop()
 
-    @property
-    def close_code(self) -> int | None:
-        """The close code the peer sent (1005 if its close frame had none),
-        ours if the server failed the connection (1002, 1007, 1009, 1011),
-        1006 if it ended without either; ``None`` while open."""
-        return self._protocol.close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        """The reason that goes with :attr:`close_code`."""
-        return self._protocol.close_reason
-
-    @property
-    def close_timeout(self) -> float:
-        """Seconds :meth:`close` waits for the peer's close frame (and a
-        failed connection goes on discarding what the peer sends)."""
-        return self._protocol.close_timeout
-
-    @close_timeout.setter
-    def close_timeout(self, value: float) -> None:
-        self._protocol.close_timeout = value
-
-    def configure(self, options: SocketOptions) -> None:
-        """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
-        Flask-Sockets calls it before the handler runs."""
-        self._configure_engine(options)
-        self.ping_interval = options.ping_interval
-        self.ping_timeout = options.ping_timeout
-        self.close_timeout = options.close_timeout
-        self.send_timeout = options.send_timeout
-        if options.subprotocol is not None:
-            self.subprotocol = options.subprotocol
-
     # -- handshake ------------------------------------------------------------
 
     def accept(self, subprotocol: str | None = None, headers: t.Sequence[tuple[str, str]] = ()) -> None:
