@@ -286,12 +286,15 @@ def test_readme_quick_start_with_flask_run(spawn, tmp_path):
     assert_no_errors(output)
 
 
-def test_readme_quick_start_with_gunicorn(spawn, tmp_path):
-    """The README's gunicorn command, run verbatim next to its app.py, serves
-    Hello World! and the echo on 127.0.0.1:5000, where its client connects."""
+@pytest.mark.parametrize("worker", ["flask_sockets_gunicorn.worker", "flask_sockets_gunicorn.ThreadWorker"])
+def test_readme_quick_start_with_gunicorn(spawn, tmp_path, worker):
+    """Each of the README's gunicorn commands (the gevent worker, the thread
+    worker), run verbatim next to its app.py, serves Hello World! and the
+    echo on 127.0.0.1:5000, where its client connects."""
     readme = (ROOT / "README.rst").read_text()
     (source,) = [block for block in readme_examples(readme) if "flask_sockets_gevent.run(app)" in block]
-    (command,) = [shlex.split(line) for line in re.findall(r"^ {4}\$ (gunicorn .*)$", readme, re.MULTILINE)]
+    commands = [shlex.split(line) for line in re.findall(r"^ {4}\$ (gunicorn .*)$", readme, re.MULTILINE)]
+    (command,) = [command for command in commands if command[command.index("-k") + 1] == worker]
     assert "$ python -m websockets ws://127.0.0.1:5000/echo" in readme
     (tmp_path / "app.py").write_text(source)
     with classic_port() as port:
