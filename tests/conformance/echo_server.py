@@ -3,6 +3,7 @@
 python echo_server.py PORT ours    # flask_sockets_gevent.run (our handler)
 python echo_server.py PORT stock   # the seed's pywsgi + stock gevent-websocket handler
 python echo_server.py PORT dev     # app.run(): Werkzeug's development server
+python echo_server.py PORT gthread # gunicorn -k gthread: the threaded socket, no gevent
 python echo_server.py PORT websockets  # the reference: the websockets library's asyncio server
 
 Ours and dev offer permessage-deflate (``SOCKETS_COMPRESSION``, on by
@@ -74,6 +75,13 @@ def main() -> None:
         serve_websockets(port)
     elif flavour == "dev":
         app.run(port=port)
+    elif flavour == "gthread":
+        import os
+
+        # gunicorn's own thread worker: one thread per open socket (kosoku runs a few at once).
+        argv = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "16", "-w", "1"]
+        argv += ["-b", f"127.0.0.1:{port}", "--log-level", "warning", "--chdir", os.path.dirname(__file__)]
+        os.execv(sys.executable, [*argv, "echo_server:app"])
     elif flavour == "ours":
         import flask_sockets_gevent
 

@@ -7,6 +7,8 @@ cases, run by kosoku against the echo server of ``echo_server.py``.
   NON-STRICT, FAILED, UNIMPLEMENTED or ERROR.
 - Cases 12.* and 13.* (permessage-deflate, 216 cases): all of them on our
   gevent server, 12.1.* and 13.1.* on the development server, equally strict.
+- gunicorn's own ``-k gthread`` worker (the threaded socket without gevent)
+  passes cases 1-10, 12.1.* and 13.1.* as strictly.
 - The stock gevent-websocket handler runs cases 1-10 for comparison only.
 - The websockets library's asyncio server is the reference: it must pass the
   same cases (so a failure of ours is ours, not kosoku's), and group 9
@@ -82,10 +84,13 @@ RUNS = [
     # 5.* and 6.* wait in places: -p 4 overlaps the waits.
     Run("ours", CASES_1_TO_10, parallelism=4, min_cases=300),
     Run("dev", CASES_1_TO_10, parallelism=4, min_cases=300),
+    # gunicorn -k gthread: the same threaded socket as dev, behind gunicorn's worker.
+    Run("gthread", CASES_1_TO_10, parallelism=4, min_cases=300),
     Run("stock", CASES_1_TO_10, parallelism=4, min_cases=300, strict=False),
     # Compression is CPU-bound (kosoku and the server each take about a core).
     Run("ours", COMPRESSION, parallelism=2, min_cases=216),
     Run("dev", COMPRESSION if FULL else COMPRESSION_SAMPLE, parallelism=2, min_cases=216 if FULL else 36),
+    Run("gthread", COMPRESSION_SAMPLE, parallelism=2, min_cases=36),
     Run("websockets", COMPRESSION if FULL else COMPRESSION_SAMPLE, parallelism=2, min_cases=216 if FULL else 36),
 ]
 
