@@ -241,7 +241,15 @@ def _servers(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[_Servers]:
     servers.stop()
 
 
-@pytest.fixture(params=TRANSPORTS)
+#: The transports in a server process are ``slow`` (the fast suites of the
+#: other Pythons in .ci/run skip them); the two in this process run everywhere.
+_PARAMS = [
+    pytest.param(name, marks=pytest.mark.slow) if name.startswith(("gevent", "gunicorn")) else name
+    for name in TRANSPORTS
+]
+
+
+@pytest.fixture(params=_PARAMS)
 def transport(request: pytest.FixtureRequest, _servers: _Servers) -> t.Iterator[Transport]:
     """Each transport in turn, serving ``tests.transports.app``. A failing
     test shows what a server process printed."""
