@@ -123,22 +123,34 @@ def serve() -> t.Iterator[t.Callable[..., Server]]:
 def devserve() -> t.Iterator[t.Callable[..., Server]]:
     """``devserve(app)`` runs ``app`` on Werkzeug's threaded development server
     (as ``app.run()`` does) on a free loopback port for the rest of the test."""
-    from werkzeug.serving import make_server
-
-    servers = []
+    stops: list[t.Callable[[], None]] = []
 
     def start(app: t.Any) -> Server:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return Server("127.0.0.1", server.server_port)
+        server, stop = start_devserver(app)
+        stops.append(stop)
+        return server
 
     yield start
-    for server, thread in servers:
+    for stop in stops:
+        stop()
+
+
+def start_devserver(app: t.Any) -> tuple[Server, t.Callable[[], None]]:
+    """Run ``app`` on Werkzeug's threaded development server in a thread;
+    the server and the function that stops it (the ``devserve`` fixture is
+    this for one test)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
         server.shutdown()
         server.server_close()
         thread.join(TIMEOUT)
+
+    return Server("127.0.0.1", server.server_port), stop
 
 
 @dataclasses.dataclass
@@ -163,6 +175,50 @@ class Process:
         return self.popen.returncode
 
 
+def start_process(
+    argv: list[str],
+    *,
+    port: int,
+    log_path: Path,
+    cwd: Path | str = ROOT,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    started: list[Process] | None = None,
+) -> Process:
+    """Start a server process writing to ``log_path`` and wait until it
+    listens on ``port`` (it goes in ``started`` first, to be stopped by the
+    caller even if it never listens); :func:`end_process` stops it. The
+    ``spawn`` fixture is this for one test."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("w") as log:
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    process = Process(popen, Server("127.0.0.1", port), log_path)
+    if started is not None:
+        started.append(process)
+    if wait:
+        try:
+            wait_for_port(port, proc=popen)
+        except Exception:
+            process.stop()
+            raise RuntimeError(f"{argv} did not start:\n{process.output()}") from None
+    return process
+
+
+def end_process(process: Process) -> None:
+    """Stop a process :func:`start_process` started, killing its group if it does not stop."""
+    process.stop()
+    if process.popen.poll() is None:  # pragma: no cover
+        os.killpg(process.popen.pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> t.Iterator[t.Callable[..., Process]]:
     """``spawn(argv, port=..., cwd=..., env=...)`` starts a server process,
@@ -179,32 +235,11 @@ def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> t.Iterator[t.Callab
         wait: bool = True,
     ) -> Process:
         log_path = tmp_path / f"server-{len(started)}.log"
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        with log_path.open("w") as log:
-            popen = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=full_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-        process = Process(popen, Server("127.0.0.1", port), log_path)
-        started.append(process)
-        if wait:
-            try:
-                wait_for_port(port, proc=popen)
-            except Exception:
-                process.stop()
-                raise RuntimeError(f"{argv} did not start:\n{process.output()}") from None
-        return process
+        return start_process(argv, port=port, log_path=log_path, cwd=cwd, env=env, wait=wait, started=started)
 
     yield start
     for process in started:
-        process.stop()
-        if process.popen.poll() is None:  # pragma: no cover
-            os.killpg(process.popen.pid, signal.SIGKILL)
+        end_process(process)
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         for i, process in enumerate(started):
             sys.stderr.write(f"\n--- output of server {i}: {process.popen.args}\n{process.output()}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import socket
@@ -36,10 +35,6 @@ def dev_app(**config) -> tuple[Flask, list]:
             message = ws.receive()
             ws.send(message)
 
-    @sockets.route("/closes")
-    def closes(ws):
-        ws.close(4000, "bye")
-
     @sockets.route("/record")
     def record(ws):
         seen.append((ws.receive(), ws.close_code, ws.close_reason))
@@ -51,11 +46,6 @@ def dev_app(**config) -> tuple[Flask, list]:
     @sockets.route("/forbidden-after-accept")
     def forbidden_after_accept(ws):
         abort(403)
-
-    @sockets.route("/boom")
-    def boom(ws):
-        ws.send("about to fail")
-        raise RuntimeError("kaboom")
 
     @sockets.route("/wait")
     def wait(ws):
@@ -93,17 +83,6 @@ def dev_app(**config) -> tuple[Flask, list]:
     return app, seen
 
 
-def test_echo_over_the_development_server(devserve):
-    """The seed echo handler works on the development server, text and binary."""
-    app, _ = dev_app()
-    server = devserve(app)
-    with connect(f"{server.ws_url}/echo") as ws:
-        ws.send("hi")
-        assert ws.recv(timeout=5) == "hi"
-        ws.send(b"\x00\xff")
-        assert ws.recv(timeout=5) == b"\x00\xff"
-
-
 def test_refusal_before_the_handshake_is_an_http_status(devserve):
     """With defer_accept=True, abort(403) before using the socket reaches the client as HTTP 403;
     by default the handshake is answered as the handler starts, and abort(403) closes with 1008."""
@@ -133,45 +112,6 @@ def test_bad_handshake_gets_426(devserve):
             response += chunk
     assert response.startswith(b"HTTP/1.1 426")
     assert b"Sec-WebSocket-Version: 13" in response
-
-
-def test_close_codes_both_ways(devserve):
-    """The handler's close code reaches the client; the client's reaches the handler."""
-    app, seen = dev_app()
-    server = devserve(app)
-    with connect(f"{server.ws_url}/closes") as ws:
-        with pytest.raises(ConnectionClosed) as e:
-            ws.recv(timeout=5)
-    assert (e.value.rcvd.code, e.value.rcvd.reason) == (4000, "bye")
-    with connect(f"{server.ws_url}/record") as ws:
-        ws.close(4001, "leaving")
-    wait_until(lambda: seen)
-    assert seen == [(None, 4001, "leaving")]
-
-
-def test_handler_exception_closes_1011_and_is_logged(devserve, caplog):
-    """An exception in the handler closes with 1011 and is logged through Flask."""
-    app, _ = dev_app()
-    server = devserve(app)
-    with caplog.at_level(logging.ERROR), connect(f"{server.ws_url}/boom") as ws:
-        assert ws.recv(timeout=5) == "about to fail"
-        with pytest.raises(ConnectionClosed) as e:
-            ws.recv(timeout=5)
-        wait_until(lambda: "Exception on /boom [GET]" in caplog.text)
-    assert e.value.rcvd.code == CloseCode.INTERNAL_ERROR
-
-
-def test_message_size_limit_closes_1009(devserve):
-    """SOCKETS_MAX_MESSAGE_SIZE applies on the development server too."""
-    app, _ = dev_app(SOCKETS_MAX_MESSAGE_SIZE=100)
-    server = devserve(app)
-    with connect(f"{server.ws_url}/echo") as ws:
-        ws.send("x" * 100)
-        assert ws.recv(timeout=5) == "x" * 100
-        ws.send("x" * 101)
-        with pytest.raises(ConnectionClosed) as e:
-            ws.recv(timeout=5)
-    assert e.value.rcvd.code == CloseCode.MESSAGE_TOO_BIG
 
 
 def test_fragment_flood_closes_1009(devserve):

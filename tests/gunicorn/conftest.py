@@ -108,19 +108,33 @@ def gunicorn(spawn: t.Callable[..., Process], port: int, app_dir: Path) -> t.Cal
         app: str = "wsapp:app",
         wait: bool = True,
     ) -> Process:
-        args = (
-            *("-k", worker, "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", str(app_dir)),
-            # Short grace periods keep every shutdown (and the suite) fast.
-            *("--graceful-timeout", "1", "--timeout", "10"),
-            *_no_control_socket(),
-            *options,
-        )
-        argv = [sys.executable, "-m", "gunicorn", *args, app]
-        # No stray GUNICORN_CMD_ARGS; no stale bytecode when a test rewrites the app.
-        env = {"GUNICORN_CMD_ARGS": "", "PYTHONDONTWRITEBYTECODE": "1"}
-        return spawn(argv, port=port, cwd=app_dir, env=env, wait=wait)
+        argv = gunicorn_argv(*options, port=port, chdir=app_dir, worker=worker, workers=workers, app=app)
+        return spawn(argv, port=port, cwd=app_dir, env=GUNICORN_ENV, wait=wait)
 
     return start
+
+
+#: No stray GUNICORN_CMD_ARGS; no stale bytecode when a test rewrites the app.
+GUNICORN_ENV = {"GUNICORN_CMD_ARGS": "", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def gunicorn_argv(
+    *options: str,
+    port: int,
+    chdir: Path,
+    worker: str = "flask_sockets_gunicorn.worker",
+    workers: int = 1,
+    app: str = "wsapp:app",
+) -> list[str]:
+    """The command line of ``python -m gunicorn`` serving ``app`` on ``port`` (run it with :data:`GUNICORN_ENV`)."""
+    args = (
+        *("-k", worker, "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", str(chdir)),
+        # Short grace periods keep every shutdown (and the suite) fast.
+        *("--graceful-timeout", "1", "--timeout", "10"),
+        *_no_control_socket(),
+        *options,
+    )
+    return [sys.executable, "-m", "gunicorn", *args, app]
 
 
 def ws_messages(url: str, *send: str, count: int = 1) -> list[str | bytes]:

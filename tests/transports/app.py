@@ -1,0 +1,61 @@
+"""The one app every transport serves in ``tests/transports``.
+
+Imported by the test client and the development server in the test
+process, by gunicorn as ``tests.transports.app:app`` and by
+:mod:`tests.transports.run_gevent` in subprocesses.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from flask import Flask
+from flask import abort
+
+from flask_sockets import Sockets
+
+#: Small, so that a test can go over it cheaply.
+MAX_MESSAGE_SIZE = 1024
+
+app = Flask(__name__)
+app.config.update(SOCKETS_MAX_MESSAGE_SIZE=MAX_MESSAGE_SIZE)
+sockets = Sockets(app)
+
+#: ``(close_code, close_reason)`` the /echo handler saw, by the ``id`` its client gave.
+_closes: dict[str, tuple[int | None, str | None]] = {}
+_closes_changed = threading.Condition()
+
+
+@sockets.route("/echo/<id>")
+def echo(ws, id):
+    """Echo every message; record how the client closed."""
+    while (message := ws.receive()) is not None:
+        ws.send(message)
+    with _closes_changed:
+        _closes[id] = (ws.close_code, ws.close_reason)
+        _closes_changed.notify_all()
+
+
+@sockets.route("/close-of/<id>")
+def close_of(ws, id):
+    """Send the close the /echo handler of ``id`` saw (it records it after
+    echoing the close frame, so this may come first: wait a little)."""
+    with _closes_changed:
+        _closes_changed.wait_for(lambda: id in _closes, timeout=5)
+        ws.send(repr(_closes.get(id)))
+
+
+@sockets.route("/closes")
+def server_closes(ws):
+    ws.close(4000, "bye")
+
+
+@sockets.route("/boom")
+def boom(ws):
+    ws.send("about to fail")
+    raise RuntimeError("handler exploded on purpose")
+
+
+@sockets.route("/forbidden", defer_accept=True)
+def forbidden(ws):
+    abort(403)
