@@ -19,6 +19,7 @@ from websockets.streams import StreamReader
 
 from flask_sockets import ConnectionClosed
 from flask_sockets.compression import DEFAULT_COMPRESSION
+from flask_sockets.compression import Compression
 from flask_sockets.compression import negotiate
 from flask_sockets.connection import KEEPALIVE_REASON
 from flask_sockets.connection import SINGLE_WRITE_LIMIT
@@ -175,6 +176,37 @@ def test_compressed_when_negotiated() -> None:
     conn.send_text(message, compress=False)
     (chunk,) = conn.data_to_send()
     assert not chunk[0] & 0x40
+
+
+def test_frame_now() -> None:
+    """A message framed for an immediate write (send_nowait): one frame, nothing queued;
+    None when a queued frame must go first or the message is over one write."""
+    conn = opened()
+    frame = conn.frame_now(b"hi", True, "hi")
+    assert frame == b"\x81\x02hi" and not conn.has_data_to_send
+    assert conn.frame_now(b"\x00", False) == b"\x82\x01\x00"
+    conn.receive_data(client(WsOpcode.PING, b"p"))
+    events(conn)
+    assert conn.has_data_to_send, "the ping's answer is queued"
+    assert conn.frame_now(b"hi", True) is None, "the pong goes first"
+    assert sent(conn) == [(Opcode.PONG, b"p")]
+    assert conn.frame_now(b"x" * (SINGLE_WRITE_LIMIT + 1), False) is None
+    assert not conn.has_data_to_send
+
+
+def test_frame_now_compresses_only_without_context() -> None:
+    """The shared compressor (no context, the default) compresses an immediate frame;
+    a compressor with context never does (its state would change for a frame not sent)."""
+    offer = "permessage-deflate; client_max_window_bits"
+    agreed = negotiate(offer, DEFAULT_COMPRESSION)
+    assert agreed is not None and agreed[1].shared is not None
+    frame = opened(deflate=agreed[1]).frame_now(b"compress me " * 100, True)
+    assert frame is not None and frame[0] & 0x40, "compressed (RSV1)"
+    agreed = negotiate(offer, Compression(server_no_context_takeover=False))
+    assert agreed is not None and agreed[1].shared is None
+    conn = opened(deflate=agreed[1])
+    assert conn.frame_now(b"compress me " * 100, True) is None, "compressing changes the context"
+    assert conn.frame_now(b"tiny", True) == b"\x81\x04tiny", "under the threshold: sent as is"
 
 
 # -- the close handshake ------------------------------------------------------------------

@@ -318,6 +318,23 @@ class Connection(ServerProtocol):
         """Queue a binary message; see :meth:`send_frame`."""
         self.send_frame(_BINARY, payload, compress, message)
 
+    def frame_now(self, payload: bytes, text: bool, message: object = None) -> bytes | None:
+        """The frame of a message for a sender that writes it at once,
+        without waiting (``send_nowait``), or ``None`` if it must take the
+        usual way: frames are queued (a pong goes first), compressing would
+        change the compressor's context (only for a frame sure to go out),
+        or the message is over one write (nothing was sent, and dropping its
+        frame changed nothing). The caller writes the frame whole or not at
+        all, or cuts the connection."""
+        if self._out is not None:
+            return None
+        deflate = self.deflate
+        if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
+            return None
+        self.send_frame(_TEXT if text else _BINARY, payload, True, message)
+        chunks = self.data_to_send()
+        return chunks[0] if len(chunks) == 1 else None
+
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload).
 

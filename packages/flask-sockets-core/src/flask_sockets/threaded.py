@@ -399,23 +399,9 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             with self._lock:
                 if conn.state is not OPEN:
                     raise ConnectionClosed("Connection is already closed")
-                if conn.has_data_to_send:  # a pong waiting for the lock goes first
-                    return False
-                deflate = conn.deflate
-                if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
-                    # Compressing with context changes the compressor's state:
-                    # only for a frame sure to go out (the usual way).
-                    return False
-                if isinstance(message, str):
-                    conn.send_text(payload, True, message)
-                else:
-                    conn.send_binary(payload, True, message)
-                chunks = conn.data_to_send()
-            if len(chunks) != 1:
-                # Over 16 KiB: nothing went out, and dropping the frame
-                # changed nothing (no compression context).
+                data = conn.frame_now(payload, isinstance(message, str), message)
+            if data is None:
                 return False
-            data = chunks[0]
             try:
                 sent = sock.send(data, socket.MSG_DONTWAIT)
             except BlockingIOError:

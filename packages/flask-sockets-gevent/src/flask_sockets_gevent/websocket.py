@@ -450,23 +450,9 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             return False
         handed_over = False
         try:
-            if conn.has_data_to_send:  # a pong waiting for the lock goes first
+            data = conn.frame_now(payload, isinstance(message, str), message)
+            if data is None:
                 return False
-            deflate = self._protocol.deflate
-            if deflate is not None and deflate.shared is None and len(payload) >= deflate.settings.threshold:
-                # Compressing with context changes the compressor's state:
-                # only for a frame sure to go out (the usual way).
-                return False
-            if isinstance(message, str):
-                conn.send_text(payload, True, message)
-            else:
-                conn.send_binary(payload, True, message)
-            chunks = conn.data_to_send()
-            if len(chunks) != 1:
-                # Over 16 KiB: nothing went out, and dropping the frame
-                # changed nothing (no compression context).
-                return False
-            data = chunks[0]
             try:
                 # gevent.socket.send(data, flags, timeout): with timeout 0.0 it raises instead of waiting.
                 sent = sock.send(data, 0, 0.0)  # type: ignore[call-arg]
