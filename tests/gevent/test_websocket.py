@@ -269,33 +269,3 @@ def test_a_failed_connection_reports_the_server_s_code(app_and_sockets, serve):
         client.close()
     wait_until(lambda: seen)
     assert seen == [(None, CloseCode.INVALID_DATA, "Invalid UTF-8 in text")]
-
-
-def test_frames_and_codes_no_endpoint_may_send_are_refused(app_and_sockets, serve):
-    """send_frame() of a close or continuation frame, a ping over 125 bytes
-    and close() with a reserved code raise ValueError; nothing goes out and
-    the socket stays usable."""
-    app, sockets = app_and_sockets
-
-    @sockets.route("/s")
-    def s(ws):
-        errors = []
-        for call in (
-            lambda: ws.send_frame(b"\x03\xe8", ws.OPCODE_CLOSE),
-            lambda: ws.send_frame(b"more", ws.OPCODE_CONTINUATION),
-            lambda: ws.send_frame(b"p" * 126, ws.OPCODE_PING),
-            lambda: ws.close(CloseCode.ABNORMAL_CLOSURE),
-            lambda: ws.close(999),
-        ):
-            try:
-                call()
-            except ValueError:
-                errors.append("ValueError")
-        ws.send(" ".join(errors))
-
-    server = serve(app)
-    with connect(f"{server.ws_url}/s") as ws:
-        assert ws.recv(timeout=5) == " ".join(["ValueError"] * 5)
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == CloseCode.NORMAL_CLOSURE

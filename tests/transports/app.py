@@ -59,3 +59,21 @@ def boom(ws):
 @sockets.route("/forbidden", defer_accept=True)
 def forbidden(ws):
     abort(403)
+
+
+@sockets.route("/refused-frames")
+def refused_frames(ws):
+    """Frames and close codes no endpoint may send: each raises ValueError."""
+    errors = []
+    for call in (
+        lambda: ws.send_frame(b"\x03\xe8", ws.OPCODE_CLOSE),
+        lambda: ws.send_frame(b"more", ws.OPCODE_CONTINUATION),
+        lambda: ws.send_frame(b"p" * 126, ws.OPCODE_PING),
+        lambda: ws.close(1006),
+        lambda: ws.close(999),
+    ):
+        try:
+            call()
+        except ValueError:
+            errors.append("ValueError")
+    ws.send(" ".join(errors))

@@ -44,6 +44,16 @@ def test_handler_close_code_reaches_the_client(transport: Transport):
         assert (ws.close_code, ws.close_reason) == (4000, "bye")
 
 
+def test_frames_and_codes_no_endpoint_may_send_are_refused(transport: Transport):
+    """send_frame() of a close or continuation frame, a ping over 125 bytes
+    and close() with a reserved code raise ValueError; nothing goes out and
+    the socket stays usable (it then closes normally)."""
+    with transport.connect("/refused-frames") as ws:
+        assert ws.recv() == " ".join(["ValueError"] * 5)
+        assert ws.recv() is None
+        assert ws.close_code == CloseCode.NORMAL_CLOSURE
+
+
 def test_refusal_before_the_handshake_is_an_http_status(transport: Transport):
     """abort(403) in a defer_accept=True handler answers 403 instead of the 101."""
     assert transport.refusal_status("/forbidden") == 403
