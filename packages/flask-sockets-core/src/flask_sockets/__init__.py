@@ -14,9 +14,9 @@ import typing as t
 from werkzeug.routing import Map as Map
 from werkzeug.routing import Rule as Rule
 
-from .brokers import MessageQueueUnavailable as MessageQueueUnavailable
 from .compat import SocketMiddleware as SocketMiddleware
 from .exceptions import ConnectionClosed as ConnectionClosed
+from .exceptions import MessageQueueUnavailable as MessageQueueUnavailable
 from .exceptions import MissingWebSocketError as MissingWebSocketError
 from .exceptions import UpgradeRequired as UpgradeRequired
 from .extension import Sockets as Sockets

@@ -13,13 +13,13 @@ from werkzeug.routing import WebsocketMismatch
 from .blueprints import SocketRouteRegistrar
 from .blueprints import record_socket_route
 from .blueprints import register_socket_blueprint
-from .brokers import check_message_queue
 from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
+from .fanout.broker import check_message_queue
+from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
+from .fanout.membership import Rooms
+from .fanout.presence import PresenceCallback
 from .options import DEFAULTS
-from .rooms import EXTENSION_KEY as ROOMS_KEY
-from .rooms import PresenceCallback
-from .rooms import Rooms
 from .wsgi import is_websocket_upgrade
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -43,6 +43,7 @@ class Sockets:
 
         app = Flask(__name__)
         sockets = Sockets(app)
+
 
         @sockets.route("/echo")
         def echo_socket(ws):
@@ -102,7 +103,7 @@ class Sockets:
         # A setting that cannot work stops the app here, not every socket later.
         check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
         app.extensions["sockets"] = self
-        app.extensions[ROOMS_KEY] = Rooms(app)
+        app.extensions[ROOMS_KEY] = Rooms(app, self.presence_callbacks)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         app.before_request(_require_websocket_upgrade)
