@@ -16,6 +16,11 @@ from .blueprints import register_socket_blueprint
 from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
 from .fanout.broker import check_message_queue
+from .fanout.history import HistoryRule
+from .fanout.history import Position
+from .fanout.history import Recovery
+from .fanout.history import RoomMatcher
+from .fanout.history import history_rule
 from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
 from .fanout.membership import Rooms
 from .fanout.presence import PresenceCallback
@@ -78,6 +83,8 @@ class Sockets:
         self.url_map = SocketURLMap(self)
         #: The functions registered with :meth:`on_presence`.
         self.presence_callbacks: list[PresenceCallback] = []
+        #: The per-room history rules added with :meth:`history`.
+        self.history_rules: list[HistoryRule] = []
         if app is not None:
             self.init_app(app)
 
@@ -103,7 +110,7 @@ class Sockets:
         # A setting that cannot work stops the app here, not every socket later.
         check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
         app.extensions["sockets"] = self
-        app.extensions[ROOMS_KEY] = Rooms(app, self.presence_callbacks)
+        app.extensions[ROOMS_KEY] = Rooms(app, self.presence_callbacks, self.history_rules)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         app.before_request(_require_websocket_upgrade)
@@ -246,6 +253,66 @@ class Sockets:
         """
         return self.rooms_for(app).join(ws, room, presence)
 
+    def resume(
+        self,
+        ws: WebSocket,
+        room: str,
+        position: tuple[int, str] | None = None,
+        *,
+        presence: t.Any = None,
+        reply: t.Callable[[Recovery], Message] | None = None,
+        app: Flask | None = None,
+    ) -> Recovery:
+        """Join ``room`` like :meth:`join`, and send ``ws`` every message of
+        the room's history after ``position``, in order, then the live ones,
+        with no gap and no duplicate between them; or nothing, if that
+        cannot be done (see :doc:`reliable`).
+
+        The room needs history (``SOCKETS_HISTORY_SIZE`` or
+        :meth:`history`). A socket that reconnects passes the position of
+        the last message it got (``(offset, epoch)``, as the envelope's
+        ``msg`` frames and :meth:`publish` tell it); a first join passes
+        none, and learns the room's current position: the app loads its
+        state *after* this call, and the messages that follow are those
+        after the state it loaded.
+
+        :param position: ``(offset, epoch)``: the last message the client
+            got, or ``None``.
+        :param presence: As for :meth:`join`.
+        :param reply: ``reply(recovery)`` makes a message that the socket
+            gets before the replay (in the same queue, so in that order): how
+            the app tells its client the outcome. Without it, the replay may
+            reach the client before what the handler sends after this call.
+        :param app: As for :meth:`publish`.
+        :returns: A :class:`~flask_sockets.fanout.history.Recovery`:
+            ``recovered`` is ``True`` if every message after ``position`` was
+            queued for the socket (none are missing), ``False`` if nothing
+            was (no position given, another epoch, trimmed or expired, more
+            than ``SOCKETS_HISTORY_MAX_REPLAY`` missed, history off, or the
+            message queue unavailable: it answers at once, never waits for
+            Redis to come back); the app then reloads its state.
+            ``position`` is the room's position after the replay, or now
+            (``None`` if history is off or Redis is unavailable).
+        :raises TypeError: If ``position`` is not ``(int, str)``.
+        """
+        return self.rooms_for(app).resume(
+            ws, room, Position(*position) if position is not None else None, presence, reply
+        )
+
+    def history(self, rooms: RoomMatcher, *, size: int | None = None, ttl: float | None = None) -> None:
+        """Keep the last ``size`` messages of the rooms ``rooms`` matches
+        (a glob pattern such as ``'chat:*'``, or a predicate on the room's
+        name) for ``ttl`` seconds after their last message, so that sockets
+        can :meth:`resume` them. ``size=0`` turns history off for them;
+        ``None`` takes ``SOCKETS_HISTORY_SIZE`` / ``SOCKETS_HISTORY_TTL``.
+        The first rule that matches a room wins; rooms no rule matches
+        follow the config. Every process that publishes to the rooms needs
+        the same rules (they decide whether a message is stored).
+
+        :raises ValueError: If ``size`` is negative or ``ttl`` not positive.
+        """
+        self.history_rules.append(history_rule(rooms, size, ttl))
+
     def leave(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
         """Take ``ws`` out of ``room``; nothing happens if it is not in it."""
         self.rooms_for(app).leave(ws, room)
@@ -327,7 +394,7 @@ class Sockets:
         """
         return self.rooms_for(app).stats()
 
-    def publish(self, room: str, message: Message, *, app: Flask | None = None) -> None:
+    def publish(self, room: str, message: Message, *, app: Flask | None = None) -> Position | None:
         """Send ``message`` (``str``: text, ``bytes``: binary) to every socket
         in ``room``, in every process that serves the app.
 
@@ -341,10 +408,13 @@ class Sockets:
         :param app: The app to publish for. By default the current app; out
             of an app context, the one app this extension was initialised
             with.
+        :returns: The message's position in the room's history
+            (``(offset, epoch)``, a :class:`~flask_sockets.fanout.history.Position`),
+            or ``None`` if the room keeps no history.
         :raises MessageQueueUnavailable: With ``SOCKETS_MESSAGE_QUEUE`` set,
             if Redis is unreachable; nothing was sent.
         """
-        self.rooms_for(app).publish(room, message)
+        return self.rooms_for(app).publish(room, message)
 
     def broadcast(self, message: Message, *, app: Flask | None = None) -> None:
         """Send ``message`` to every open socket of the app's socket routes,

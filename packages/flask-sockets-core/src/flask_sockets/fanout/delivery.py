@@ -90,6 +90,7 @@ class Member:
         "closing",
         "ended",
         "format",
+        "floor",
         "held",
         "presence",
         "queue_size",
@@ -138,6 +139,10 @@ class Member:
         #: being recovered (guarded by the :class:`~flask_sockets.rooms.Rooms`
         #: lock): per room, ``(message, position)`` in arrival order.
         self.held: dict[str, list[tuple[Message, Position | None]]] | None = None
+        #: Per room resumed, the position the socket got up to by its
+        #: replay (guarded by the rooms' lock): a live message at or before
+        #: it (it arrived late from the broker) is a duplicate, and dropped.
+        self.floor: dict[str, Position] | None = None
 
     def __repr__(self) -> str:
         return f"<Member {self.ws!r} rooms={sorted(self.rooms)!r}>"

@@ -30,7 +30,17 @@ import typing as t
 if t.TYPE_CHECKING:  # pragma: no cover
     from ..typing import Message
 
-__all__ = ["HistoryPolicy", "HistorySettings", "LocalHistory", "Position", "Recovery", "new_epoch"]
+__all__ = [
+    "HistoryPolicy",
+    "HistoryRule",
+    "HistorySettings",
+    "LocalHistory",
+    "Position",
+    "Recovery",
+    "history_rule",
+    "new_epoch",
+    "recover",
+]
 
 
 class Position(t.NamedTuple):
@@ -87,20 +97,14 @@ class HistoryPolicy:
     app's ``SOCKETS_HISTORY_SIZE`` / ``SOCKETS_HISTORY_TTL``.
 
     :param config: The app's config (read at each call, so it may change).
+    :param rules: The per-room rules, ``(rooms, size, ttl)`` (the
+        extension's list, made by :func:`history_rule`, so rules added
+        later count).
     """
 
-    def __init__(self, config: t.Mapping[str, t.Any]) -> None:
+    def __init__(self, config: t.Mapping[str, t.Any], rules: t.Sequence[HistoryRule] = ()) -> None:
         self._config = config
-        self._rules: list[tuple[RoomMatcher, int | None, float | None]] = []
-
-    def add(self, rooms: RoomMatcher, size: int | None = None, ttl: float | None = None) -> None:
-        """Rooms matching ``rooms`` keep ``size`` messages (``0``: none) for
-        ``ttl`` seconds (``None``: the app's setting)."""
-        if size is not None and size < 0:
-            raise ValueError(f"A history size is 0 (off) or more, not {size!r}")
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"A history TTL is positive, not {ttl!r}")
-        self._rules.append((rooms, size, ttl))
+        self._rules = rules
 
     def of(self, room: str | None) -> HistorySettings | None:
         """The history settings of ``room``; ``None`` if it keeps none (a
@@ -128,6 +132,26 @@ class HistoryPolicy:
         """The most messages one join replays (``SOCKETS_HISTORY_MAX_REPLAY``):
         a client that missed more gets ``recovered=False``."""
         return int(self._config.get("SOCKETS_HISTORY_MAX_REPLAY") or 1000)
+
+
+#: ``(rooms, size, ttl)``: rooms matching ``rooms`` keep ``size`` messages
+#: for ``ttl`` seconds (``None``: the app's setting).
+HistoryRule = tuple[RoomMatcher, t.Optional[int], t.Optional[float]]
+
+
+def history_rule(rooms: RoomMatcher, size: int | None = None, ttl: float | None = None) -> HistoryRule:
+    """A checked per-room rule (see :meth:`flask_sockets.Sockets.history`).
+
+    :raises ValueError: If ``size`` is negative or ``ttl`` not positive.
+    :raises TypeError: If ``rooms`` is neither a str nor callable.
+    """
+    if not (isinstance(rooms, str) or callable(rooms)):
+        raise TypeError(f"Rooms are matched by a glob pattern (str) or a predicate, not {rooms!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ValueError(f"A history size is 0 (off) or more, not {size!r}")
+    if ttl is not None and not ttl > 0:
+        raise ValueError(f"A history TTL is positive, not {ttl!r}")
+    return (rooms, size, ttl)
 
 
 class _Room:

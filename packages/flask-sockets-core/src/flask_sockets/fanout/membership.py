@@ -28,6 +28,7 @@ from .delivery import Format
 from .delivery import Member
 from .delivery import checked_message
 from .history import HistoryPolicy
+from .history import HistoryRule
 from .history import Position
 from .history import Recovery
 from .presence import PresenceCallback
@@ -68,15 +69,16 @@ class Rooms:
         so it may change after ``init_app``.
     :param presence_callbacks: The ``@sockets.on_presence`` callbacks (the
         extension's list, so callbacks registered later count).
-    :param history: Which rooms keep history (the extension's rules and the
-        app's config); by default the app's config alone.
+    :param history_rules: The per-room history rules (the extension's list,
+        see :meth:`flask_sockets.Sockets.history`); the app's config decides
+        for other rooms.
     """
 
     def __init__(
         self,
         app: Flask,
         presence_callbacks: t.Sequence[PresenceCallback] = (),
-        history: HistoryPolicy | None = None,
+        history_rules: t.Sequence[HistoryRule] = (),
     ) -> None:
         self._app = app
         self._config = app.config
@@ -88,7 +90,7 @@ class Rooms:
         self._broker: Broker | None = None
         self._started = False
         #: Which rooms keep history, and how much.
-        self.history = history if history is not None else HistoryPolicy(app.config)
+        self.history = HistoryPolicy(app.config, history_rules)
         # Presence: the store (made with the broker) and this process's entries.
         self._store: PresenceStore | None = None
         self.presence_keeper = PresenceKeeper(
@@ -276,6 +278,11 @@ class Rooms:
                 if top is not None and live is not None and live.epoch == top.epoch and live.offset <= top.offset:
                     continue
                 slow = slow or not self._offer(member, room, message, live, force=False)
+            if top is not None and room in member.rooms:
+                # Late arrivals from the broker at or before the replay are duplicates.
+                if member.floor is None:
+                    member.floor = {}
+                member.floor[room] = top
             if slow:
                 self._remove_from_rooms(member)
         if slow:
@@ -342,6 +349,10 @@ class Rooms:
         member.rooms = NO_ROOMS
 
     def _discard(self, room: str, member: Member) -> None:
+        if member.floor is not None:
+            member.floor.pop(room, None)
+            if not member.floor:
+                member.floor = None
         sockets = self._rooms.get(room)
         if sockets is not None:
             sockets.discard(member)
@@ -395,7 +406,7 @@ class Rooms:
         self._received += 1
         self._deliveries += len(targets)
         for member in targets:
-            if member.format is None and member.held is None:
+            if member.format is None and member.held is None and member.floor is None:
                 offered = member.offer(message)  # the common case: raw messages, nothing held
             else:
                 with self._lock:
@@ -414,6 +425,10 @@ class Rooms:
         if room is not None and member.held is not None and room in member.held:
             member.held[room].append((message, position))
             return True
+        if room is not None and position is not None and member.floor is not None:
+            floor = member.floor.get(room)
+            if floor is not None and floor.epoch == position.epoch and position.offset <= floor.offset:
+                return True  # already replayed, or in the state the app loaded
         if member.format is not None:
             try:
                 message = member.format(room, message, position)

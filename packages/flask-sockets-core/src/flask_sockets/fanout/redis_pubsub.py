@@ -41,6 +41,7 @@ from .redis_common import redis_errors
 from .redis_common import room_channel
 from .redis_common import unavailable
 from .redis_history import RedisHistory
+from .redis_history import history_keys
 from .redis_presence import RedisPresence
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -74,6 +75,9 @@ class _Subscriber:
         #: The channels Redis confirmed on the current connection (guarded
         #: by the broker's condition).
         self.confirmed: set[str] = set()
+        #: Confirmed channels that were left since (guarded by the broker's
+        #: condition): a join waits for a new confirmation of them.
+        self.stale: set[str] = set()
         #: Whether the current connection works (a subscription was confirmed on it).
         self.connected = False
         #: Whether the first attempt to connect has ended, either way.
@@ -124,6 +128,7 @@ class _Subscriber:
                     self.connected = False
                     self.attempted = True
                     self.confirmed.clear()
+                    self.stale.clear()
                     if broker._workers.get(self.node) is self:  # not one the cluster left behind
                         broker.last_error = e
                     broker._state.notify_all()
@@ -143,6 +148,7 @@ class _Subscriber:
             with broker._state:
                 self.connected = False
                 self.confirmed.clear()
+                self.stale.clear()
                 broker._state.notify_all()
             self.stopping.wait(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, longest)
@@ -151,7 +157,11 @@ class _Subscriber:
         """Ask Redis for the channels in ``wanted`` and no others, in batches."""
         sharded = self.broker.sharded
         gone = subscribed - wanted
-        new = wanted - subscribed
+        with self.broker._state:
+            # Left and joined again since the last look: its confirmation was
+            # dropped (see RedisBroker.unsubscribe); ask again, so that a join
+            # waits for a subscription that is really there.
+            new = (wanted - subscribed) | (wanted & subscribed & self.stale)
         if gone:
             subscribed -= gone
             for batch in self.broker._batches(gone):
@@ -166,11 +176,13 @@ class _Subscriber:
         with broker._state:
             if subscribed:
                 self.confirmed.add(channel)
+                self.stale.discard(channel)
                 self.connected = self.attempted = True
                 if all(worker.connected for worker in broker._workers.values()):
                     broker.last_error = None
             else:
                 self.confirmed.discard(channel)
+                self.stale.discard(channel)
             broker._state.notify_all()
 
 
@@ -277,6 +289,8 @@ class RedisBroker(Broker):
     def publish(self, room: str | None, message: Message, history: HistorySettings | None = None) -> Position | None:
         channel = broadcast_channel(self.channel) if room is None else room_channel(self.channel, checked_room(room))
         data = encode_message(room, message)
+        if history is not None and room is not None:
+            history_keys(channel)  # raises ValueError for a name that cannot have history
         try:
             if history is not None and room is not None:
                 return self._history.publish(self._publishing_client(), channel, data, history)
@@ -288,6 +302,7 @@ class RedisBroker(Broker):
 
     def recover(self, room: str, since: Position | None, limit: int, history: HistorySettings) -> Recovery:
         channel = room_channel(self.channel, checked_room(room))
+        history_keys(channel)
         try:
             return self._history.recover(self._publishing_client(), channel, since, limit, history)
         except redis_errors() as e:
@@ -325,6 +340,11 @@ class RedisBroker(Broker):
             if channel in self._wanted:
                 self._wanted.discard(channel)
                 self._version += 1
+                # A join from now on waits for a new confirmation, not this one
+                # (the subscriber may be unsubscribing).
+                for worker in self._workers.values():
+                    if channel in worker.confirmed:
+                        worker.stale.add(channel)
 
     def _want(self, channel: str) -> None:
         if channel not in self._wanted:
@@ -363,7 +383,7 @@ class RedisBroker(Broker):
         worker = self._worker_of(channel)
         if worker is None and self._deliver is None:
             return False  # not started: nothing to wait for
-        if worker is not None and channel in worker.confirmed:
+        if worker is not None and channel in worker.confirmed and channel not in worker.stale:
             return True
         if worker is not None and worker.attempted and not worker.connected:
             return False  # down: the caller goes on without waiting
