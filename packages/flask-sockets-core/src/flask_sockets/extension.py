@@ -14,6 +14,8 @@ from .blueprints import SocketRouteRegistrar
 from .blueprints import record_socket_route
 from .blueprints import register_socket_blueprint
 from .compat import SocketURLMap
+from .envelope import Envelope
+from .envelope import envelope
 from .exceptions import UpgradeRequired
 from .fanout.broker import check_message_queue
 from .fanout.history import HistoryRule
@@ -312,6 +314,35 @@ class Sockets:
         :raises ValueError: If ``size`` is negative or ``ttl`` not positive.
         """
         self.history_rules.append(history_rule(rooms, size, ttl))
+
+    def envelope(
+        self,
+        ws: WebSocket,
+        *,
+        authorize: t.Callable[[str], object] | None = None,
+        presence: t.Callable[[str], t.Any] | None = None,
+        app: Flask | None = None,
+    ) -> Envelope:
+        """Speak the envelope (:mod:`flask_sockets.envelope`, the wire
+        format of the browser client ``flask-sockets.js``) on ``ws``: iterate
+        the result for the client's application messages::
+
+            @sockets.route("/live")
+            def live(ws):
+                for data in sockets.envelope(ws, authorize=may_read):
+                    ...
+
+        It sends ``hello`` and heartbeats, answers ``sub`` (with recovery
+        from the client's position, see :meth:`resume`) and ``unsub``, and
+        wraps every room message this socket gets.
+
+        :param authorize: ``authorize(room)``: whether the client may
+            subscribe to ``room``; by default any room.
+        :param presence: ``presence(room)``: the socket's presence payload in
+            the rooms it subscribes to (``None``: none).
+        :param app: As for :meth:`publish`.
+        """
+        return envelope(ws, self.rooms_for(app), authorize=authorize, presence=presence)
 
     def leave(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
         """Take ``ws`` out of ``room``; nothing happens if it is not in it."""

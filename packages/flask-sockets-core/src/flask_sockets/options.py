@@ -92,6 +92,12 @@ DEFAULTS: dict[str, t.Any] = {
     # The most messages one resume replays; a socket that missed more gets
     # ``recovered=False`` and reloads.
     "SOCKETS_HISTORY_MAX_REPLAY": 1000,
+    # Seconds between the ``{"t":"ping"}`` heartbeats of an envelope socket
+    # (``sockets.envelope``): the browser client declares the link dead after
+    # this plus 5 seconds without a frame.
+    "SOCKETS_ENVELOPE_PING": 25.0,
+    # Rooms one envelope socket may subscribe to; more get an ``error`` frame.
+    "SOCKETS_ENVELOPE_MAX_ROOMS": 100,
 }
 
 

@@ -102,6 +102,11 @@ class Rooms:
         self._deliveries = 0
         self._slow_closed = 0
 
+    @property
+    def config(self) -> t.Mapping[str, t.Any]:
+        """The app's config."""
+        return self._config
+
     @classmethod
     def of(cls, app: Flask) -> Rooms:
         """The app's rooms.
