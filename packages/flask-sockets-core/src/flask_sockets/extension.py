@@ -94,7 +94,7 @@ class Sockets:
         """Add the extension's socket routes and blueprints to ``app``.
 
         Stores the extension in ``app.extensions['sockets']`` and the app's
-        rooms (:class:`flask_sockets.rooms.Rooms`) in
+        rooms (:class:`flask_sockets.fanout.membership.Rooms`) in
         ``app.extensions['sockets.rooms']``, and sets the defaults of the
         ``SOCKETS_*`` config keys (see :data:`flask_sockets.options.DEFAULTS`).
 
@@ -453,7 +453,7 @@ class Sockets:
         self.rooms_for(app).broadcast(message)
 
     def rooms_for(self, app: Flask | None = None) -> Rooms:
-        """The :class:`~flask_sockets.rooms.Rooms` of ``app`` (by default
+        """The :class:`~flask_sockets.fanout.membership.Rooms` of ``app`` (by default
         the current app, or out of an app context the one app this extension
         was initialised with).
 

@@ -14,7 +14,7 @@ only downward (each module imports only those above it in this list, and
   Redis implementations; redis-py is imported only inside their functions;
 - :mod:`~flask_sockets.fanout.config`: the broker an app's config asks for;
 - :mod:`~flask_sockets.fanout.membership`: which sockets are in which room
-  (:class:`~flask_sockets.rooms.Rooms`), the top.
+  (:class:`~flask_sockets.fanout.membership.Rooms`), the top.
 
 The modules ``flask_sockets.rooms``, ``flask_sockets.brokers``,
 ``flask_sockets.presence`` and ``flask_sockets.redis_broker`` re-export

@@ -4,7 +4,7 @@ process or through Redis.
 A broker carries what :meth:`Sockets.publish <flask_sockets.Sockets.publish>`
 and :meth:`~flask_sockets.Sockets.broadcast` send to every process that
 serves the app's sockets, and hands each message it receives to the
-process's rooms (:class:`flask_sockets.rooms.Rooms`) for delivery.
+process's rooms (:class:`flask_sockets.fanout.membership.Rooms`) for delivery.
 
 - :class:`LocalBroker` (the default) delivers within the process: enough for
   one gevent server, one gunicorn worker or the development server.
@@ -137,7 +137,7 @@ class Broker:
     def presence_store(self) -> PresenceStore:
         """Where the presence entries of this broker's deployment live: by
         default in this process only
-        (:class:`~flask_sockets.presence.LocalPresence`)."""
+        (:class:`~flask_sockets.fanout.presence.LocalPresence`)."""
         return LocalPresence()
 
     def close(self) -> None:

@@ -76,7 +76,7 @@ class Member:
     :param queue_size: Messages the queue holds before the socket is closed.
     :param close_timeout: Seconds a slow consumer's close may take before
         the connection is cut.
-    :param lock: Guards the queue and the writer state. :class:`~flask_sockets.rooms.Rooms`
+    :param lock: Guards the queue and the writer state. :class:`~flask_sockets.fanout.membership.Rooms`
         gives all its members one (held only for a few list operations and
         non-blocking sends, never while waiting); by default the member
         makes its own.
@@ -117,7 +117,7 @@ class Member:
         self.runner = runner
         self.queue_size = queue_size
         self.close_timeout = close_timeout
-        #: The rooms the socket is in (guarded by the :class:`~flask_sockets.rooms.Rooms` lock):
+        #: The rooms the socket is in (guarded by the :class:`~flask_sockets.fanout.membership.Rooms` lock):
         #: an empty frozenset until it first joins one.
         self.rooms: set[str] | frozenset[str] = NO_ROOMS
         self._lock = lock if lock is not None else threading.Lock()
@@ -130,13 +130,13 @@ class Member:
         #: ``True`` once the socket's handler has returned.
         self.ended = False
         #: The socket's presence ids, per room (guarded by the
-        #: :class:`~flask_sockets.rooms.Rooms` lock); ``None`` until it first joins with one.
+        #: :class:`~flask_sockets.fanout.membership.Rooms` lock); ``None`` until it first joins with one.
         self.presence: dict[str, str] | None = None
         #: Turns a room message into the frame this socket gets:
         #: ``format(room, message, position)``; ``None``: the message as published.
         self.format: Format | None = None
         #: Room messages held back while the member's position in a room is
-        #: being recovered (guarded by the :class:`~flask_sockets.rooms.Rooms`
+        #: being recovered (guarded by the :class:`~flask_sockets.fanout.membership.Rooms`
         #: lock): per room, ``(message, position)`` in arrival order.
         self.held: dict[str, list[tuple[Message, Position | None]]] | None = None
         #: Per room resumed, the position the socket got up to by its
