@@ -158,17 +158,22 @@ class Envelope:
         self._member: Member | None = None
 
     def _start(self) -> Member:
+        """Accept the socket, wrap its room messages, send ``hello`` (once)."""
+        if self._member is not None:
+            return self._member
         member = self.rooms.register(self.ws)
         if not member.sock.accepted:
             member.sock.accept()
         self.rooms.set_format(self.ws, room_frame)
         ping = int(self.ping) if float(int(self.ping)) == self.ping else self.ping
         member.offer(json.dumps({"t": "hello", "ping": ping}), force=True)
+        self._member = member
         return member
 
     def send(self, data: t.Any) -> None:
         """Send ``{"t":"msg","data":data}`` to this client (queued after
-        the room messages already queued for it).
+        the room messages already queued for it; before the iteration
+        starts, after ``hello``).
 
         :raises TypeError: If ``data`` is not JSON-serialisable.
         """
@@ -179,12 +184,10 @@ class Envelope:
         self._queue(frame)
 
     def _queue(self, frame: str) -> None:
-        member = self._member if self._member is not None else self.rooms.register(self.ws)
-        member.offer(frame, force=True)
+        self._start().offer(frame, force=True)
 
     def __iter__(self) -> t.Iterator[t.Any]:
-        self._member = self._start()
-        ws = self._member.sock  # the socket, or the adapter of another server's: receive() takes a timeout
+        ws = self._start().sock  # the socket, or the adapter of another server's: receive() takes a timeout
         next_ping = time.monotonic() + self.ping
         while True:
             wait = next_ping - time.monotonic()

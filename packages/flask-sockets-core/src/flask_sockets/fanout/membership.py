@@ -242,6 +242,7 @@ class Rooms:
         member = self.register(ws)
         if not member.sock.accepted:
             member.sock.accept()
+        self.start()  # after close(): receiving again
         broker = self.broker
         with self._lock:
             if member.closing:
