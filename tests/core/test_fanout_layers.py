@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,50 @@ def test_old_import_paths_still_work() -> None:
     assert callable(broker_from_config) and PresenceChange is flask_sockets.PresenceChange
     assert RedisPresence.__module__ == "flask_sockets.fanout.redis_presence"
     assert CLOSE_SLOW_CONSUMER == 1008 and Member.__name__ == "Member" and Rooms.__name__ == "Rooms"
+
+
+def test_a_broker_written_before_history_still_works() -> None:
+    """A Broker subclass with the two-argument publish() of before history
+    keeps working; its rooms cannot be recovered (recovered=False)."""
+    import json
+
+    from flask import Flask
+
+    from flask_sockets import Sockets
+    from flask_sockets.brokers import Broker
+    from flask_sockets.brokers import Deliver
+    from flask_sockets.rooms import Rooms
+    from flask_sockets.testing import SocketTestClient
+
+    class OldBroker(Broker):
+        def __init__(self) -> None:
+            self.deliver: Deliver | None = None
+
+        def start(self, deliver: Deliver) -> None:
+            self.deliver = deliver
+
+        def publish(self, room: str | None, message: t.Any) -> None:  # type: ignore[override]
+            assert self.deliver is not None
+            self.deliver(room, message)
+
+    app = Flask(__name__)
+    app.config["SOCKETS_MESSAGE_QUEUE"] = OldBroker()
+    sockets = Sockets(app)
+
+    @sockets.route("/r")
+    def r(ws: t.Any) -> None:
+        recovery = sockets.resume(ws, "r", (1, "e"))
+        ws.send(json.dumps([recovery.recovered, recovery.position]))
+        while ws.receive() is not None:
+            pass
+
+    try:
+        with SocketTestClient(app).connect("/r") as ws:
+            assert json.loads(t.cast(str, ws.receive(timeout=5))) == [False, None]
+            assert sockets.publish("r", "plain", app=app) is None
+            assert ws.receive(timeout=5) == "plain"
+        app.config["SOCKETS_HISTORY_SIZE"] = 10
+        with pytest.raises(TypeError):  # it cannot store history: it says so loudly
+            sockets.publish("r", "x", app=app)
+    finally:
+        Rooms.of(app).close()

@@ -395,7 +395,11 @@ class Rooms:
         :meth:`flask_sockets.Sockets.publish`."""
         if not isinstance(room, str):
             raise TypeError(f"A room is named by a str, not {type(room).__name__}")
-        position = self.broker.publish(room, checked_message(message), self.history.of(room))
+        settings = self.history.of(room)
+        if settings is None:  # as brokers written before history know publish()
+            position = self.broker.publish(room, checked_message(message))
+        else:
+            position = self.broker.publish(room, checked_message(message), settings)
         self._published += 1
         return position
 
