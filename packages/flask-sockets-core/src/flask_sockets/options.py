@@ -79,6 +79,11 @@ DEFAULTS: dict[str, t.Any] = {
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,
+    # Where the app serves ``flask-sockets.js``, the browser client of the
+    # JSON envelope (:doc:`client`): ``import { SocketClient } from
+    # '/_sockets/flask-sockets.js'``. ``None`` serves nothing (a bundler ships
+    # it, or the app serves the file itself). Read by ``init_app``.
+    "SOCKETS_CLIENT_URL": "/_sockets/flask-sockets.js",
 }
 
 
