@@ -131,7 +131,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
     :class:`flask_sockets.connection.Connection`, which decides everything
     about the protocol (see the module docstring for the locks).
 
-    Same interface as :class:`flask_sockets_gevent.WebSocket`: ``send``,
+    Same interface as :class:`flask_sockets_gevent.GeventWebSocket`: ``send``,
     ``receive(timeout=None)``, ``send_frame``, ``send_nowait``,
     ``close(code, reason)``, ``closed``, ``accept``, ``close_code``,
     ``close_reason``, ``compression``, ``abort``.

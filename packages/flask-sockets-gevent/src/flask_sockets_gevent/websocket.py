@@ -32,7 +32,7 @@ gevent-websocket's ``WebSocket``, none of whose code it used:
   discards what the peer still sends, up to ``close_timeout``, so that no
   unread data makes the kernel reset the connection and lose the close frame.
 - A send that makes no progress for ``send_timeout`` seconds (a peer that
-  reads nothing) cuts the connection and raises :exc:`ConnectionClosed`.
+  reads nothing) cuts the connection and raises :exc:`~flask_sockets.ConnectionClosed`.
 - ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
   only the reason; Flask-Sockets makes up for that on 0.10.1's own
   socket) and waits, bounded, for the peer's close frame. How the
@@ -341,7 +341,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
         """The client left (reset, broken pipe) before the ``101`` went out.
         The socket counts as accepted, so no HTTP response follows, and is
         closed with ``close_code`` 1006: the ``receive()`` that accepted
-        returns ``None``, and a send raises :exc:`ConnectionClosed`."""
+        returns ``None``, and a send raises :exc:`~flask_sockets.ConnectionClosed`."""
         self.accepted = True
         self.abort()
 
@@ -353,7 +353,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
 
         :param timeout: Seconds to wait; on expiry :exc:`TimeoutError` is
             raised and the socket stays usable (nothing read is lost).
-        :raises ConnectionClosed: If the socket was already closed.
+        :raises ~flask_sockets.ConnectionClosed: If the socket was already closed.
         """
         if self._protocol.state is not OPEN:
             if self.closed:
@@ -446,7 +446,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
         message is compressed if permessage-deflate was negotiated, it
         reaches the threshold and ``compress`` is true.
 
-        :raises ConnectionClosed: If the socket is closed.
+        :raises ~flask_sockets.ConnectionClosed: If the socket is closed.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         :raises ValueError: For another opcode (close with :meth:`close`).
         """
@@ -476,7 +476,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
             the kernel's send buffer is full, the message is over 16 KiB
             (compressed), it would be compressed with context (server context
             takeover), or the connection is TLS. Send it the usual way then.
-        :raises ConnectionClosed: If the socket is closed or the peer is gone.
+        :raises ~flask_sockets.ConnectionClosed: If the socket is closed or the peer is gone.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
         conn = self._protocol
