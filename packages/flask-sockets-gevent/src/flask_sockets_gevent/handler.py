@@ -129,6 +129,9 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
     :func:`flask_sockets_gevent.make_server` do it.
     """
 
+    # gevent-websocket's attribute, for code that reads it: only version 13
+    # is spoken (flask_sockets.handshake checks it; gevent-websocket's own
+    # upgrade code, which read this, is never called).
     SUPPORTED_VERSIONS = ("13",)
     #: The socket class put in ``environ['wsgi.websocket']``.
     websocket_class = GeventWebSocket
