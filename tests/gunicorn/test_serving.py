@@ -53,7 +53,7 @@ def test_worker_serves_http_and_websocket_routes(gunicorn):
 
     info = _info(server.ws_url, "/info?x=1")
     # Our socket class, and gunicorn's environ additions from PyWSGIHandler.get_environ.
-    assert info["socket_class"] == "flask_sockets_gevent.websocket.WebSocket"
+    assert info["socket_class"] == "flask_sockets_gevent.websocket.GeventWebSocket"
     assert info["has_gunicorn_sock"] is True
     assert info["raw_uri"] == "/info?x=1"
     assert "gunicorn/" in str(info["server_software"])
@@ -72,7 +72,7 @@ def test_other_worker_names_serve_the_app(gunicorn, worker):
     assert http_get(server.http_url + "/") == (200, "hello from http")
     assert ws_messages(server.ws_url + "/echo", "legacy?") == ["legacy?"]
     assert ws_messages(server.ws_url + "/greet/ann/1") == ["hello ann"]
-    assert _info(server.ws_url)["socket_class"] == "flask_sockets_gevent.websocket.WebSocket"
+    assert _info(server.ws_url)["socket_class"] == "flask_sockets_gevent.websocket.GeventWebSocket"
     assert f"Using worker: {worker}" in process.output()
 
 

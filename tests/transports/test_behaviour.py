@@ -3,15 +3,24 @@ for the transports and :data:`~tests.transports.conftest.DIFFERENCES`)."""
 
 from __future__ import annotations
 
+import signal
+import time
+import typing as t
 import uuid
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import Opcode
+from tests.conftest import TIMEOUT
+from tests.conftest import Process
 from tests.gevent.rawclient import RawClient
 from tests.gunicorn.conftest import wait_for_match
 from tests.transports.app import MAX_MESSAGE_SIZE
+from tests.transports.app import PING_INTERVAL
+from tests.transports.app import PING_TIMEOUT
 from tests.transports.conftest import Transport
 from tests.transports.conftest import lacks
 
@@ -107,3 +116,59 @@ def test_compression_is_negotiated_when_offered(transport: Transport, offered: b
             assert ws.extensions is None
         ws.send("compressible " * 50)
         assert ws.recv() == "compressible " * 50
+
+
+def test_keepalive_closes_a_peer_that_never_answers_pings(transport: Transport):
+    """A client that never answers pings is pinged after PING_INTERVAL of
+    silence and closed with 1011 "keepalive ping timeout" PING_TIMEOUT
+    later; the handler's receive() returns None and it sees that close."""
+    if reason := lacks(transport, "silent-peer"):
+        pytest.skip(reason)
+    assert transport.server is not None
+    id = str(uuid.uuid4())
+    client = RawClient(transport.server.host, transport.server.port, f"/keepalive/{id}")
+    try:
+        assert client.status == 101
+        opcode, _ = client.read_frame()  # nothing sent yet: the keepalive's ping
+        assert opcode == Opcode.PING
+        started = time.monotonic()
+        assert client.read_close() == (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        # (Bounded loosely: a loaded machine is slow, but not by a whole TIMEOUT.)
+        assert time.monotonic() - started < PING_TIMEOUT + TIMEOUT / 2
+    finally:
+        client.close()
+    with transport.connect(f"/close-of/{id}") as ws:
+        assert ws.recv() == repr((int(CloseCode.INTERNAL_ERROR), "keepalive ping timeout"))
+
+
+def test_keepalive_leaves_a_peer_that_answers_alone(transport: Transport):
+    """A client that answers pings (websockets' and the test client's ends
+    do) stays open over several rounds of ping and pong."""
+    id = str(uuid.uuid4())
+    with transport.connect(f"/keepalive/{id}") as ws:
+        time.sleep(4 * (PING_INTERVAL + PING_TIMEOUT))  # quiet: the server pings, the client answers
+        ws.send("still here")
+        assert ws.recv() == "still here"
+        ws.close(CloseCode.NORMAL_CLOSURE, "done")
+    with transport.connect(f"/close-of/{id}") as ws:
+        assert ws.recv() == repr((int(CloseCode.NORMAL_CLOSURE), "done"))
+
+
+def test_server_shutdown_closes_open_sockets_1001(transport: Transport, own_server: t.Callable[[], Process]):
+    """The server is told to stop (SIGTERM) with a socket open: the client
+    gets close 1001 "Server shutting down", the handler's receive() returns
+    None and it sees that close, and the server exits."""
+    if reason := lacks(transport, "server-shutdown"):
+        pytest.skip(reason)
+    process = own_server()
+    id = str(uuid.uuid4())
+    with ws_connect(f"{process.server.ws_url}/until-shutdown/{id}", open_timeout=TIMEOUT) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=TIMEOUT) == "hello"
+        process.popen.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+    assert closed.value.rcvd is not None, "the server ended the connection without a close frame"
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (CloseCode.GOING_AWAY, "Server shutting down")
+    assert process.popen.wait(TIMEOUT) == 0
+    assert f"until-shutdown {id} saw 1001 'Server shutting down'" in process.output()

@@ -130,8 +130,6 @@ class EngineSocket:
     environ: dict[str, t.Any]
     accepted: bool
     subprotocol: str | None
-    ping_interval: float | None
-    ping_timeout: float
     send_timeout: float | None
 
     @property
@@ -156,13 +154,34 @@ class EngineSocket:
     def close_timeout(self, value: float) -> None:
         self._protocol.close_timeout = value
 
+    @property
+    def ping_interval(self) -> float | None:
+        """Seconds of peer silence before a keepalive ping, or ``None`` to
+        never ping (the connection decides when; see
+        :meth:`~flask_sockets.connection.Connection.handle_timer`)."""
+        return self._protocol.ping_interval
+
+    @ping_interval.setter
+    def ping_interval(self, value: float | None) -> None:
+        self._protocol.ping_interval = value
+
+    @property
+    def ping_timeout(self) -> float:
+        """Seconds a pinged peer has to be heard from before the connection
+        is closed with 1011 (``keepalive ping timeout``)."""
+        return self._protocol.ping_timeout
+
+    @ping_timeout.setter
+    def ping_timeout(self, value: float) -> None:
+        self._protocol.ping_timeout = value
+
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
         Flask-Sockets calls it before the handler runs."""
         self._configure_engine(options)
+        self.ping_interval = options.ping_interval
+        self.ping_timeout = options.ping_timeout
         # (These are slots of the subclasses: this mixin has none.)
-        self.ping_interval = options.ping_interval  # type: ignore[misc]
-        self.ping_timeout = options.ping_timeout  # type: ignore[misc]
         self.close_timeout = options.close_timeout
         self.send_timeout = options.send_timeout  # type: ignore[misc]
         if options.subprotocol is not None:

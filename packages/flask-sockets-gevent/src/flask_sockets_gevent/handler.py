@@ -57,7 +57,6 @@ from gevent import getcurrent as _getcurrent
 from gevent import pywsgi
 from geventwebsocket.handler import Client
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
-from geventwebsocket.websocket import Stream
 
 from flask_sockets import WSGI_WEBSOCKET_KEY
 from flask_sockets import is_websocket_upgrade
@@ -69,7 +68,7 @@ from ._http import RequestBody
 from ._http import check_framing
 from ._http import check_request_line
 from ._http import read_head
-from .websocket import WebSocket
+from .websocket import GeventWebSocket
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -130,12 +129,15 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
     :func:`flask_sockets_gevent.make_server` do it.
     """
 
+    # gevent-websocket's attribute, for code that reads it: only version 13
+    # is spoken (flask_sockets.handshake checks it; gevent-websocket's own
+    # upgrade code, which read this, is never called).
     SUPPORTED_VERSIONS = ("13",)
     #: The socket class put in ``environ['wsgi.websocket']``.
-    websocket_class = WebSocket
+    websocket_class = GeventWebSocket
 
     #: The socket of the request being served, if it is an upgrade.
-    websocket: WebSocket | None
+    websocket: GeventWebSocket | None
     # The timer of the current phase (handshake, keep-alive wait, body
     # drain), if any.
     _timer: t.Any
@@ -179,7 +181,7 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         if rejection is not None:
             self._send_plain_response(*rejection)
             return None
-        self.websocket = self.websocket_class(self.environ, Stream(self), self)
+        self.websocket = self.websocket_class(self.environ, self)
         self.environ[WSGI_WEBSOCKET_KEY] = self.websocket
         self.environ["wsgi.websocket_version"] = "13"
         try:

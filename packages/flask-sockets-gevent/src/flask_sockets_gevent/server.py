@@ -26,7 +26,7 @@ from .websocket import Clients
 if t.TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import WSGIApplication
 
-    from .websocket import WebSocket
+    from .websocket import GeventWebSocket
 
 __all__ = [
     "ConnectionLimitsMixin",
@@ -82,7 +82,7 @@ class GracefulShutdownMixin:
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         #: The accepted sockets still open; the sockets add and remove themselves.
-        self.websockets: set[WebSocket] = set()
+        self.websockets: set[GeventWebSocket] = set()
         #: The same sockets as gevent-websocket's ``server.clients`` (for
         #: apps written against it): ``Client(address, ws)`` by client address.
         self.clients = Clients(self.websockets)
