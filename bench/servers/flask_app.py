@@ -23,8 +23,12 @@ from flask_sockets import Sockets
 app = Flask(__name__)
 if not default_limits():
     # The 1 MiB workload sends exactly 1 MiB; the default limit is 1 MiB, so leave room.
-    # The hostile workloads (BENCH_DEFAULT_LIMITS=1) keep every default: 1 MiB, pings 20 s / 20 s.
+    # The hostile workloads (BENCH_DEFAULT_LIMITS=1) keep every default: 1 MiB, pings 20 s / 20 s,
+    # flood control.
     app.config["SOCKETS_MAX_MESSAGE_SIZE"] = 2 * 1024 * 1024
+    # The echo workloads send as fast as the server answers (thousands of
+    # messages a second per connection): flood control would close them.
+    app.config.update(SOCKETS_MESSAGE_RATE=None, SOCKETS_BYTE_RATE=None)
 if compression() is not None:
     app.config["SOCKETS_COMPRESSION"] = compression()
 sockets = Sockets(app)

@@ -99,10 +99,12 @@ from .protocol import ServerProtocol
 from .protocol import close_payload
 from .protocol import frame_header
 from .protocol import is_valid_close_code
+from .ratelimit import Limiter
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .compression import Deflate
     from .protocol import Event
+    from .ratelimit import FloodControl
 
 __all__ = ["DEFAULT_CLOSE_TIMEOUT", "KEEPALIVE_REASON", "SINGLE_WRITE_LIMIT", "Connection", "State"]
 
@@ -120,6 +122,7 @@ _TEXT, _BINARY, _PING, _PONG, _CLOSE = (
     int(opcode) for opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG, Opcode.CLOSE)
 )
 _NO_STATUS = int(CloseCode.NO_STATUS_RCVD)
+_POLICY_VIOLATION = int(CloseCode.POLICY_VIOLATION)
 _ABNORMAL = int(CloseCode.ABNORMAL_CLOSURE)
 
 
@@ -152,6 +155,7 @@ class Connection(ServerProtocol):
 
     __slots__ = (
         "_clock",
+        "_limiter",
         "_out",
         "close_code",
         "close_deadline",
@@ -189,6 +193,8 @@ class Connection(ServerProtocol):
         self._clock = clock
         # What is queued to send, or None (nothing: no list held by an idle connection).
         self._out: list[bytes] | None = None
+        # Flood control (limit_flood()), or None: no limits.
+        self._limiter: Limiter | None = None
 
     # Also: ``max_message_size`` (largest incoming message in bytes, or
     # ``None``) and ``deflate`` (the permessage-deflate codec, set before
@@ -224,11 +230,20 @@ class Connection(ServerProtocol):
         if not self.buffer:  # (nothing can come of an empty buffer)
             return None
         # ServerProtocol.next_event, inlined (the per-message path).
+        limiter = self._limiter
         try:
             for _ in range(FRAMES_PER_CALL):
                 event = self._payload() if self._frame_left else self._frame()
                 if event is not _MORE:
-                    break
+                    if limiter is None or event is None or event.__class__ is Close:
+                        break
+                    reason = limiter.check(event)
+                    if reason is None:
+                        break
+                    # Over a limit: None (the connection failed) or _MORE (dropped: go on).
+                    event = self._over_limit(limiter, reason)
+                    if event is not _MORE:
+                        break
             else:
                 return PAUSE
         except ProtocolError as e:
@@ -247,6 +262,41 @@ class Connection(ServerProtocol):
             self.state = CLOSED
             self.close_deadline = None
         return event  # type: ignore[no-any-return]
+
+    # -- flood control ----------------------------------------------------------
+
+    def limit_flood(self, settings: FloodControl | None) -> None:
+        """Hold the peer to the rates of ``settings`` (``None``: no limits,
+        the default) from now on, with fresh buckets: a message or control
+        frame over a rate fails the connection with 1008 and the limit's
+        reason (:mod:`flask_sockets.ratelimit`), or, with
+        ``action='drop'``, is discarded (a ping is not answered) and counted
+        in :attr:`dropped`. Set :attr:`max_message_size` first: the byte
+        bucket holds at least one message of that size."""
+        self._limiter = None if settings is None else Limiter(settings, self.max_message_size, self._clock)
+
+    @property
+    def dropped(self) -> int:
+        """Messages and control frames flood control dropped (``action='drop'``)."""
+        limiter = self._limiter
+        return 0 if limiter is None else limiter.dropped
+
+    def count_error(self) -> bool:
+        """Count one error against the error budget (the app rejected what
+        the peer sent): ``False`` once over it (the caller closes the
+        connection with 1008 and :data:`~flask_sockets.ratelimit.ERROR_LIMIT_REASON`),
+        ``True`` while within it or without flood control."""
+        limiter = self._limiter
+        return limiter is None or limiter.error() is None
+
+    def _over_limit(self, limiter: Limiter, reason: str) -> t.Any:
+        """What arrived is over a flood control limit: drop it (``_MORE``:
+        go on), or fail the connection (``None``)."""
+        if limiter.drop:
+            limiter.dropped += 1
+            return _MORE
+        self.fail(_POLICY_VIOLATION, reason)
+        return None
 
     def _next_event_closing(self) -> Event | None:
         """While ``CLOSING``: messages and pings are dropped, the peer's

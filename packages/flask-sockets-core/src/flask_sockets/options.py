@@ -9,6 +9,8 @@ import typing as t
 from .compression import DEFAULT_COMPRESSION
 from .compression import Compression
 from .compression import compression_from_setting
+from .ratelimit import FloodControl
+from .ratelimit import flood_control_from_config
 
 __all__ = ["DEFAULTS", "SocketOptions", "max_fragments"]
 
@@ -79,6 +81,35 @@ DEFAULTS: dict[str, t.Any] = {
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,
+    # Flood control (flask_sockets.ratelimit; the docs' "Limits" page): each
+    # connection's peer may send on average SOCKETS_MESSAGE_RATE messages and
+    # SOCKETS_BYTE_RATE bytes a second, with bursts of SOCKETS_MESSAGE_BURST
+    # messages and SOCKETS_BYTE_BURST bytes (at least one message of
+    # SOCKETS_MAX_MESSAGE_SIZE), and SOCKETS_CONTROL_RATE pings and pongs a
+    # second (bursts of SOCKETS_CONTROL_BURST). Over a rate: close with 1008
+    # and a reason naming the limit, or, with SOCKETS_FLOOD_ACTION = 'drop',
+    # discard the message (leave the ping unanswered) and count it. A rate of
+    # None or 0 turns its limit off; a burst of None or 0 is one second of its
+    # rate. A route may override them: ``@sockets.route(rule,
+    # flood_control={'message_rate': 1000})`` (or ``False``: none). The
+    # defaults are far above what people and browsers send (a 60 Hz game
+    # sends 60 messages a second; a chat client a few), and cut a flooding
+    # client within a few milliseconds of its first 200 messages.
+    "SOCKETS_MESSAGE_RATE": 100,
+    "SOCKETS_MESSAGE_BURST": 200,
+    "SOCKETS_BYTE_RATE": 1024 * 1024,
+    "SOCKETS_BYTE_BURST": 4 * 1024 * 1024,
+    "SOCKETS_CONTROL_RATE": 10,
+    "SOCKETS_CONTROL_BURST": 20,
+    # The error budget: more than SOCKETS_MAX_ERRORS errors within about
+    # SOCKETS_ERROR_WINDOW seconds close the connection with 1008 ("error
+    # limit exceeded"). An error is what the app counts with
+    # ``ws.count_error()`` (a message it rejects); protocol errors and
+    # handler exceptions close the connection at once. None or 0: no budget.
+    "SOCKETS_MAX_ERRORS": 20,
+    "SOCKETS_ERROR_WINDOW": 5.0,
+    # What a message or control frame over a rate gets: 'close' (1008) or 'drop'.
+    "SOCKETS_FLOOD_ACTION": "close",
 }
 
 
@@ -107,14 +138,22 @@ class SocketOptions:
     subprotocol: str | None = None
     #: How to answer an offer of permessage-deflate, or ``None`` to decline it.
     compression: Compression | None = DEFAULT_COMPRESSION
+    #: How fast the peer may send (:mod:`flask_sockets.ratelimit`), or
+    #: ``None`` for no limits.
+    flood_control: FloodControl | None = FloodControl()
 
     @classmethod
     def from_config(
-        cls, config: t.Mapping[str, t.Any], subprotocol: str | None = None, compression: t.Any = None
+        cls,
+        config: t.Mapping[str, t.Any],
+        subprotocol: str | None = None,
+        compression: t.Any = None,
+        flood_control: t.Any = None,
     ) -> SocketOptions:
         """Read the options from a Flask config (missing keys take the defaults).
         ``compression``, a route's own setting, overrides ``SOCKETS_COMPRESSION``
-        unless it is ``None``.
+        unless it is ``None``; ``flood_control``, a route's own, overrides the
+        flood control keys (see :func:`~flask_sockets.ratelimit.flood_control_from_config`).
 
         The config is read on every call, so changes made after ``init_app``
         apply to the next socket; equal settings give the same (immutable)
@@ -131,13 +170,16 @@ class SocketOptions:
             compression_from_setting(
                 get("SOCKETS_COMPRESSION", DEFAULTS["SOCKETS_COMPRESSION"]) if compression is None else compression
             ),
+            flood_control_from_config(config, flood_control),
         )
         if cls is SocketOptions:
             try:
                 return _shared_options(*settings)
             except TypeError:  # an unhashable setting: nothing to share
                 pass
-        max_message_size, ping_interval, ping_timeout, close_timeout, send_timeout, subprotocol, compression = settings
+        max_message_size, ping_interval, ping_timeout, close_timeout, send_timeout, subprotocol, compression, flood = (
+            settings
+        )
         return cls(
             max_message_size=max_message_size,
             ping_interval=ping_interval,
@@ -146,6 +188,7 @@ class SocketOptions:
             send_timeout=send_timeout,
             subprotocol=subprotocol,
             compression=compression,
+            flood_control=flood,
         )
 
 
@@ -158,6 +201,7 @@ def _shared_options(
     send_timeout: float | None,
     subprotocol: str | None,
     compression: Compression | None,
+    flood_control: FloodControl | None = None,
 ) -> SocketOptions:
     """One :class:`SocketOptions` per distinct set of settings (``typed``:
     ``20`` and ``20.0`` stay apart), so a socket request reuses it instead
@@ -170,6 +214,7 @@ def _shared_options(
         send_timeout=send_timeout,
         subprotocol=subprotocol,
         compression=compression,
+        flood_control=flood_control,
     )
 
 
