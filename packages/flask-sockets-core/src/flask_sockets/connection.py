@@ -67,6 +67,13 @@ How an I/O layer drives it:
   handshake times out; call :meth:`~Connection.handle_timer` when it has
   passed: the connection is then ``CLOSED`` and the I/O layer cuts the
   transport.
+- **Flood control.** After :meth:`~Connection.limit_flood`, every message,
+  ping and pong is checked against the peer's rates as it is handed over
+  (:mod:`flask_sockets.ratelimit`): over one, the connection fails with 1008
+  and a reason naming the limit (``next_event`` returns ``None``, as for a
+  protocol error), or, in drop mode, the event is skipped and counted in
+  :attr:`~Connection.dropped`. :meth:`~Connection.count_error` spends the
+  error budget. Nothing changes for the I/O layer.
 - **Threads.** A connection is not thread-safe: an I/O layer serialises the
   calls into it (greenlets need nothing: they only switch on I/O; threads
   hold one lock around each call into the connection, not around blocking
@@ -76,7 +83,7 @@ How an I/O layer drives it:
 After the connection ends, :attr:`~Connection.close_code` and
 :attr:`~Connection.close_reason` say how: the peer's close frame (1005 and
 ``''`` if it had no code), or, when we failed the connection, our code and
-reason (1002, 1007, 1009, 1011), or 1006 and ``''`` when it ended with
+reason (1002, 1007, 1008, 1009, 1011), or 1006 and ``''`` when it ended with
 neither (the peer vanished, the close handshake timed out, an abort).
 """
 

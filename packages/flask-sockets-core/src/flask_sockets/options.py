@@ -81,34 +81,53 @@ DEFAULTS: dict[str, t.Any] = {
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,
-    # Flood control (flask_sockets.ratelimit; the docs' "Limits" page): each
-    # connection's peer may send on average SOCKETS_MESSAGE_RATE messages and
-    # SOCKETS_BYTE_RATE bytes a second, with bursts of SOCKETS_MESSAGE_BURST
-    # messages and SOCKETS_BYTE_BURST bytes (at least one message of
-    # SOCKETS_MAX_MESSAGE_SIZE), and SOCKETS_CONTROL_RATE pings and pongs a
-    # second (bursts of SOCKETS_CONTROL_BURST). Over a rate: close with 1008
-    # and a reason naming the limit, or, with SOCKETS_FLOOD_ACTION = 'drop',
-    # discard the message (leave the ping unanswered) and count it. A rate of
-    # None or 0 turns its limit off; a burst of None or 0 is one second of its
-    # rate. A route may override them: ``@sockets.route(rule,
-    # flood_control={'message_rate': 1000})`` (or ``False``: none). The
-    # defaults are far above what people and browsers send (a 60 Hz game
-    # sends 60 messages a second; a chat client a few), and cut a flooding
-    # client within a few milliseconds of its first 200 messages.
+    # Flood control (``flask_sockets.ratelimit``, on by default): messages a
+    # second one connection's peer may send on average; ``None`` or 0: no limit.
+    # Over it: close with 1008 ``message rate limit exceeded`` (or drop, see
+    # ``SOCKETS_FLOOD_ACTION``). 100 is far above what people and browsers
+    # send (a 60 Hz game sends 60, a chat client a few), and a client sending
+    # back to back (thousands a second, each waking its handler) is closed
+    # within milliseconds. A route may override every flood control key:
+    # ``@sockets.route(rule, flood_control={'message_rate': 1000})``, or
+    # ``flood_control=False`` for none.
     "SOCKETS_MESSAGE_RATE": 100,
+    # Messages the peer may send at once, over the rate (the token bucket's
+    # size; ``None`` or 0: one second of the rate). The rate is measured as the
+    # server reads, so a handler that stops reading for a while and then reads
+    # what piled up sees a burst: 200 covers 2 s of backlog at the full rate.
     "SOCKETS_MESSAGE_BURST": 200,
+    # Bytes of messages a second the peer may send on average (uncompressed,
+    # text counted as UTF-8); ``None`` or 0: no limit. Over it: close with
+    # 1008 ``byte rate limit exceeded``. 1 MiB/s is far above chat and JSON
+    # traffic; raise it on a route that takes uploads.
     "SOCKETS_BYTE_RATE": 1024 * 1024,
+    # Bytes the peer may send at once; never less than
+    # ``SOCKETS_MAX_MESSAGE_SIZE``, so one message of the largest size always
+    # passes (after it, the peer waits for the rate to refill the bucket).
     "SOCKETS_BYTE_BURST": 4 * 1024 * 1024,
+    # Pings and pongs a second the peer may send on average; ``None`` or 0: no
+    # limit. Each ping gets a pong, so a ping flood is also a flood of pongs:
+    # over the rate, the connection is closed with 1008 ``ping rate limit
+    # exceeded`` (or, with ``'drop'``, the ping is not answered). Clients ping
+    # every few seconds at most, and the server's own keepalive (one ping per
+    # ``SOCKETS_PING_INTERVAL``) is far below it.
     "SOCKETS_CONTROL_RATE": 10,
+    # Pings and pongs the peer may send at once.
     "SOCKETS_CONTROL_BURST": 20,
-    # The error budget: more than SOCKETS_MAX_ERRORS errors within about
-    # SOCKETS_ERROR_WINDOW seconds close the connection with 1008 ("error
-    # limit exceeded"). An error is what the app counts with
-    # ``ws.count_error()`` (a message it rejects); protocol errors and
-    # handler exceptions close the connection at once. None or 0: no budget.
+    # The error budget: errors one connection may cause before it is closed
+    # with 1008 ``error limit exceeded``; ``None`` or 0: no budget. An error
+    # is what the app counts with ``ws.count_error()``: a message it rejects
+    # (malformed, unknown, failing validation). Protocol errors and handler
+    # exceptions close the connection at once (1002, 1007, 1009, 1011) and
+    # need no budget.
     "SOCKETS_MAX_ERRORS": 20,
+    # ... within this many seconds (the budget refills at
+    # ``SOCKETS_MAX_ERRORS / SOCKETS_ERROR_WINDOW`` errors a second).
     "SOCKETS_ERROR_WINDOW": 5.0,
-    # What a message or control frame over a rate gets: 'close' (1008) or 'drop'.
+    # What a message or ping over a rate gets: ``'close'`` (1008, the reason
+    # naming the limit, and a warning in the app's log naming the key), or
+    # ``'drop'``: it is discarded (a ping is not answered) and counted in
+    # ``ws.dropped``, and the connection stays open.
     "SOCKETS_FLOOD_ACTION": "close",
 }
 

@@ -36,10 +36,13 @@ __all__ = [
     "flood_control_from_config",
 ]
 
-#: The close reasons (with close code 1008) of each limit.
+#: The close reason (with close code 1008) over the message rate.
 MESSAGE_RATE_REASON = "message rate limit exceeded"
+#: ... over the byte rate.
 BYTE_RATE_REASON = "byte rate limit exceeded"
+#: ... over the control frame (ping and pong) rate.
 CONTROL_RATE_REASON = "ping rate limit exceeded"
+#: ... over the error budget.
 ERROR_LIMIT_REASON = "error limit exceeded"
 
 #: The config keys that set each rate, by its close reason (for the log).
