@@ -89,6 +89,16 @@ def test_the_bucket_refills_at_the_rate() -> None:
     assert_closed_1008(conn, MESSAGE_RATE_REASON)
 
 
+def test_a_long_silence_banks_no_more_than_the_burst() -> None:
+    """After 100 s of silence (1,000 tokens' worth at the rate) the bucket
+    holds its burst, 20, not more."""
+    conn, clock = limited(MESSAGES)
+    assert feed(conn, 1) == ["x"]
+    clock.now += 100
+    assert feed(conn, 25) == ["x"] * 20
+    assert_closed_1008(conn, MESSAGE_RATE_REASON)
+
+
 def test_byte_rate_counts_text_as_utf8() -> None:
     """100 bytes a second, 300 at once: three 100-byte messages pass; a
     fourth does not. 50 'é' are 100 bytes of UTF-8 (50 characters)."""
