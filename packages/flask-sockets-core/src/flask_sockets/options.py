@@ -129,6 +129,11 @@ DEFAULTS: dict[str, t.Any] = {
     # ``'drop'``: it is discarded (a ping is not answered) and counted in
     # ``ws.dropped``, and the connection stays open.
     "SOCKETS_FLOOD_ACTION": "close",
+    # Where the app serves ``flask-sockets.js``, the browser client of the
+    # JSON envelope (:doc:`client`): ``import { SocketClient } from
+    # '/_sockets/flask-sockets.js'``. ``None`` serves nothing (a bundler ships
+    # it, or the app serves the file itself). Read by ``init_app``.
+    "SOCKETS_CLIENT_URL": "/_sockets/flask-sockets.js",
 }
 
 
