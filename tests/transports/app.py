@@ -101,3 +101,24 @@ def refused_frames(ws):
         except ValueError:
             errors.append("ValueError")
     ws.send(" ".join(errors))
+
+
+#: The flood control of ``/limited``: 20 messages a second, 5 at once.
+LIMITED_RATE, LIMITED_BURST = 20, 5
+
+
+@sockets.route("/limited", flood_control={"message_rate": LIMITED_RATE, "message_burst": LIMITED_BURST})
+def limited(ws):
+    """Echo, under a route's own (small) flood control."""
+    while (message := ws.receive()) is not None:
+        ws.send(message)
+
+
+@sockets.route("/strict")
+def strict(ws):
+    """Echo "ok"; anything else is an error the app counts (the error budget)."""
+    while (message := ws.receive()) is not None:
+        if message == "ok":
+            ws.send("ok")
+        elif ws.count_error():
+            ws.send("rejected")

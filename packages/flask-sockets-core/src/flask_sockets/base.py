@@ -9,8 +9,10 @@ import typing as t
 
 from .compression import Deflate
 from .compression import negotiate
+from .exceptions import ConnectionClosed
 from .protocol import CloseCode
 from .protocol import Opcode
+from .ratelimit import ERROR_LIMIT_REASON
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .connection import Connection
@@ -87,6 +89,12 @@ class SocketBase:
 
     def abort(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def count_error(self) -> bool:
+        """Count an error against the error budget (see
+        :meth:`EngineSocket.count_error`). This base (a server's own socket,
+        adapted) has no flood control: ``True``."""
+        return True
 
     def send_nowait(self, message: str | bytes) -> bool:
         """Send ``message`` now if that cannot block, and say whether it was
@@ -196,6 +204,30 @@ class EngineSocket:
     def max_message_size(self, value: int | None) -> None:
         self._protocol.max_message_size = value
 
+    def count_error(self) -> bool:
+        """Count one error against the connection's error budget: call it
+        when the app rejects what the peer sent (a malformed or unknown
+        command, a failed validation). More than ``SOCKETS_MAX_ERRORS``
+        within about ``SOCKETS_ERROR_WINDOW`` seconds close the socket with
+        1008 and the reason ``'error limit exceeded'``; ``receive()`` then
+        returns ``None``. Returns ``False`` once the socket is closed for
+        it (at once: this call sends the close frame), ``True`` otherwise."""
+        if self._protocol.count_error():
+            return True
+        sock = t.cast(SocketBase, self)  # (the socket class's close(); this mixin has none)
+        if not sock.closed:
+            try:
+                sock.close(CloseCode.POLICY_VIOLATION, ERROR_LIMIT_REASON)
+            except (ConnectionClosed, OSError):  # the peer is gone already
+                pass
+        return False
+
+    @property
+    def dropped(self) -> int:
+        """Messages (and pings) discarded for being over a flood control
+        rate, with ``SOCKETS_FLOOD_ACTION = 'drop'``."""
+        return self._protocol.dropped
+
     @property
     def compression(self) -> Deflate | None:
         """The permessage-deflate codec negotiated with the client
@@ -207,6 +239,7 @@ class EngineSocket:
         """Apply the size limit, and answer the client's offer of
         compression (before the ``101`` only)."""
         self._protocol.max_message_size = options.max_message_size
+        self._protocol.limit_flood(options.flood_control)
         if not self.accepted:
             agreed = negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), options.compression)
             self._protocol.deflate = None if agreed is None else agreed[1]

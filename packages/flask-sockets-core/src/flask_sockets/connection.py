@@ -80,6 +80,13 @@ How an I/O layer drives it:
   would after a send; a ping it cannot write without waiting may stay
   queued for the next writer (the peer still has ``ping_timeout`` to be
   heard from).
+- **Flood control.** After :meth:`~Connection.limit_flood`, every message,
+  ping and pong is checked against the peer's rates as it is handed over
+  (:mod:`flask_sockets.ratelimit`): over one, the connection fails with 1008
+  and a reason naming the limit (``next_event`` returns ``None``, as for a
+  protocol error), or, in drop mode, the event is skipped and counted in
+  :attr:`~Connection.dropped`. :meth:`~Connection.count_error` spends the
+  error budget. Nothing changes for the I/O layer.
 - **Threads.** A connection is not thread-safe: an I/O layer serialises the
   calls into it (greenlets need nothing: they only switch on I/O; threads
   hold one lock around each call into the connection, not around blocking
@@ -89,7 +96,7 @@ How an I/O layer drives it:
 After the connection ends, :attr:`~Connection.close_code` and
 :attr:`~Connection.close_reason` say how: the peer's close frame (1005 and
 ``''`` if it had no code), or, when we failed the connection, our code and
-reason (1002, 1007, 1009, 1011), or 1006 and ``''`` when it ended with
+reason (1002, 1007, 1008, 1009, 1011), or 1006 and ``''`` when it ended with
 neither (the peer vanished, the close handshake timed out, an abort).
 """
 
@@ -113,10 +120,12 @@ from .protocol import ServerProtocol
 from .protocol import close_payload
 from .protocol import frame_header
 from .protocol import is_valid_close_code
+from .ratelimit import Limiter
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .compression import Deflate
     from .protocol import Event
+    from .ratelimit import FloodControl
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -143,6 +152,7 @@ _TEXT, _BINARY, _PING, _PONG, _CLOSE = (
     int(opcode) for opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG, Opcode.CLOSE)
 )
 _NO_STATUS = int(CloseCode.NO_STATUS_RCVD)
+_POLICY_VIOLATION = int(CloseCode.POLICY_VIOLATION)
 _ABNORMAL = int(CloseCode.ABNORMAL_CLOSURE)
 
 
@@ -179,6 +189,7 @@ class Connection(ServerProtocol):
 
     __slots__ = (
         "_clock",
+        "_limiter",
         "_out",
         "close_code",
         "close_deadline",
@@ -231,6 +242,8 @@ class Connection(ServerProtocol):
         self._clock = clock
         # What is queued to send, or None (nothing: no list held by an idle connection).
         self._out: list[bytes] | None = None
+        # Flood control (limit_flood()), or None: no limits.
+        self._limiter: Limiter | None = None
 
     # Also: ``max_message_size`` (largest incoming message in bytes, or
     # ``None``) and ``deflate`` (the permessage-deflate codec, set before
@@ -266,11 +279,20 @@ class Connection(ServerProtocol):
         if not self.buffer:  # (nothing can come of an empty buffer)
             return None
         # ServerProtocol.next_event, inlined (the per-message path).
+        limiter = self._limiter
         try:
             for _ in range(FRAMES_PER_CALL):
                 event = self._payload() if self._frame_left else self._frame()
                 if event is not _MORE:
-                    break
+                    if limiter is None or event is None or event.__class__ is Close:
+                        break
+                    reason = limiter.check(event)
+                    if reason is None:
+                        break
+                    # Over a limit: None (the connection failed) or _MORE (dropped: go on).
+                    event = self._over_limit(limiter, reason)
+                    if event is not _MORE:
+                        break
             else:
                 return PAUSE
         except ProtocolError as e:
@@ -289,6 +311,41 @@ class Connection(ServerProtocol):
             self.state = CLOSED
             self.close_deadline = None
         return event  # type: ignore[no-any-return]
+
+    # -- flood control ----------------------------------------------------------
+
+    def limit_flood(self, settings: FloodControl | None) -> None:
+        """Hold the peer to the rates of ``settings`` (``None``: no limits,
+        the default) from now on, with fresh buckets: a message or control
+        frame over a rate fails the connection with 1008 and the limit's
+        reason (:mod:`flask_sockets.ratelimit`), or, with
+        ``action='drop'``, is discarded (a ping is not answered) and counted
+        in :attr:`dropped`. Set :attr:`max_message_size` first: the byte
+        bucket holds at least one message of that size."""
+        self._limiter = None if settings is None else Limiter(settings, self.max_message_size, self._clock)
+
+    @property
+    def dropped(self) -> int:
+        """Messages and control frames flood control dropped (``action='drop'``)."""
+        limiter = self._limiter
+        return 0 if limiter is None else limiter.dropped
+
+    def count_error(self) -> bool:
+        """Count one error against the error budget (the app rejected what
+        the peer sent): ``False`` once over it (the caller closes the
+        connection with 1008 and :data:`~flask_sockets.ratelimit.ERROR_LIMIT_REASON`),
+        ``True`` while within it or without flood control."""
+        limiter = self._limiter
+        return limiter is None or limiter.error() is None
+
+    def _over_limit(self, limiter: Limiter, reason: str) -> t.Any:
+        """What arrived is over a flood control limit: drop it (``_MORE``:
+        go on), or fail the connection (``None``)."""
+        if limiter.drop:
+            limiter.dropped += 1
+            return _MORE
+        self.fail(_POLICY_VIOLATION, reason)
+        return None
 
     def _next_event_closing(self) -> Event | None:
         """While ``CLOSING``: messages and pings are dropped, the peer's

@@ -142,6 +142,11 @@ class Sockets:
             ``SOCKETS_COMPRESSION`` for this route (``False``: never
             compress; ``True``, a dict or a
             :class:`~flask_sockets.compression.Compression`).
+            ``flood_control=`` overrides the flood control keys
+            (``SOCKETS_MESSAGE_RATE``, ...) for this route: a dict of
+            :class:`~flask_sockets.ratelimit.FloodControl` fields, e.g.
+            ``{'byte_rate': 16 * 1024 * 1024}`` for an upload route,
+            ``False`` for no limits, or a ``FloodControl``.
             ``defer_accept=True`` leaves the handshake to the handler: the
             ``101`` goes out at its first send, receive or close, or at
             ``ws.accept()``, and until then it can refuse the connection
