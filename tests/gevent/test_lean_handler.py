@@ -92,6 +92,7 @@ def test_the_stack_under_a_socket_route_has_no_extra_c_level_calls(serve):
         handler = _handler_state()
         seen["stack"] = _stack_under_route()
         seen["headers"] = len(ws.handler.headers.items())
+        seen["response_headers"] = ws.handler.response_headers
         seen["handler"] = handler
         ws.send("ok")
         ws.receive()
@@ -103,8 +104,9 @@ def test_the_stack_under_a_socket_route_has_no_extra_c_level_calls(serve):
     assert "app.py:__call__" not in names, names  # Flask's wsgi_app is called directly
     assert "baseserver.py:_handle_and_close_when_done" not in names, names
     assert "app.py:wsgi_app" in names and "server.py:_serve_connection" in names, names
-    # The parsed request head is dropped once the 101 is out (the environ has it).
+    # The parsed request head and the 101's headers are dropped once the 101 is out.
     assert seen["headers"] == 0
+    assert seen["response_headers"] is None
 
 
 def test_wsgi_middleware_and_an_overridden_call_still_run_for_socket_routes(serve):

@@ -251,10 +251,15 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         :raises OSError: If the client is gone (see :meth:`send_handshake`).
         """
         self.send_handshake(subprotocol, headers)
-        # The request head, parsed, is in the environ now; the connection
-        # does not need it again (~700 bytes per open socket). The class's
-        # empty message stands in, as between two requests.
-        self.__dict__.pop("headers", None)
+        # Neither the parsed request head (the environ has it) nor the 101's
+        # encoded headers are read again (~1.2 KB per open socket); the
+        # class's defaults stand in, as between two requests. (gunicorn's
+        # access log reads both: its handler rebuilds the request headers
+        # from the environ; the response headers it got from pywsgi were
+        # bytes, which no ``%({name}o)s`` could name.)
+        state = self.__dict__
+        state.pop("headers", None)
+        state.pop("response_headers", None)
         rfile, sock = self.rfile, self.socket
         timeout = sock.gettimeout()
         sock.settimeout(0.0)  # peek() must not wait for more
