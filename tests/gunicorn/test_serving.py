@@ -214,6 +214,17 @@ def test_access_log_line_for_websocket(gunicorn):
     assert "[ERROR]" not in output
 
 
+def test_access_log_names_request_headers_of_a_websocket(gunicorn):
+    """``%({name}i)s`` in the access log format shows a socket's request headers,
+    although the handler drops the parsed request head at the 101."""
+    process = gunicorn("--access-logfile", "-", "--access-logformat", "%(r)s %(s)s x-test=%({x-test}i)s")
+    server = process.server
+    with connect(server.ws_url + "/echo", additional_headers={"X-Test": "seen"}, open_timeout=TIMEOUT) as ws:
+        ws.send("logged")
+        assert ws.recv(timeout=TIMEOUT) == "logged"
+    wait_for_match(process.output, r'"?GET /echo HTTP/1\.1"? 101 x-test=seen$')
+
+
 def test_long_lived_websocket_outlives_worker_timeout(gunicorn):
     """A WebSocket idle for longer than `--timeout` stays open: the worker is not killed as silent."""
     process = gunicorn("--timeout", "2", "--log-level", "debug")

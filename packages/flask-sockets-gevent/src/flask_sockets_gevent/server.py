@@ -158,6 +158,27 @@ class ConnectionLimitsMixin:
         self._accept_failures = 0
         self._accept_warned_at: float | None = None
 
+    def do_handle(self, *args: t.Any) -> None:
+        # gevent's do_handle starts each connection's greenlet in a helper
+        # that calls ``handle(*args)``: a call through the interpreter's C
+        # loop whose C stack (~370 bytes) the greenlet keeps saved for the
+        # whole life of a WebSocket. The same, with a plain call.
+        spawn = self._spawn  # type: ignore[attr-defined]
+        if spawn is None or len(args) != 2:
+            super().do_handle(*args)  # type: ignore[misc]
+            return
+        try:
+            spawn(self._serve_connection, *args)
+        except BaseException:
+            self.do_close(*args)  # type: ignore[attr-defined]
+            raise
+
+    def _serve_connection(self, sock: t.Any, address: t.Any) -> None:
+        try:
+            self._handle(sock, address)  # type: ignore[attr-defined]
+        finally:
+            self.do_close(sock, address)  # type: ignore[attr-defined]
+
     def do_read(self) -> t.Any:
         try:
             args = super().do_read()  # type: ignore[misc]
