@@ -24,6 +24,8 @@ from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
 from .foreign import as_socket
 from .options import SocketOptions
 from .protocol import CloseCode
+from .ratelimit import FLOOD_REASON_KEYS
+from .ratelimit import flood_control_from_config
 from .threaded import CONNECTIONS_KEY
 from .threaded import GUNICORN_SOCKET_KEY
 from .threaded import WERKZEUG_SOCKET_KEY
@@ -60,6 +62,7 @@ def websocket_view(
     subprotocols: t.Sequence[str] | None = None,
     compression: t.Any = None,
     defer_accept: bool = False,
+    flood_control: t.Any = None,
 ) -> t.Callable[..., ResponseReturnValue]:
     """Wrap a socket handler ``handler(ws, **url_variables)`` as a Flask view.
 
@@ -69,7 +72,9 @@ def websocket_view(
       client offered is the one the socket is accepted with.
     - The socket is configured from the app's ``SOCKETS_*`` config, if it
       has a ``configure(options)`` method; ``compression``, when not
-      ``None``, overrides ``SOCKETS_COMPRESSION`` for this route.
+      ``None``, overrides ``SOCKETS_COMPRESSION`` for this route, and
+      ``flood_control`` the flood control keys (``SOCKETS_MESSAGE_RATE``, ...;
+      see :func:`~flask_sockets.ratelimit.flood_control_from_config`).
     - The handshake is answered (``ws.accept()``, on sockets that have it)
       right before the handler is called, as Flask-Sockets 0.2 did: a
       handler that keeps the socket and waits for something else opens at
@@ -101,6 +106,8 @@ def websocket_view(
 
     if compression is not None:  # checked now: a bad setting fails where the route is declared
         compression = compression_from_setting(compression) or False
+    if flood_control is not None:  # checked now too
+        flood_control_from_config({}, flood_control)
 
     @functools.wraps(handler)
     def view(**kwargs: t.Any) -> ResponseReturnValue:
@@ -115,8 +122,13 @@ def websocket_view(
         sock = as_socket(ws)
         try:
             _check_origin(req, app)
-            sock.configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
+            sock.configure(
+                SocketOptions.from_config(
+                    app.config, _choose_subprotocol(req, subprotocols), compression, flood_control
+                )
+            )
             _run_handler(app, handler, ws, sock, kwargs, defer_accept)
+            _log_flood(app, req, sock)
         except ConnectionClosed:
             app.logger.debug("%s: the peer closed the socket", req.path)
         except OSError as e:
@@ -280,6 +292,16 @@ def _log_refused_origin(app: Flask, req: Request, origin: str, allowed: t.Any) -
         expected,
         more,
     )
+
+
+def _log_flood(app: Flask, req: Request, sock: SocketBase) -> None:
+    """Warn that flood control closed the socket (a flooding client, or
+    limits too low for the app: the warning names the key to raise)."""
+    if getattr(sock, "close_code", None) == CloseCode.POLICY_VIOLATION:
+        reason = getattr(sock, "close_reason", None)
+        key = FLOOD_REASON_KEYS.get(reason)  # type: ignore[arg-type]
+        if key is not None:
+            app.logger.warning("Closed a WebSocket to %s with 1008 (%s; see %s)", req.path, reason, key)
 
 
 def _choose_subprotocol(req: Request, supported: t.Sequence[str] | None) -> str | None:
