@@ -59,7 +59,7 @@ def public_names() -> list[set[str]]:
         package = importlib.import_module(package_name)
         modules = [package_name] + [
             info.name
-            for info in pkgutil.iter_modules(package.__path__, package_name + ".")
+            for info in pkgutil.walk_packages(package.__path__, package_name + ".")
             if not info.name.rsplit(".", 1)[1].startswith("_")
         ]
         for module_name in modules:

@@ -69,6 +69,9 @@ app.config["SOCKETS_MESSAGE_QUEUE"] = os.environ.get("SOCKETS_MESSAGE_QUEUE") or
 # vanishes; unset: the default of Flask-Sockets (15).
 if os.environ.get("SOCKETS_PRESENCE_TTL"):
     app.config["SOCKETS_PRESENCE_TTL"] = float(os.environ["SOCKETS_PRESENCE_TTL"])
+# Each room keeps its last 100 messages for 5 minutes, so that a client of
+# /live that reconnects gets what it missed (docs: "Reliable delivery").
+app.config["SOCKETS_HISTORY_SIZE"] = int(os.environ.get("SOCKETS_HISTORY_SIZE") or 100)
 sockets = Sockets(app)
 
 
@@ -158,6 +161,28 @@ def room_socket(ws, room):
             continue
         if event.get("type") == "say" and isinstance(event.get("text"), str) and event["text"].strip():
             _publish(ws, room, {"type": "say", **me, "text": event["text"][:MAX_TEXT]})
+
+
+@sockets.route("/live", defer_accept=True)
+def live_socket(ws):
+    """The same chat in the envelope of flask-sockets.js (one socket, any
+    number of rooms, resumed after a reconnect without losing a message):
+    the client subscribes to rooms (``{"t": "sub", "room": ...}``), gets
+    each room event as ``{"t": "msg", "room", "offset", "epoch", "data"}``,
+    whose ``data`` is the JSON text of the event, and says something with
+    ``{"t": "msg", "data": {"type": "say", "room": ..., "text": ...}}``."""
+    name = session.get("name")
+    if name is None:
+        abort(403)
+    me = {"id": uuid.uuid4().hex[:12], "name": name}
+    envelope = sockets.envelope(ws, authorize=ROOM_NAME.fullmatch, presence=lambda room: me)
+    envelope.send({"type": "welcome", "worker": os.getpid(), **me})
+    for event in envelope:
+        if not isinstance(event, dict) or event.get("type") != "say":
+            continue
+        room, text = event.get("room"), event.get("text")
+        if room in sockets.rooms(ws) and isinstance(text, str) and text.strip():
+            _publish(ws, room, {"type": "say", **me, "text": text[:MAX_TEXT]})
 
 
 @sockets.on_presence

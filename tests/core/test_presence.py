@@ -111,7 +111,7 @@ def test_presence_in_one_process() -> None:
         assert kinds(changes).count(("leave", "bobby")) == 1
     wait_until(lambda: names(sockets, app) == [])
     assert Rooms.of(app).stats()["presence_entries"] == 0
-    assert Rooms.of(app)._heartbeat is None  # in-process entries need no heartbeat
+    assert Rooms.of(app).presence_keeper.heartbeat is None  # in-process entries need no heartbeat
 
 
 def test_presence_payload_is_checked() -> None:
@@ -181,8 +181,8 @@ def test_presence_across_processes_and_a_dead_one() -> None:
             assert names(sockets1, app1) == ["ada", "bob"]
             assert Rooms.of(app2).stats()["presence_entries"] == 1
             # Process 2 "dies": its heartbeat stops and it never removes its entry.
-            Rooms.of(app2)._stopping.set()
-            heartbeat = Rooms.of(app2)._heartbeat
+            Rooms.of(app2).presence_keeper._stopping.set()
+            heartbeat = Rooms.of(app2).presence_keeper.heartbeat
             assert heartbeat is not None
             heartbeat.join(5)
             died = time.monotonic()
@@ -219,10 +219,7 @@ def test_redis_presence_store_sweeps_once() -> None:
     server = fakeredis.FakeServer()
     clients = [fakeredis.FakeRedis(server=server) for _ in range(2)]
 
-    def unavailable(action: str, error: BaseException) -> Exception:
-        return RuntimeError(action)
-
-    stores = [RedisPresence(lambda c=c: c, "p", 0.5, unavailable) for c in clients]  # type: ignore[misc]
+    stores = [RedisPresence(lambda c=c: c, "p", 0.5) for c in clients]  # type: ignore[misc]
     stores[0].add("r", "a\n1")
     stores[1].add("r", "b\n2")
     assert sorted(stores[1].read("r")) == ["a\n1", "b\n2"]
@@ -252,7 +249,7 @@ def test_redis_presence_store_sweeps_once() -> None:
         def time(self) -> t.Any:
             return self.client.time()
 
-    racing = [RedisPresence(lambda c=c: Racing(c), "p", 0.5, unavailable) for c in clients]  # type: ignore[misc]
+    racing = [RedisPresence(lambda c=c: Racing(c), "p", 0.5) for c in clients]  # type: ignore[misc]
     results: list[list[tuple[str, str]]] = []
     errors: list[BaseException] = []
 
@@ -271,7 +268,7 @@ def test_redis_presence_store_sweeps_once() -> None:
     assert sorted(pair for result in results for pair in result) == [("r", "a\n1"), ("r", "b\n2")]
     assert clients[0].exists("p:presence:r") == 0
     with pytest.raises(ValueError, match="SOCKETS_PRESENCE_TTL must be positive"):
-        RedisPresence(lambda: None, "p", 0, unavailable)
+        RedisPresence(lambda: None, "p", 0)
 
 
 def test_a_heartbeat_racing_a_leave_leaves_no_entry_behind() -> None:
@@ -292,7 +289,7 @@ def test_a_heartbeat_racing_a_leave_leaves_no_entry_behind() -> None:
                 return refresh(mine, rooms_in)
 
             store.refresh = late_refresh  # type: ignore[method-assign]
-            rooms._beat_once(store)
+            rooms.presence_keeper.beat_once(store, ["r"])
             assert names(sockets, app) == []
             assert kinds(changes) == [("join", "ada"), ("leave", "ada")]
     finally:

@@ -265,3 +265,44 @@ def test_chat_on_gunicorn_workers_with_redis(redis_server: RedisServer, spawn: t
         bob = enter(stack, server, "Bob")
         presence_until(bob.ws, room_list(alice, bob), timeout=TTL + SLACK)
         presence_until(alice.ws, room_list(alice, bob))
+
+
+def test_chat_live_envelope_resumes_without_loss(spawn: t.Callable[..., Process]) -> None:
+    """/live, the envelope route of the chat: a client that reconnects with
+    its last position gets what was said while it was away, then live."""
+    port = free_port()
+    process = spawn([sys.executable, str(CHAT / "app.py"), "--port", str(port)], port=port)
+    base, ws_base = process.server.http_url, process.server.ws_url
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{ws_base}/live", open_timeout=TIMEOUT).close()
+    assert refused.value.response.status_code == 403
+    headers = {"Cookie": session_cookie(base, "Ada")}
+
+    def frames(ws: ClientConnection, kind: str) -> t.Iterator[Event]:
+        while True:
+            frame = json.loads(ws.recv(TIMEOUT))
+            if frame.get("t") == kind:
+                yield frame
+
+    with contextlib.ExitStack() as stack:
+        bob = enter(stack, process, "Bob")
+        with connect(f"{ws_base}/live", additional_headers=headers, open_timeout=TIMEOUT) as ada:
+            assert json.loads(ada.recv(TIMEOUT))["t"] == "hello"
+            assert json.loads(ada.recv(TIMEOUT))["data"]["type"] == "welcome"
+            ada.send(json.dumps({"t": "sub", "room": "bad room!"}))
+            assert next(frames(ada, "error"))["reason"] == "refused"
+            ada.send(json.dumps({"t": "sub", "room": "tea"}))
+            sub = next(frames(ada, "sub"))
+            assert sub["recovered"] is False
+            ada.send(json.dumps({"t": "msg", "data": {"type": "say", "room": "tea", "text": "hello"}}))
+            said = next(m for m in frames(ada, "msg") if json.loads(m["data"])["type"] == "say")
+            assert json.loads(said["data"])["text"] == "hello"
+            position = (said["offset"], said["epoch"])
+        bob.ws.send(json.dumps({"type": "say", "text": "while you were away"}))
+        presence_until(bob.ws, room_list(bob))  # Ada's socket has left
+        with connect(f"{ws_base}/live", additional_headers=headers, open_timeout=TIMEOUT) as ada:
+            ada.send(json.dumps({"t": "sub", "room": "tea", "offset": position[0], "epoch": position[1]}))
+            sub = next(frames(ada, "sub"))
+            assert sub["recovered"] is True and sub["epoch"] == position[1]
+            replay = [json.loads(next(frames(ada, "msg"))["data"]) for _ in range(sub["offset"] - position[0])]
+            assert {"type": "say", "id": bob.id, "name": "Bob", "text": "while you were away"} in replay

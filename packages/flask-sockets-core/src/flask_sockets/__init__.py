@@ -14,12 +14,14 @@ import typing as t
 from werkzeug.routing import Map as Map
 from werkzeug.routing import Rule as Rule
 
-from .brokers import MessageQueueUnavailable as MessageQueueUnavailable
 from .compat import SocketMiddleware as SocketMiddleware
 from .exceptions import ConnectionClosed as ConnectionClosed
+from .exceptions import MessageQueueUnavailable as MessageQueueUnavailable
 from .exceptions import MissingWebSocketError as MissingWebSocketError
 from .exceptions import UpgradeRequired as UpgradeRequired
 from .extension import Sockets as Sockets
+from .fanout.history import Position as Position
+from .fanout.history import Recovery as Recovery
 from .options import SocketOptions as SocketOptions
 from .presence import PresenceChange as PresenceChange
 from .rooms import CLOSE_SLOW_CONSUMER as CLOSE_SLOW_CONSUMER
@@ -38,7 +40,9 @@ __all__ = [
     "Message",
     "MessageQueueUnavailable",
     "MissingWebSocketError",
+    "Position",
     "PresenceChange",
+    "Recovery",
     "SocketMiddleware",
     "SocketOptions",
     "Sockets",

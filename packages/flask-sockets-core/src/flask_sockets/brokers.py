@@ -1,38 +1,23 @@
 """Where published messages travel: within this process, or through Redis.
 
-A broker carries what :meth:`Sockets.publish <flask_sockets.Sockets.publish>`
-and :meth:`~flask_sockets.Sockets.broadcast` send to every process that
-serves the app's sockets, and hands each message it receives to the
-process's rooms (:class:`flask_sockets.rooms.Rooms`) for delivery.
-
-- :class:`LocalBroker` (the default) delivers within the process: enough for
-  one gevent server, one gunicorn worker or the development server.
-- :class:`~flask_sockets.redis_broker.RedisBroker` (``SOCKETS_MESSAGE_QUEUE =
-  'redis://...'``) publishes through one Redis server, on a channel per
-  room that each process subscribes to while it has members in the room:
-  messages reach the sockets of every worker on every host, and any process
-  that can reach Redis (a cron job, a task queue worker) can publish.
-- :class:`~flask_sockets.redis_broker.RedisClusterBroker`
-  (``'redis+cluster://...'``) does the same on a Redis Cluster with sharded
-  pub/sub, so that each message goes only to the shard of its room.
+The names of this module live in :mod:`flask_sockets.fanout.broker` (the
+interface, the in-process broker, the message encoding) and
+:mod:`flask_sockets.fanout.config` (:func:`broker_from_config`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import typing as t
-from urllib.parse import urlsplit
-from urllib.parse import urlunsplit
-
-from .base import to_payload
-from .options import DEFAULTS
-from .presence import LocalPresence
-from .presence import PresenceStore
-
-if t.TYPE_CHECKING:  # pragma: no cover
-    from .typing import Message
+from .exceptions import MessageQueueUnavailable as MessageQueueUnavailable
+from .fanout.broker import DEFAULT_CHANNEL as DEFAULT_CHANNEL
+from .fanout.broker import Broker as Broker
+from .fanout.broker import Deliver as Deliver
+from .fanout.broker import LocalBroker as LocalBroker
+from .fanout.broker import check_message_queue as check_message_queue
+from .fanout.broker import decode_message as decode_message
+from .fanout.broker import encode_message as encode_message
+from .fanout.broker import redacted as redacted
+from .fanout.broker import require_redis as require_redis
+from .fanout.config import broker_from_config as broker_from_config
 
 __all__ = [
     "DEFAULT_CHANNEL",
@@ -44,208 +29,6 @@ __all__ = [
     "check_message_queue",
     "decode_message",
     "encode_message",
+    "redacted",
     "require_redis",
 ]
-
-#: The default prefix of the Redis channels and keys (``SOCKETS_MESSAGE_QUEUE_CHANNEL``).
-DEFAULT_CHANNEL = "flask-sockets"
-
-#: ``deliver(room, message)``: hand a message to this process's sockets;
-#: ``room`` is ``None`` for a broadcast to every socket.
-Deliver = t.Callable[[t.Optional[str], "Message"], None]
-
-
-class MessageQueueUnavailable(ConnectionError):
-    """The message queue (Redis) could not take a published message: it is
-    down or unreachable. Nothing was sent; the caller may retry later.
-    Sockets and HTTP routes keep working meanwhile."""
-
-
-class Broker:
-    """Carries published messages to every process serving the app.
-
-    A subclass implements :meth:`publish`; one whose messages arrive from
-    elsewhere also :meth:`start` (begin handing them to ``deliver``),
-    :meth:`close`, and, to receive only the rooms the process has members
-    in, :meth:`subscribe` and :meth:`unsubscribe`. A broker that ignores
-    those two (the default) hands every message to ``deliver``, which
-    picks the sockets it concerns: that works too, at the cost of
-    receiving every room's messages.
-    """
-
-    def start(self, deliver: Deliver) -> None:
-        """Hand every message published from now on, anywhere, to
-        ``deliver`` (for the rooms subscribed, and every broadcast). Called
-        when the first socket of the process opens; a second call does
-        nothing. Must not block."""
-        raise NotImplementedError
-
-    def publish(self, room: str | None, message: Message) -> None:
-        """Send ``message`` to the sockets in ``room`` (every socket if
-        ``room`` is ``None``) in every process.
-
-        :raises MessageQueueUnavailable: If the message could not be sent.
-        """
-        raise NotImplementedError
-
-    def subscribe(self, room: str) -> None:
-        """This process has its first member in ``room``: receive the
-        room's messages from now on. Must not block (see
-        :meth:`wait_until_ready`)."""
-
-    def unsubscribe(self, room: str) -> None:
-        """This process's last member left ``room``."""
-
-    def wait_until_ready(self, timeout: float, room: str | None = None) -> bool:
-        """Wait (at most ``timeout`` seconds) until the messages of
-        ``room`` (of broadcasts, if ``None``) published elsewhere reach this
-        process; ``True`` if they do now, ``False`` if the broker cannot
-        receive them (it is down: the caller goes on without waiting). A
-        socket that joins a room waits for this, so that messages published
-        right after the join reach it."""
-        return True
-
-    @property
-    def connected(self) -> bool:
-        """Whether messages published elsewhere reach this process now."""
-        return True
-
-    @property
-    def subscriptions(self) -> int:
-        """The channels this process receives now (``0`` for a broker
-        without channels)."""
-        return 0
-
-    def presence_store(self) -> PresenceStore:
-        """Where the presence entries of this broker's deployment live: by
-        default in this process only
-        (:class:`~flask_sockets.presence.LocalPresence`)."""
-        return LocalPresence()
-
-    def close(self) -> None:
-        """Stop receiving and release connections."""
-
-
-class LocalBroker(Broker):
-    """Delivers within this process, synchronously: :meth:`publish` hands
-    the message to the process's rooms before it returns. Never raises
-    :exc:`MessageQueueUnavailable`."""
-
-    def __init__(self) -> None:
-        self._deliver: Deliver | None = None
-
-    def start(self, deliver: Deliver) -> None:
-        if self._deliver is None:
-            self._deliver = deliver
-
-    def publish(self, room: str | None, message: Message) -> None:
-        deliver = self._deliver
-        if deliver is not None:  # else no socket ever opened here: nobody to reach
-            deliver(room, message)
-
-    def close(self) -> None:
-        self._deliver = None
-
-
-def encode_message(room: str | None, message: Message) -> str:
-    """The JSON a message travels as: ``{"room": ..., "text": ...}`` for
-    text, ``{"room": ..., "binary": <base64>}`` for binary; ``room`` is
-    ``null`` for a broadcast."""
-    if isinstance(message, str):
-        return json.dumps({"room": room, "text": message})
-    return json.dumps({"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii")})
-
-
-def decode_message(data: str | bytes) -> tuple[str | None, Message]:
-    """The ``(room, message)`` that :func:`encode_message` encoded.
-
-    :raises ValueError: If ``data`` is not such a message.
-    """
-    try:
-        payload = json.loads(data)
-        room = payload["room"]
-        message: Message = payload["text"] if "text" in payload else base64.b64decode(payload["binary"], validate=True)
-    except (ValueError, TypeError, KeyError, binascii.Error) as e:
-        raise ValueError(f"not a Flask-Sockets message: {e!r}") from None
-    if not (room is None or isinstance(room, str)) or not isinstance(message, (str, bytes)):
-        raise ValueError("not a Flask-Sockets message: wrong types")
-    return room, message
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
-#: The URL schemes of Redis (``redis+cluster``: a Redis Cluster).
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-
-
-def require_redis(url: str) -> None:
-    """Check that redis-py can be imported, to use the Redis at ``url``.
-
-    :raises ImportError: If it cannot; the message says how to install it.
-    """
-    try:
-        import redis  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            f"SOCKETS_MESSAGE_QUEUE is {redacted(url)!r}, but redis-py, the Redis client, is not"
-            " installed. Install it with: pip install redis (or install Flask-Sockets with its"
-            " [redis] extra)."
-        ) from e
-
-
-def check_message_queue(queue: t.Any) -> None:
-    """Check a ``SOCKETS_MESSAGE_QUEUE`` setting (see
-    :func:`broker_from_config`) without connecting anywhere: ``init_app``
-    calls it, so that a setting that cannot work stops the app at start
-    rather than fail every socket.
-
-    :raises ValueError: If it is not ``None``, a Redis URL or a :class:`Broker`.
-    :raises ImportError: If it is a Redis URL and redis-py is not installed;
-        the message says how to install it.
-    """
-    if queue is None or isinstance(queue, Broker):
-        return
-    if isinstance(queue, str) and urlsplit(queue).scheme in _REDIS_SCHEMES:
-        require_redis(queue)
-        return
-    raise ValueError(
-        f"SOCKETS_MESSAGE_QUEUE is {queue!r}: use None (this process only), a Redis URL"
-        " such as 'redis://localhost:6379/0', a Redis Cluster URL such as"
-        " 'redis+cluster://localhost:7000/', or a flask_sockets.brokers.Broker."
-    )
-
-
-def broker_from_config(config: t.Mapping[str, t.Any]) -> Broker:
-    """The broker an app's config asks for: ``SOCKETS_MESSAGE_QUEUE`` is
-    ``None`` (a :class:`LocalBroker`), a Redis URL (a
-    :class:`~flask_sockets.redis_broker.RedisBroker`), a Redis Cluster URL
-    (``redis+cluster://``, a
-    :class:`~flask_sockets.redis_broker.RedisClusterBroker`), both with
-    ``SOCKETS_MESSAGE_QUEUE_CHANNEL`` as the prefix of their channels, or a
-    :class:`Broker` instance.
-
-    :raises ValueError: For anything else.
-    :raises ImportError: For a Redis URL without redis-py (see
-        :func:`check_message_queue`).
-    """
-    queue = config.get("SOCKETS_MESSAGE_QUEUE")
-    check_message_queue(queue)
-    if queue is None:
-        return LocalBroker()
-    if isinstance(queue, Broker):
-        return queue
-    from . import redis_broker
-
-    prefix = config.get("SOCKETS_MESSAGE_QUEUE_CHANNEL") or DEFAULT_CHANNEL
-    ttl = float(config.get("SOCKETS_PRESENCE_TTL", DEFAULTS["SOCKETS_PRESENCE_TTL"]))
-    if urlsplit(queue).scheme in redis_broker.CLUSTER_SCHEMES:
-        return redis_broker.RedisClusterBroker(queue, prefix, presence_ttl=ttl)
-    return redis_broker.RedisBroker(queue, prefix, presence_ttl=ttl)

@@ -10,7 +10,7 @@ from werkzeug.exceptions import InternalServerError
 if t.TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import WSGIEnvironment
 
-__all__ = ["ConnectionClosed", "MissingWebSocketError", "UpgradeRequired"]
+__all__ = ["ConnectionClosed", "MessageQueueUnavailable", "MissingWebSocketError", "UpgradeRequired"]
 
 
 class ConnectionClosed(Exception):
@@ -55,3 +55,9 @@ class MissingWebSocketError(InternalServerError):
         " Serve the app with flask_sockets_gevent.run(app) or with"
         " 'gunicorn -k flask_sockets_gunicorn.worker module:app'."
     )
+
+
+class MessageQueueUnavailable(ConnectionError):
+    """The message queue (Redis) could not take a published message: it is
+    down or unreachable. Nothing was sent; the caller may retry later.
+    Sockets and HTTP routes keep working meanwhile."""

@@ -13,14 +13,21 @@ from werkzeug.routing import WebsocketMismatch
 from .blueprints import SocketRouteRegistrar
 from .blueprints import record_socket_route
 from .blueprints import register_socket_blueprint
-from .brokers import check_message_queue
 from .client import add_client_route
 from .compat import SocketURLMap
+from .envelope import Envelope
+from .envelope import envelope
 from .exceptions import UpgradeRequired
+from .fanout.broker import check_message_queue
+from .fanout.history import HistoryRule
+from .fanout.history import Position
+from .fanout.history import Recovery
+from .fanout.history import RoomMatcher
+from .fanout.history import history_rule
+from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
+from .fanout.membership import Rooms
+from .fanout.presence import PresenceCallback
 from .options import DEFAULTS
-from .rooms import EXTENSION_KEY as ROOMS_KEY
-from .rooms import PresenceCallback
-from .rooms import Rooms
 from .wsgi import is_websocket_upgrade
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +51,7 @@ class Sockets:
 
         app = Flask(__name__)
         sockets = Sockets(app)
+
 
         @sockets.route("/echo")
         def echo_socket(ws):
@@ -78,6 +86,8 @@ class Sockets:
         self.url_map = SocketURLMap(self)
         #: The functions registered with :meth:`on_presence`.
         self.presence_callbacks: list[PresenceCallback] = []
+        #: The per-room history rules added with :meth:`history`.
+        self.history_rules: list[HistoryRule] = []
         if app is not None:
             self.init_app(app)
 
@@ -85,7 +95,7 @@ class Sockets:
         """Add the extension's socket routes and blueprints to ``app``.
 
         Stores the extension in ``app.extensions['sockets']`` and the app's
-        rooms (:class:`flask_sockets.rooms.Rooms`) in
+        rooms (:class:`flask_sockets.fanout.membership.Rooms`) in
         ``app.extensions['sockets.rooms']``, sets the defaults of the
         ``SOCKETS_*`` config keys (see :data:`flask_sockets.options.DEFAULTS`),
         and serves the browser client at :confval:`SOCKETS_CLIENT_URL`
@@ -105,7 +115,7 @@ class Sockets:
         # A setting that cannot work stops the app here, not every socket later.
         check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
         app.extensions["sockets"] = self
-        app.extensions[ROOMS_KEY] = Rooms(app)
+        app.extensions[ROOMS_KEY] = Rooms(app, self.presence_callbacks, self.history_rules)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         add_client_route(app)
@@ -254,6 +264,95 @@ class Sockets:
         """
         return self.rooms_for(app).join(ws, room, presence)
 
+    def resume(
+        self,
+        ws: WebSocket,
+        room: str,
+        position: tuple[int, str] | None = None,
+        *,
+        presence: t.Any = None,
+        reply: t.Callable[[Recovery], Message] | None = None,
+        app: Flask | None = None,
+    ) -> Recovery:
+        """Join ``room`` like :meth:`join`, and send ``ws`` every message of
+        the room's history after ``position``, in order, then the live ones,
+        with no gap and no duplicate between them; or nothing, if that
+        cannot be done (see :doc:`reliable`).
+
+        The room needs history (``SOCKETS_HISTORY_SIZE`` or
+        :meth:`history`). A socket that reconnects passes the position of
+        the last message it got (``(offset, epoch)``, as the envelope's
+        ``msg`` frames and :meth:`publish` tell it); a first join passes
+        none, and learns the room's current position: the app loads its
+        state *after* this call, and the messages that follow are those
+        after the state it loaded.
+
+        :param position: ``(offset, epoch)``: the last message the client
+            got, or ``None``.
+        :param presence: As for :meth:`join`.
+        :param reply: ``reply(recovery)`` makes a message that the socket
+            gets before the replay (in the same queue, so in that order): how
+            the app tells its client the outcome. Without it, the replay may
+            reach the client before what the handler sends after this call.
+        :param app: As for :meth:`publish`.
+        :returns: A :class:`~flask_sockets.fanout.history.Recovery`:
+            ``recovered`` is ``True`` if every message after ``position`` was
+            queued for the socket (none are missing), ``False`` if nothing
+            was (no position given, another epoch, trimmed or expired, more
+            than ``SOCKETS_HISTORY_MAX_REPLAY`` missed, history off, or the
+            message queue unavailable: it answers at once, never waits for
+            Redis to come back); the app then reloads its state.
+            ``position`` is the room's position after the replay, or now
+            (``None`` if history is off or Redis is unavailable).
+        :raises TypeError: If ``position`` is not ``(int, str)``.
+        """
+        return self.rooms_for(app).resume(
+            ws, room, Position(*position) if position is not None else None, presence, reply
+        )
+
+    def history(self, rooms: RoomMatcher, *, size: int | None = None, ttl: float | None = None) -> None:
+        """Keep the last ``size`` messages of the rooms ``rooms`` matches
+        (a glob pattern such as ``'chat:*'``, or a predicate on the room's
+        name) for ``ttl`` seconds after their last message, so that sockets
+        can :meth:`resume` them. ``size=0`` turns history off for them;
+        ``None`` takes ``SOCKETS_HISTORY_SIZE`` / ``SOCKETS_HISTORY_TTL``.
+        The first rule that matches a room wins; rooms no rule matches
+        follow the config. Every process that publishes to the rooms needs
+        the same rules (they decide whether a message is stored).
+
+        :raises ValueError: If ``size`` is negative or ``ttl`` not positive.
+        """
+        self.history_rules.append(history_rule(rooms, size, ttl))
+
+    def envelope(
+        self,
+        ws: WebSocket,
+        *,
+        authorize: t.Callable[[str], object] | None = None,
+        presence: t.Callable[[str], t.Any] | None = None,
+        app: Flask | None = None,
+    ) -> Envelope:
+        """Speak the envelope (:mod:`flask_sockets.envelope`, the wire
+        format of the browser client ``flask-sockets.js``) on ``ws``: iterate
+        the result for the client's application messages::
+
+            @sockets.route("/live")
+            def live(ws):
+                for data in sockets.envelope(ws, authorize=may_read):
+                    ...
+
+        It sends ``hello`` and heartbeats, answers ``sub`` (with recovery
+        from the client's position, see :meth:`resume`) and ``unsub``, and
+        wraps every room message this socket gets.
+
+        :param authorize: ``authorize(room)``: whether the client may
+            subscribe to ``room``; by default any room.
+        :param presence: ``presence(room)``: the socket's presence payload in
+            the rooms it subscribes to (``None``: none).
+        :param app: As for :meth:`publish`.
+        """
+        return envelope(ws, self.rooms_for(app), authorize=authorize, presence=presence)
+
     def leave(self, ws: WebSocket, room: str, *, app: Flask | None = None) -> None:
         """Take ``ws`` out of ``room``; nothing happens if it is not in it."""
         self.rooms_for(app).leave(ws, room)
@@ -335,7 +434,7 @@ class Sockets:
         """
         return self.rooms_for(app).stats()
 
-    def publish(self, room: str, message: Message, *, app: Flask | None = None) -> None:
+    def publish(self, room: str, message: Message, *, app: Flask | None = None) -> Position | None:
         """Send ``message`` (``str``: text, ``bytes``: binary) to every socket
         in ``room``, in every process that serves the app.
 
@@ -349,10 +448,13 @@ class Sockets:
         :param app: The app to publish for. By default the current app; out
             of an app context, the one app this extension was initialised
             with.
+        :returns: The message's position in the room's history
+            (``(offset, epoch)``, a :class:`~flask_sockets.fanout.history.Position`),
+            or ``None`` if the room keeps no history.
         :raises MessageQueueUnavailable: With ``SOCKETS_MESSAGE_QUEUE`` set,
             if Redis is unreachable; nothing was sent.
         """
-        self.rooms_for(app).publish(room, message)
+        return self.rooms_for(app).publish(room, message)
 
     def broadcast(self, message: Message, *, app: Flask | None = None) -> None:
         """Send ``message`` to every open socket of the app's socket routes,
@@ -360,7 +462,7 @@ class Sockets:
         self.rooms_for(app).broadcast(message)
 
     def rooms_for(self, app: Flask | None = None) -> Rooms:
-        """The :class:`~flask_sockets.rooms.Rooms` of ``app`` (by default
+        """The :class:`~flask_sockets.fanout.membership.Rooms` of ``app`` (by default
         the current app, or out of an app context the one app this extension
         was initialised with).
 

@@ -81,6 +81,25 @@ DEFAULTS: dict[str, t.Any] = {
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,
+    # Messages each room keeps for a socket that reconnects
+    # (``sockets.resume``, :doc:`reliable`); ``0``: no history (the default).
+    # ``sockets.history(rooms, size=...)`` sets it per room.
+    "SOCKETS_HISTORY_SIZE": 0,
+    # Seconds a room's history is kept after its last message.
+    "SOCKETS_HISTORY_TTL": 300.0,
+    # Seconds a room's position (its epoch and last offset) is kept after its
+    # last message or resume: a socket that missed nothing resumes within it
+    # even when the messages expired.
+    "SOCKETS_HISTORY_META_TTL": 86400.0,
+    # The most messages one resume replays; a socket that missed more gets
+    # ``recovered=False`` and reloads.
+    "SOCKETS_HISTORY_MAX_REPLAY": 1000,
+    # Seconds between the ``{"t":"ping"}`` heartbeats of an envelope socket
+    # (``sockets.envelope``): the browser client declares the link dead after
+    # this plus 5 seconds without a frame.
+    "SOCKETS_ENVELOPE_PING": 25.0,
+    # Rooms one envelope socket may subscribe to; more get an ``error`` frame.
+    "SOCKETS_ENVELOPE_MAX_ROOMS": 100,
     # Flood control (``flask_sockets.ratelimit``, on by default): messages a
     # second one connection's peer may send on average; ``None`` or 0: no limit.
     # Over it: close with 1008 ``message rate limit exceeded`` (or drop, see

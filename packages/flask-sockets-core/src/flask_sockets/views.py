@@ -20,12 +20,12 @@ from .base import SocketBase
 from .compression import compression_from_setting
 from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
+from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
 from .foreign import as_socket
 from .options import SocketOptions
 from .protocol import CloseCode
 from .ratelimit import FLOOD_REASON_KEYS
 from .ratelimit import flood_control_from_config
-from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .threaded import CONNECTIONS_KEY
 from .threaded import GUNICORN_SOCKET_KEY
 from .threaded import WERKZEUG_SOCKET_KEY
@@ -42,7 +42,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Request
     from flask.typing import ResponseReturnValue
 
-    from .rooms import Rooms
+    from .fanout.membership import Rooms
     from .typing import BasicWebSocket
     from .typing import SocketHandler
     from .typing import WebSocket

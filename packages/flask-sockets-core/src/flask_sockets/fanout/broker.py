@@ -1,0 +1,270 @@
+"""The broker interface: where published messages travel, within this
+process or through Redis.
+
+A broker carries what :meth:`Sockets.publish <flask_sockets.Sockets.publish>`
+and :meth:`~flask_sockets.Sockets.broadcast` send to every process that
+serves the app's sockets, and hands each message it receives to the
+process's rooms (:class:`flask_sockets.fanout.membership.Rooms`) for delivery.
+
+- :class:`LocalBroker` (the default) delivers within the process: enough for
+  one gevent server, one gunicorn worker or the development server.
+- :class:`~flask_sockets.fanout.redis_pubsub.RedisBroker` (``SOCKETS_MESSAGE_QUEUE =
+  'redis://...'``) publishes through one Redis server, on a channel per
+  room that each process subscribes to while it has members in the room:
+  messages reach the sockets of every worker on every host, and any process
+  that can reach Redis (a cron job, a task queue worker) can publish.
+- :class:`~flask_sockets.fanout.redis_cluster.RedisClusterBroker`
+  (``'redis+cluster://...'``) does the same on a Redis Cluster with sharded
+  pub/sub, so that each message goes only to the shard of its room.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import typing as t
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
+
+from ..base import to_payload
+from .history import HistorySettings
+from .history import LocalHistory
+from .history import Position
+from .history import Recovery
+from .presence import LocalPresence
+from .presence import PresenceStore
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from ..typing import Message
+
+__all__ = [
+    "DEFAULT_CHANNEL",
+    "Broker",
+    "Deliver",
+    "LocalBroker",
+    "check_message_queue",
+    "decode_message",
+    "decode_published",
+    "encode_message",
+    "redacted",
+    "require_redis",
+]
+
+#: The default prefix of the Redis channels and keys (``SOCKETS_MESSAGE_QUEUE_CHANNEL``).
+DEFAULT_CHANNEL = "flask-sockets"
+
+
+class Deliver(t.Protocol):
+    """``deliver(room, message, position=None)``: hand a message to this
+    process's sockets; ``room`` is ``None`` for a broadcast to every
+    socket, ``position`` the message's place in the room's history (``None``
+    without history)."""
+
+    def __call__(self, room: str | None, message: Message, position: Position | None = None) -> None: ...
+
+
+class Broker:
+    """Carries published messages to every process serving the app.
+
+    A subclass implements :meth:`publish`; one whose messages arrive from
+    elsewhere also :meth:`start` (begin handing them to ``deliver``),
+    :meth:`close`, and, to receive only the rooms the process has members
+    in, :meth:`subscribe` and :meth:`unsubscribe`. A broker that ignores
+    those two (the default) hands every message to ``deliver``, which
+    picks the sockets it concerns: that works too, at the cost of
+    receiving every room's messages.
+    """
+
+    def start(self, deliver: Deliver) -> None:
+        """Hand every message published from now on, anywhere, to
+        ``deliver`` (for the rooms subscribed, and every broadcast). Called
+        when the first socket of the process opens; a second call does
+        nothing. Must not block."""
+        raise NotImplementedError
+
+    def publish(self, room: str | None, message: Message, history: HistorySettings | None = None) -> Position | None:
+        """Send ``message`` to the sockets in ``room`` (every socket if
+        ``room`` is ``None``) in every process.
+
+        :param history: The room's history settings, ``None`` if it keeps
+            none. A broker that keeps history stores the message, gives it
+            the room's next offset and hands that position to ``deliver``
+            with it, as one atomic step.
+        :returns: The message's position, or ``None`` without history.
+        :raises MessageQueueUnavailable: If the message could not be sent.
+        """
+        raise NotImplementedError
+
+    def recover(self, room: str, since: Position | None, limit: int, history: HistorySettings) -> Recovery:
+        """The messages of ``room`` after ``since`` (see
+        :func:`flask_sockets.fanout.history.recover`), or
+        ``recovered=False`` with the room's current position. By default a
+        broker keeps no history: ``Recovery(False, None)``.
+
+        :raises MessageQueueUnavailable: If the history cannot be read.
+        """
+        return Recovery(False, None)
+
+    def subscribe(self, room: str) -> None:
+        """This process has its first member in ``room``: receive the
+        room's messages from now on. Must not block (see
+        :meth:`wait_until_ready`)."""
+
+    def unsubscribe(self, room: str) -> None:
+        """This process's last member left ``room``."""
+
+    def wait_until_ready(self, timeout: float, room: str | None = None) -> bool:
+        """Wait (at most ``timeout`` seconds) until the messages of
+        ``room`` (of broadcasts, if ``None``) published elsewhere reach this
+        process; ``True`` if they do now, ``False`` if the broker cannot
+        receive them (it is down: the caller goes on without waiting). A
+        socket that joins a room waits for this, so that messages published
+        right after the join reach it."""
+        return True
+
+    @property
+    def connected(self) -> bool:
+        """Whether messages published elsewhere reach this process now."""
+        return True
+
+    @property
+    def subscriptions(self) -> int:
+        """The channels this process receives now (``0`` for a broker
+        without channels)."""
+        return 0
+
+    def presence_store(self) -> PresenceStore:
+        """Where the presence entries of this broker's deployment live: by
+        default in this process only
+        (:class:`~flask_sockets.fanout.presence.LocalPresence`)."""
+        return LocalPresence()
+
+    def close(self) -> None:
+        """Stop receiving and release connections."""
+
+
+class LocalBroker(Broker):
+    """Delivers within this process, synchronously: :meth:`publish` hands
+    the message to the process's rooms before it returns. Never raises
+    :exc:`~flask_sockets.MessageQueueUnavailable`. Keeps the history of
+    rooms with history in this process
+    (:class:`~flask_sockets.fanout.history.LocalHistory`)."""
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+        #: The history of this process's rooms.
+        self.history = LocalHistory()
+
+    def start(self, deliver: Deliver) -> None:
+        if self._deliver is None:
+            self._deliver = deliver
+
+    def publish(self, room: str | None, message: Message, history: HistorySettings | None = None) -> Position | None:
+        deliver = self._deliver
+        if history is None or room is None:
+            if deliver is not None:  # else no socket ever opened here: nobody to reach
+                deliver(room, message)
+            return None
+        # Stored and delivered under one lock: sockets get a room's messages in offset order.
+        with self.history.lock:
+            position = self.history.append(room, message, history)
+            if deliver is not None:
+                deliver(room, message, position)
+        return position
+
+    def recover(self, room: str, since: Position | None, limit: int, history: HistorySettings) -> Recovery:
+        return self.history.recover(room, since, limit, history)
+
+    def close(self) -> None:
+        self._deliver = None
+
+
+def encode_message(room: str | None, message: Message) -> str:
+    """The JSON a message travels as: ``{"room": ..., "text": ...}`` for
+    text, ``{"room": ..., "binary": <base64>}`` for binary; ``room`` is
+    ``null`` for a broadcast. A message of a room with history travels with
+    its ``"offset"`` and ``"epoch"`` too (added by the Redis script)."""
+    if isinstance(message, str):
+        return json.dumps({"room": room, "text": message})
+    return json.dumps({"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii")})
+
+
+def decode_message(data: str | bytes) -> tuple[str | None, Message]:
+    """The ``(room, message)`` that :func:`encode_message` encoded.
+
+    :raises ValueError: If ``data`` is not such a message.
+    """
+    room, message, _ = decode_published(data)
+    return room, message
+
+
+def decode_published(data: str | bytes) -> tuple[str | None, Message, Position | None]:
+    """The ``(room, message, position)`` of a message as it travels
+    (``position`` ``None`` without history).
+
+    :raises ValueError: If ``data`` is not such a message.
+    """
+    try:
+        payload = json.loads(data)
+        room = payload["room"]
+        message: Message = payload["text"] if "text" in payload else base64.b64decode(payload["binary"], validate=True)
+        offset, epoch = payload.get("offset"), payload.get("epoch")
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as e:
+        raise ValueError(f"not a Flask-Sockets message: {e!r}") from None
+    if not (room is None or isinstance(room, str)) or not isinstance(message, (str, bytes)):
+        raise ValueError("not a Flask-Sockets message: wrong types")
+    if isinstance(offset, int) and isinstance(epoch, str):
+        return room, message, Position(offset, epoch)
+    return room, message, None
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+#: The URL schemes of Redis (``redis+cluster``: a Redis Cluster).
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def require_redis(url: str) -> None:
+    """Check that redis-py can be imported, to use the Redis at ``url``.
+
+    :raises ImportError: If it cannot; the message says how to install it.
+    """
+    try:
+        import redis  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            f"SOCKETS_MESSAGE_QUEUE is {redacted(url)!r}, but redis-py, the Redis client, is not"
+            " installed. Install it with: pip install redis (or install Flask-Sockets with its"
+            " [redis] extra)."
+        ) from e
+
+
+def check_message_queue(queue: t.Any) -> None:
+    """Check a ``SOCKETS_MESSAGE_QUEUE`` setting (see
+    :func:`broker_from_config`) without connecting anywhere: ``init_app``
+    calls it, so that a setting that cannot work stops the app at start
+    rather than fail every socket.
+
+    :raises ValueError: If it is not ``None``, a Redis URL or a :class:`Broker`.
+    :raises ImportError: If it is a Redis URL and redis-py is not installed;
+        the message says how to install it.
+    """
+    if queue is None or isinstance(queue, Broker):
+        return
+    if isinstance(queue, str) and urlsplit(queue).scheme in _REDIS_SCHEMES:
+        require_redis(queue)
+        return
+    raise ValueError(
+        f"SOCKETS_MESSAGE_QUEUE is {queue!r}: use None (this process only), a Redis URL"
+        " such as 'redis://localhost:6379/0', a Redis Cluster URL such as"
+        " 'redis+cluster://localhost:7000/', or a flask_sockets.brokers.Broker."
+    )

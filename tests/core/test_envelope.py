@@ -1,0 +1,194 @@
+"""The envelope (flask_sockets.envelope): the wire format of the browser
+client, against a real gevent server with the ``websockets`` client, and
+against the test client."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+import pytest
+from flask import Flask
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect
+
+from flask_sockets import Sockets
+from flask_sockets.envelope import publish
+from flask_sockets.rooms import Rooms
+from flask_sockets.testing import SocketTestClient
+from tests.conftest import TIMEOUT
+from tests.conftest import Server
+
+
+def make_app(**config: t.Any) -> tuple[Flask, Sockets]:
+    app = Flask(__name__)
+    app.config.update({"SOCKETS_HISTORY_SIZE": 100, **config})
+    sockets = Sockets(app)
+
+    @sockets.route("/env")
+    def env(ws: t.Any) -> None:
+        envelope = sockets.envelope(ws, authorize=lambda room: not room.startswith("secret"))
+        for data in envelope:
+            envelope.send({"echo": data})
+
+    @sockets.route("/raw/<room>")
+    def raw(ws: t.Any, room: str) -> None:
+        sockets.join(ws, room)
+        ws.send("joined")
+        while ws.receive() is not None:
+            pass
+
+    return app, sockets
+
+
+@pytest.fixture
+def app_server(serve: t.Callable[..., Server]) -> t.Iterator[tuple[Flask, Sockets, Server]]:
+    app, sockets = make_app()
+    server = serve(app)
+    yield app, sockets, server
+    Rooms.of(app).close()
+
+
+def frame(ws: ClientConnection) -> dict[str, t.Any]:
+    """The next frame that is not a heartbeat."""
+    while True:
+        data = json.loads(t.cast(str, ws.recv(TIMEOUT)))
+        if data.get("t") != "ping":
+            return t.cast("dict[str, t.Any]", data)
+
+
+def test_hello_sub_and_room_messages(app_server: tuple[Flask, Sockets, Server]) -> None:
+    app, sockets, server = app_server
+    with connect(server.ws_url + "/env") as ws:
+        assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 25}
+        ws.send(json.dumps({"t": "sub", "room": "r"}))
+        reply = frame(ws)
+        assert reply["t"] == "sub" and reply["room"] == "r" and reply["recovered"] is False
+        assert reply["offset"] == 0 and isinstance(reply["epoch"], str)
+        epoch = reply["epoch"]
+        with app.app_context():
+            publish("r", {"n": 1, "text": "héllo"})
+        sockets.publish("r", "plain text", app=app)
+        sockets.publish("r", b"\x00\x01", app=app)
+        assert frame(ws) == {"t": "msg", "room": "r", "offset": 1, "epoch": epoch, "data": {"n": 1, "text": "héllo"}}
+        assert frame(ws) == {"t": "msg", "room": "r", "offset": 2, "epoch": epoch, "data": "plain text"}
+        assert frame(ws) == {"t": "msg", "room": "r", "offset": 3, "epoch": epoch, "data": "AAE="}
+        # Application messages both ways.
+        ws.send(json.dumps({"t": "msg", "data": [1, 2]}))
+        assert frame(ws) == {"t": "msg", "data": {"echo": [1, 2]}}
+        # Unknown frames and pongs are ignored.
+        ws.send(json.dumps({"t": "future", "x": 1}))
+        ws.send(json.dumps({"t": "pong"}))
+        ws.send(json.dumps({"t": "unsub", "room": "r"}))
+        ws.send(json.dumps({"t": "msg", "data": "after"}))
+        assert frame(ws) == {"t": "msg", "data": {"echo": "after"}}
+        sockets.publish("r", "not for me", app=app)
+        ws.send(json.dumps({"t": "msg", "data": "last"}))
+        assert frame(ws) == {"t": "msg", "data": {"echo": "last"}}
+
+
+def test_resubscribe_from_a_position_replays_then_goes_live(app_server: tuple[Flask, Sockets, Server]) -> None:
+    app, sockets, server = app_server
+    first = sockets.publish("r", "m1", app=app)
+    assert first is not None
+    for i in range(2, 6):
+        sockets.publish("r", f"m{i}", app=app)
+    with connect(server.ws_url + "/env") as ws:
+        frame(ws)  # hello
+        ws.send(json.dumps({"t": "sub", "room": "r", "offset": 2, "epoch": first.epoch}))
+        assert frame(ws) == {"t": "sub", "room": "r", "recovered": True, "offset": 5, "epoch": first.epoch}
+        assert [frame(ws)["data"] for _ in range(3)] == ["m3", "m4", "m5"]
+        sockets.publish("r", "m6", app=app)
+        assert frame(ws) == {"t": "msg", "room": "r", "offset": 6, "epoch": first.epoch, "data": "m6"}
+        # Another epoch: not recovered, nothing replayed, the current position.
+        ws.send(json.dumps({"t": "sub", "room": "q", "offset": 2, "epoch": "gone"}))
+        reply = frame(ws)
+        assert reply["recovered"] is False and reply["offset"] == 0
+
+
+def test_refused_and_too_many_rooms_get_an_error(serve: t.Callable[..., Server]) -> None:
+    app, sockets = make_app(SOCKETS_ENVELOPE_MAX_ROOMS=3)
+    server = serve(app)
+    try:
+        with connect(server.ws_url + "/env") as ws:
+            frame(ws)
+            ws.send(json.dumps({"t": "sub", "room": "secret:1"}))
+            assert frame(ws) == {"t": "error", "room": "secret:1", "reason": "refused"}
+            for i in range(6):  # the attack: more rooms than allowed
+                ws.send(json.dumps({"t": "sub", "room": f"r{i}"}))
+            replies = [frame(ws) for _ in range(6)]
+            assert [r["t"] for r in replies] == ["sub"] * 3 + ["error"] * 3
+            assert replies[-1] == {"t": "error", "room": "r5", "reason": "too many rooms"}
+            ws.send(json.dumps({"t": "sub", "room": 42}))
+            assert frame(ws) == {"t": "error", "reason": "bad room"}
+            assert sockets.rooms(Rooms.of(app).members("r0")[0], app=app) == frozenset({"r0", "r1", "r2"})
+    finally:
+        Rooms.of(app).close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [(b"\x01\x02", 1003), ("not json", 1007), ("[1, 2]", 1007)],
+)
+def test_a_client_breaking_the_format_is_closed(
+    app_server: tuple[Flask, Sockets, Server], payload: str | bytes, code: int
+) -> None:
+    _, _, server = app_server
+    with connect(server.ws_url + "/env") as ws:
+        frame(ws)
+        ws.send(payload)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+def test_heartbeats_and_history_off(serve: t.Callable[..., Server]) -> None:
+    app, sockets = make_app(SOCKETS_ENVELOPE_PING=0.2, SOCKETS_HISTORY_SIZE=0)
+    server = serve(app)
+    try:
+        with connect(server.ws_url + "/env") as ws:
+            assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 0.2}
+            assert json.loads(ws.recv(TIMEOUT)) == {"t": "ping"}
+            assert json.loads(ws.recv(TIMEOUT)) == {"t": "ping"}
+            ws.send(json.dumps({"t": "sub", "room": "r"}))
+            assert frame(ws) == {"t": "sub", "room": "r", "recovered": False, "offset": None, "epoch": None}
+            assert sockets.publish("r", "x", app=app) is None
+            assert frame(ws) == {"t": "msg", "room": "r", "offset": None, "epoch": None, "data": "x"}
+    finally:
+        Rooms.of(app).close()
+
+
+def test_raw_sockets_in_the_same_room_are_untouched(app_server: tuple[Flask, Sockets, Server]) -> None:
+    app, sockets, server = app_server
+    with connect(server.ws_url + "/raw/r") as raw, connect(server.ws_url + "/env") as env:
+        assert raw.recv(TIMEOUT) == "joined"
+        frame(env)
+        env.send(json.dumps({"t": "sub", "room": "r"}))
+        frame(env)
+        sockets.publish("r", "hello", app=app)
+        assert raw.recv(TIMEOUT) == "hello"
+        assert frame(env)["data"] == "hello"
+        sockets.broadcast("everyone", app=app)
+        assert raw.recv(TIMEOUT) == "everyone"
+        assert frame(env) == {"t": "msg", "room": None, "offset": None, "epoch": None, "data": "everyone"}
+
+
+def test_envelope_with_the_test_client() -> None:
+    app, sockets = make_app()
+    try:
+        with SocketTestClient(app).connect("/env") as ws:
+            assert json.loads(t.cast(str, ws.receive(timeout=TIMEOUT))) == {"t": "hello", "ping": 25}
+            ws.send(json.dumps({"t": "sub", "room": "r"}))
+            reply = json.loads(t.cast(str, ws.receive(timeout=TIMEOUT)))
+            assert reply["t"] == "sub" and reply["offset"] == 0
+            with app.app_context():
+                publish("r", None)
+            assert json.loads(t.cast(str, ws.receive(timeout=TIMEOUT)))["data"] is None
+            ws.send(json.dumps({"t": "msg", "data": 7}))
+            assert json.loads(t.cast(str, ws.receive(timeout=TIMEOUT))) == {"t": "msg", "data": {"echo": 7}}
+        with pytest.raises(TypeError, match="JSON"), app.app_context():
+            publish("r", object())
+    finally:
+        Rooms.of(app).close()
