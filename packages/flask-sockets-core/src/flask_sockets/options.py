@@ -79,6 +79,10 @@ DEFAULTS: dict[str, t.Any] = {
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,
+    # ``True``: count the app's sockets in Prometheus series (needs
+    # ``flask-sockets-core[metrics]``; see flask_sockets.metrics), read by
+    # ``init_app``. Off by default: an app that does not scrape them pays nothing.
+    "SOCKETS_METRICS": False,
 }
 
 

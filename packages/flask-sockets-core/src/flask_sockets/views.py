@@ -21,6 +21,7 @@ from .compression import compression_from_setting
 from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
 from .foreign import as_socket
+from .metrics import EXTENSION_KEY as METRICS_KEY
 from .options import SocketOptions
 from .protocol import CloseCode
 from .rooms import EXTENSION_KEY as ROOMS_KEY
@@ -40,6 +41,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Request
     from flask.typing import ResponseReturnValue
 
+    from .metrics import SocketMetrics
+    from .metrics import SocketTap
     from .rooms import Rooms
     from .typing import BasicWebSocket
     from .typing import SocketHandler
@@ -113,10 +116,14 @@ def websocket_view(
             ws = threaded = _threaded_socket(req, app)
         # Flask-Sockets' own socket, or the server's adapted (flask_sockets.foreign).
         sock = as_socket(ws)
+        tap: SocketTap | None = None
         try:
             _check_origin(req, app)
             sock.configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
-            _run_handler(app, handler, ws, sock, kwargs, defer_accept)
+            metrics: SocketMetrics | None = app.extensions.get(METRICS_KEY)
+            if metrics is not None:
+                tap = metrics.tap(ws, req.url_rule.rule if req.url_rule is not None else "")
+            _run_handler(app, handler, ws, sock, kwargs, defer_accept, tap)
         except ConnectionClosed:
             app.logger.debug("%s: the peer closed the socket", req.path)
         except OSError as e:
@@ -126,15 +133,21 @@ def websocket_view(
             if not sock.closed:
                 _end_with_error(sock, e)
                 _end(threaded)
+                if tap is not None:
+                    tap.finish(ws)
                 raise
             app.logger.debug("%s: the peer closed the socket (%r)", req.path, e)
         except BaseException as e:
             if isinstance(e, Exception):
                 _end_with_error(sock, e)
             _end(threaded)
+            if tap is not None:
+                tap.finish(ws)
             raise
         _close(sock, CLOSE_NORMAL)
         _end(threaded)
+        if tap is not None:
+            tap.finish(ws)
         # The handshake already answered the client; this response only feeds
         # after_request hooks, session saving and access logs.
         return app.response_class(status=101)
@@ -149,6 +162,7 @@ def _run_handler(
     sock: SocketBase,
     kwargs: dict[str, t.Any],
     defer_accept: bool,
+    tap: SocketTap | None = None,
 ) -> None:
     """Accept the socket (unless ``defer_accept``) and call the handler
     with ``ws`` (the server's socket; ``sock`` is ``ws`` or its adapter);
@@ -167,6 +181,8 @@ def _run_handler(
                 # connection was opened, nothing to handle (as on 0.2).
                 app.logger.debug("%s: the client left before the handshake was answered", request.path)
                 return
+            if tap is not None:
+                tap.accepted()
         # Without URL variables, a plain call: a ``**`` call re-enters the
         # interpreter's C loop, and the handler's greenlet would keep that
         # deeper C stack saved for the whole life of the connection.
