@@ -149,7 +149,8 @@ def test_metrics_sum_across_two_gunicorn_workers(
     assert value(samples, "flask_sockets_messages_total", route=route, direction="in") == opened * 3 + n_server
     assert value(samples, "flask_sockets_messages_total", route=route, direction="out") == opened * 4
     # Payload bytes: "m0".."m2" (2 bytes) and "close:4001" (10) in; the pid and the echoes out.
-    assert value(samples, "flask_sockets_payload_bytes_total", route=route, direction="in") == opened * 6 + n_server * 10
+    bytes_in = value(samples, "flask_sockets_payload_bytes_total", route=route, direction="in")
+    assert bytes_in == opened * 6 + n_server * 10
     assert value(samples, "flask_sockets_closes_total", route=route, code="1000", side="client") == n_client
     assert value(samples, "flask_sockets_closes_total", route=route, code="4001", side="server") == n_server
     assert value(samples, "flask_sockets_socket_duration_seconds_count", route=route) == opened

@@ -322,11 +322,13 @@ def count_refusal(response: Response) -> Response:
     from flask import current_app
     from flask import request
 
+    from .wsgi import WSGI_WEBSOCKET_KEY
     from .wsgi import is_websocket_upgrade
 
     status = response.status_code
-    if status == 101:
-        return response
+    ws = request.environ.get(WSGI_WEBSOCKET_KEY)
+    if status == 101 or (ws is not None and getattr(ws, "accepted", True)):
+        return response  # (a handler that failed after the 101: counted as a close, 1011)
     rule = request.url_rule
     if is_websocket_upgrade(request.environ) or (rule is not None and rule.websocket) or status == 426:
         metrics = metrics_of(current_app)
@@ -351,7 +353,7 @@ def metrics_view() -> Response:
         from prometheus_client import multiprocess
 
         registry = pc.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         metrics = metrics_of(current_app)
         registry = metrics.registry if metrics is not None else pc.REGISTRY
@@ -367,4 +369,4 @@ def child_exit(server: t.Any, worker: t.Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
