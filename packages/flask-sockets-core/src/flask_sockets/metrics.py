@@ -48,7 +48,7 @@ FLUSH_EVERY = 64
 #: Bucket bounds (seconds) of the latency histograms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-_TEXT, _BINARY = 1, 2
+_BINARY = 2
 _SLOW_REASON = "Send queue full: the client does not read fast enough"  # rooms.SLOW_CONSUMER_REASON
 
 
@@ -169,13 +169,12 @@ class SocketMetrics:
 _BY_REGISTRY: weakref.WeakKeyDictionary[t.Any, SocketMetrics] = weakref.WeakKeyDictionary()
 
 
-def _payload_size(message: t.Any) -> int:
-    if message.__class__ is str:
-        return len(message) if message.isascii() else len(message.encode("utf-8", "surrogatepass"))
-    try:
-        return len(message)
-    except TypeError:
-        return 0
+def _nothing() -> None:
+    pass
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 class SocketTap:
@@ -186,69 +185,76 @@ class SocketTap:
     and ``close`` with counting versions, as attributes of this socket
     only (sockets without a ``__dict__``, such as gevent-websocket's own,
     are not counted message by message; their opening, handshake and close
-    are).
+    are). The counts live in the closures' cells (the cheapest variables
+    Python has) and move into the Prometheus counters at :meth:`flush`.
     """
 
-    __slots__ = (
-        "_closed_by_server",
-        "_counted_101",
-        "_flush_at",
-        "_started",
-        "bytes_in",
-        "bytes_out",
-        "messages_in",
-        "messages_out",
-        "metrics",
-        "route",
-        "_flushed",
-    )
+    __slots__ = ("_closed_by_server", "_counted_101", "_started", "flush", "metrics", "route")
 
     def __init__(self, metrics: SocketMetrics, ws: t.Any, route: str) -> None:
         import time
 
         self.metrics = metrics
         self.route = route
-        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
-        # What was already moved into the counters: (messages in, out, bytes in, out).
-        self._flushed = (0, 0, 0, 0)
-        self._flush_at = FLUSH_EVERY
         self._closed_by_server: int | None = None
         self._counted_101 = False
         self._started = time.monotonic()
+        #: Move the counts since the last flush into the Prometheus counters.
+        self.flush: t.Callable[[], None] = _nothing
         metrics.open_sockets.labels(route).inc()
         try:
             self._wrap(ws)
         except (AttributeError, TypeError):  # no __dict__: counted at open and close only
-            pass
+            self.flush = _nothing
 
     def _wrap(self, ws: t.Any) -> None:
         receive, send_frame, close = ws.receive, ws.send_frame, ws.close
         send_nowait = getattr(ws, "send_nowait", None)
+        route = self.route
+        m = self.metrics
+        # The label children, looked up once per socket.
+        messages_in, messages_out = m.messages.labels(route, "in"), m.messages.labels(route, "out")
+        bytes_in, bytes_out = m.payload_bytes.labels(route, "in"), m.payload_bytes.labels(route, "out")
         tap = self
+        # Counted since the last flush, and when the next flush is due.
+        n_in = n_out = b_in = b_out = 0
+
+        def flush() -> None:
+            nonlocal n_in, n_out, b_in, b_out
+            if n_in:
+                messages_in.inc(n_in)
+                bytes_in.inc(b_in)
+                n_in = b_in = 0
+            if n_out:
+                messages_out.inc(n_out)
+                bytes_out.inc(b_out)
+                n_out = b_out = 0
 
         def counted_receive(timeout: float | None = None) -> t.Any:
+            nonlocal n_in, b_in
             message = receive(timeout)
             if message is not None:
-                tap.messages_in += 1
-                tap.bytes_in += _payload_size(message)
-                if tap.messages_in + tap.messages_out >= tap._flush_at:
-                    tap.flush()
+                n_in += 1
+                b_in += len(message) if message.__class__ is not str or message.isascii() else _utf8_size(message)
+                if n_in >= FLUSH_EVERY:
+                    flush()
             return message
 
         def counted_send_frame(message: t.Any, opcode: int, compress: bool = True) -> None:
+            nonlocal n_out, b_out
             send_frame(message, opcode, compress)
-            if opcode == _TEXT or opcode == _BINARY:
-                tap.messages_out += 1
-                tap.bytes_out += _payload_size(message)
-                if tap.messages_in + tap.messages_out >= tap._flush_at:
-                    tap.flush()
+            if opcode <= _BINARY:  # text or binary, not ping or pong
+                n_out += 1
+                b_out += len(message) if message.__class__ is not str or message.isascii() else _utf8_size(message)
+                if n_out >= FLUSH_EVERY:
+                    flush()
 
         def counted_close(code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
             if tap._closed_by_server is None and not ws.closed:
                 tap._closed_by_server = int(code)
                 reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
                 if code == CloseCode.POLICY_VIOLATION and reason == _SLOW_REASON:
-                    tap.metrics.slow_consumers.labels(tap.route).inc()
+                    tap.metrics.slow_consumers.labels(route).inc()
             close(code, message)
 
         ws.receive = counted_receive
@@ -257,34 +263,23 @@ class SocketTap:
         if send_nowait is not None:
 
             def counted_send_nowait(message: t.Any) -> bool:
+                nonlocal n_out, b_out
                 sent: bool = send_nowait(message)
                 if sent:
-                    tap.messages_out += 1
-                    tap.bytes_out += _payload_size(message)
-                    if tap.messages_in + tap.messages_out >= tap._flush_at:
-                        tap.flush()
+                    n_out += 1
+                    b_out += len(message) if message.__class__ is not str or message.isascii() else _utf8_size(message)
+                    if n_out >= FLUSH_EVERY:
+                        flush()
                 return sent
 
             ws.send_nowait = counted_send_nowait
+        self.flush = flush
 
     def accepted(self) -> None:
         """The ``101`` went out: count the handshake."""
         if not self._counted_101:
             self._counted_101 = True
             self.metrics.count_handshake(self.route, 101)
-
-    def flush(self) -> None:
-        """Move the counts since the last flush into the Prometheus counters."""
-        now = (self.messages_in, self.messages_out, self.bytes_in, self.bytes_out)
-        before, self._flushed = self._flushed, now
-        self._flush_at = now[0] + now[1] + FLUSH_EVERY
-        m, route = self.metrics, self.route
-        if now[0] > before[0]:
-            m.messages.labels(route, "in").inc(now[0] - before[0])
-            m.payload_bytes.labels(route, "in").inc(now[2] - before[2])
-        if now[1] > before[1]:
-            m.messages.labels(route, "out").inc(now[1] - before[1])
-            m.payload_bytes.labels(route, "out").inc(now[3] - before[3])
 
     def finish(self, ws: t.Any) -> None:
         """The handler ended and the socket is closed (or was never
