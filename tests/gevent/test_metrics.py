@@ -41,6 +41,13 @@ def make_app() -> tuple[Flask, Sockets]:
                 raise RuntimeError("handler failed on purpose")
             ws.send(message)
 
+    @sockets.route("/room")
+    def room(ws: t.Any) -> None:
+        sockets.join(ws, "lobby")
+        ws.send("joined")
+        while (message := ws.receive()) is not None:
+            sockets.publish("lobby", message)
+
     @app.route("/http")
     def http() -> str:
         return "plain"
@@ -103,6 +110,28 @@ def test_metrics_under_the_gevent_server(serve: t.Callable[..., Server]) -> None
     # Plain HTTP requests are no handshakes.
     assert http_get(server.http_url + "/http")[0] == 200
     assert sum(v for (name, _), v in scrape(server).items() if name == "flask_sockets_handshakes_total") == 5
+
+
+def test_metrics_count_publishes_and_deliveries(serve: t.Callable[..., Server]) -> None:
+    app, _ = make_app()
+    server = serve(app)
+    with connect(server.ws_url + "/room", open_timeout=TIMEOUT) as a, connect(
+        server.ws_url + "/room", open_timeout=TIMEOUT
+    ) as b:
+        assert a.recv(timeout=TIMEOUT) == b.recv(timeout=TIMEOUT) == "joined"
+        for i in range(3):
+            a.send(f"m{i}")
+        for ws in (a, b):
+            assert [ws.recv(timeout=TIMEOUT) for _ in range(3)] == ["m0", "m1", "m2"]
+        samples = scrape(server)  # the scrape moves the rooms' counts in first
+        assert value(samples, "flask_sockets_broker_published_total") == 3
+        assert value(samples, "flask_sockets_broker_received_total") == 3
+        assert value(samples, "flask_sockets_deliveries_total") == 6
+    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_messages_total", route="/room", direction="in") == 3
+    # The greetings and the deliveries (sent by the rooms: send_nowait or send).
+    assert value(samples, "flask_sockets_messages_total", route="/room", direction="out") == 2 + 6
 
 
 def test_metrics_are_off_by_default_and_the_core_works_without_prometheus_client() -> None:

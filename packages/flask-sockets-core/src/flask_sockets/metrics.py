@@ -26,6 +26,8 @@ and when the socket closes. The series are listed in :doc:`/metrics`.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import typing as t
 import weakref
 
@@ -35,6 +37,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
     from flask import Response
     from prometheus_client import CollectorRegistry
+
+    from .rooms import Rooms
 
 __all__ = ["EXTENSION_KEY", "FLUSH_EVERY", "SocketMetrics", "SocketTap", "child_exit", "metrics_view"]
 
@@ -130,6 +134,27 @@ class SocketMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.broker_published = pc.Counter(
+            "broker_published",
+            "Messages this process published (sockets.publish, broadcast) through the message queue.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.broker_received = pc.Counter(
+            "broker_received",
+            "Messages this process received from the message queue (its own publishes too, without Redis).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.deliveries = pc.Counter(
+            "deliveries",
+            "Published messages handed to sockets (one per socket reached).",
+            namespace=ns,
+            registry=registry,
+        )
+        # What sync_rooms() already moved into the three above, by Rooms.
+        self._synced: weakref.WeakKeyDictionary[t.Any, list[float]] = weakref.WeakKeyDictionary()
+        self._sync_lock = threading.Lock()
         self.handler_seconds = pc.Histogram(
             "socket_duration_seconds",
             "How long sockets stayed open (handler start to close), by route.",
@@ -150,9 +175,38 @@ class SocketMetrics:
             metrics = _BY_REGISTRY[registry] = cls(registry)
         return metrics
 
-    def tap(self, ws: t.Any, route: str) -> SocketTap:
-        """Start counting a socket of ``route`` (its URL rule): see :class:`SocketTap`."""
-        return SocketTap(self, ws, route)
+    def tap(self, ws: t.Any, route: str, rooms: Rooms | None = None) -> SocketTap:
+        """Start counting a socket of ``route`` (its URL rule): see
+        :class:`SocketTap`. Its flushes also :meth:`sync_rooms` ``rooms``."""
+        return SocketTap(self, ws, route, rooms)
+
+    def sync_rooms(self, rooms: Rooms, force: bool = False) -> None:
+        """Move the message queue counts of ``rooms``
+        (:meth:`~flask_sockets.rooms.Rooms.stats`: published, received,
+        deliveries) since the last call into the Prometheus counters; at
+        most once a second unless ``force``. Called at the sockets' flushes
+        and by :func:`metrics_view`, so the rooms need no hook of their own."""
+        now = time.monotonic()
+        with self._sync_lock:
+            last = self._synced.get(rooms)
+            if last is None:
+                last = self._synced[rooms] = [-1.0, 0, 0, 0]
+            if not force and now - last[0] < 1.0:
+                return
+            last[0] = now
+            stats = rooms.stats()
+            for i, (key, counter) in enumerate(
+                (
+                    ("broker_published", self.broker_published),
+                    ("broker_received", self.broker_received),
+                    ("deliveries", self.deliveries),
+                ),
+                start=1,
+            ):
+                value = int(stats.get(key, 0))
+                if value > last[i]:
+                    counter.inc(value - last[i])
+                    last[i] = value
 
     def count_handshake(self, route: str, status: int) -> None:
         """Count a handshake answered with ``status``."""
@@ -191,9 +245,7 @@ class SocketTap:
 
     __slots__ = ("_closed_by_server", "_counted_101", "_started", "flush", "metrics", "route")
 
-    def __init__(self, metrics: SocketMetrics, ws: t.Any, route: str) -> None:
-        import time
-
+    def __init__(self, metrics: SocketMetrics, ws: t.Any, route: str, rooms: Rooms | None = None) -> None:
         self.metrics = metrics
         self.route = route
         self._closed_by_server: int | None = None
@@ -203,11 +255,11 @@ class SocketTap:
         self.flush: t.Callable[[], None] = _nothing
         metrics.open_sockets.labels(route).inc()
         try:
-            self._wrap(ws)
+            self._wrap(ws, rooms)
         except (AttributeError, TypeError):  # no __dict__: counted at open and close only
             self.flush = _nothing
 
-    def _wrap(self, ws: t.Any) -> None:
+    def _wrap(self, ws: t.Any, rooms: Rooms | None) -> None:
         receive, send_frame, close = ws.receive, ws.send_frame, ws.close
         send_nowait = getattr(ws, "send_nowait", None)
         route = self.route
@@ -229,6 +281,8 @@ class SocketTap:
                 messages_out.inc(n_out)
                 bytes_out.inc(b_out)
                 n_out = b_out = 0
+            if rooms is not None:
+                m.sync_rooms(rooms)
 
         def counted_receive(timeout: float | None = None) -> t.Any:
             nonlocal n_in, b_in
@@ -284,8 +338,6 @@ class SocketTap:
     def finish(self, ws: t.Any) -> None:
         """The handler ended and the socket is closed (or was never
         accepted): flush, count the close, and the socket is no longer open."""
-        import time
-
         m, route = self.metrics, self.route
         self.flush()
         if getattr(ws, "accepted", True):
@@ -350,7 +402,15 @@ def metrics_view() -> Response:
         registry = pc.CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        metrics = metrics_of(current_app)
+        registry = None
+    metrics = metrics_of(current_app)
+    if metrics is not None:
+        from .rooms import EXTENSION_KEY as ROOMS_KEY
+
+        rooms = current_app.extensions.get(ROOMS_KEY)
+        if rooms is not None:
+            metrics.sync_rooms(rooms, force=True)
+    if registry is None:
         registry = metrics.registry if metrics is not None else pc.REGISTRY
     return current_app.response_class(pc.generate_latest(registry), mimetype=pc.CONTENT_TYPE_LATEST)
 

@@ -122,7 +122,8 @@ def websocket_view(
             sock.configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
             metrics: SocketMetrics | None = app.extensions.get(METRICS_KEY)
             if metrics is not None:
-                tap = metrics.tap(ws, req.url_rule.rule if req.url_rule is not None else "")
+                route = req.url_rule.rule if req.url_rule is not None else ""
+                tap = metrics.tap(ws, route, app.extensions.get(ROOMS_KEY))
             _run_handler(app, handler, ws, sock, kwargs, defer_accept, tap)
         except ConnectionClosed:
             app.logger.debug("%s: the peer closed the socket", req.path)
