@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 import typing as t
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
@@ -42,6 +43,7 @@ __all__ = [
     "MessageQueueUnavailable",
     "broker_from_config",
     "check_message_queue",
+    "decode_envelope",
     "decode_message",
     "encode_message",
     "require_redis",
@@ -125,6 +127,11 @@ class Broker:
     def close(self) -> None:
         """Stop receiving and release connections."""
 
+    #: Called with the seconds from :meth:`publish` (in any process) to this
+    #: process receiving the message, for each message a broker receives
+    #: from elsewhere (:mod:`flask_sockets.metrics` sets it), or ``None``.
+    lag_observer: t.Callable[[float], None] | None = None
+
 
 class LocalBroker(Broker):
     """Delivers within this process, synchronously: :meth:`publish` hands
@@ -150,14 +157,28 @@ class LocalBroker(Broker):
 def encode_message(room: str | None, message: Message) -> str:
     """The JSON a message travels as: ``{"room": ..., "text": ...}`` for
     text, ``{"room": ..., "binary": <base64>}`` for binary; ``room`` is
-    ``null`` for a broadcast."""
+    ``null`` for a broadcast. ``"ts"`` is when it was published (Unix
+    seconds), for the publish-to-delivery lag."""
     if isinstance(message, str):
-        return json.dumps({"room": room, "text": message})
-    return json.dumps({"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii")})
+        return json.dumps({"room": room, "text": message, "ts": time.time()})
+    return json.dumps(
+        {"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii"), "ts": time.time()}
+    )
 
 
 def decode_message(data: str | bytes) -> tuple[str | None, Message]:
     """The ``(room, message)`` that :func:`encode_message` encoded.
+
+    :raises ValueError: If ``data`` is not such a message.
+    """
+    room, message, _ = decode_envelope(data)
+    return room, message
+
+
+def decode_envelope(data: str | bytes) -> tuple[str | None, Message, float | None]:
+    """The ``(room, message, published_at)`` that :func:`encode_message`
+    encoded; ``published_at`` is ``None`` if the message has no ``"ts"``
+    (an older publisher's).
 
     :raises ValueError: If ``data`` is not such a message.
     """
@@ -169,7 +190,8 @@ def decode_message(data: str | bytes) -> tuple[str | None, Message]:
         raise ValueError(f"not a Flask-Sockets message: {e!r}") from None
     if not (room is None or isinstance(room, str)) or not isinstance(message, (str, bytes)):
         raise ValueError("not a Flask-Sockets message: wrong types")
-    return room, message
+    published_at = payload.get("ts")
+    return room, message, published_at if isinstance(published_at, (int, float)) else None
 
 
 def redacted(url: str) -> str:

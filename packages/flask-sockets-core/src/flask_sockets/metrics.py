@@ -152,6 +152,13 @@ class SocketMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.broker_lag = pc.Histogram(
+            "broker_lag_seconds",
+            "Seconds from publish (in any process or host) to this process receiving the message from Redis.",
+            namespace=ns,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
         # What sync_rooms() already moved into the three above, by Rooms.
         self._synced: weakref.WeakKeyDictionary[t.Any, list[float]] = weakref.WeakKeyDictionary()
         self._sync_lock = threading.Lock()
@@ -177,7 +184,12 @@ class SocketMetrics:
 
     def tap(self, ws: t.Any, route: str, rooms: Rooms | None = None) -> SocketTap:
         """Start counting a socket of ``route`` (its URL rule): see
-        :class:`SocketTap`. Its flushes also :meth:`sync_rooms` ``rooms``."""
+        :class:`SocketTap`. Its flushes also :meth:`sync_rooms` ``rooms``,
+        and the broker of ``rooms`` reports its lag here."""
+        if rooms is not None:
+            broker = rooms.broker
+            if broker.lag_observer is None:
+                broker.lag_observer = self.broker_lag.observe
         return SocketTap(self, ws, route, rooms)
 
     def sync_rooms(self, rooms: Rooms, force: bool = False) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import typing as t
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
@@ -29,7 +30,7 @@ from .brokers import DEFAULT_CHANNEL
 from .brokers import Broker
 from .brokers import Deliver
 from .brokers import MessageQueueUnavailable
-from .brokers import decode_message
+from .brokers import decode_envelope
 from .brokers import encode_message
 from .brokers import redacted
 from .brokers import require_redis
@@ -420,10 +421,13 @@ class RedisBroker(Broker):
 
     def _dispatch(self, data: str | bytes) -> None:
         try:
-            room, message = decode_message(data)
+            room, message, published_at = decode_envelope(data)
         except ValueError as e:
             logger.warning("%r: ignored a message: %s", self, e)
             return
+        observe = self.lag_observer
+        if observe is not None and published_at is not None:
+            observe(max(0.0, time.time() - published_at))
         deliver = self._deliver
         if deliver is None:  # pragma: no cover - set before a subscriber starts
             return
