@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 from tests.conftest import TIMEOUT
 from tests.conftest import Server
 from tests.conftest import wait_until
+from tests.gevent.rawclient import RawClient
 from tests.gunicorn.conftest import http_get
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -132,6 +133,33 @@ def test_metrics_count_publishes_and_deliveries(serve: t.Callable[..., Server]) 
     assert value(samples, "flask_sockets_messages_total", route="/room", direction="in") == 3
     # The greetings and the deliveries (sent by the rooms: send_nowait or send).
     assert value(samples, "flask_sockets_messages_total", route="/room", direction="out") == 2 + 6
+
+
+def test_metrics_count_a_slow_consumer_cut(serve: t.Callable[..., Server]) -> None:
+    """A client that never reads while its room gets 64 x 256 KiB: its send
+    queue (4) overflows, it is closed with 1008, counted as a slow consumer
+    and as a close by the server."""
+    app, sockets = make_app()
+    app.config.update(SOCKETS_SEND_QUEUE_SIZE=4, SOCKETS_CLOSE_TIMEOUT=0.5, SOCKETS_COMPRESSION=False)
+
+    @sockets.route("/flood")
+    def flood(ws: t.Any) -> None:
+        ws.receive()
+        for _ in range(64):
+            sockets.publish("lobby", b"x" * 256 * 1024)
+
+    server = serve(app)
+    stuck = RawClient(server.host, server.port, "/room")  # joins "lobby", then never reads
+    try:
+        wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 1)
+        with connect(server.ws_url + "/flood", open_timeout=TIMEOUT) as ws:
+            ws.send("go")
+            wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
+    finally:
+        stuck.close()
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_slow_consumers_closed_total", route="/room") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/room", code="1008", side="server") == 1
 
 
 def test_metrics_are_off_by_default_and_the_core_works_without_prometheus_client() -> None:

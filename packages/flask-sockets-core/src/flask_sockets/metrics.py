@@ -32,6 +32,7 @@ import typing as t
 import weakref
 
 from .protocol import CloseCode
+from .rooms import SLOW_CONSUMER_REASON
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
@@ -53,7 +54,6 @@ FLUSH_EVERY = 64
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _BINARY = 2
-_SLOW_REASON = "Send queue full: the client does not read fast enough"  # rooms.SLOW_CONSUMER_REASON
 
 
 def _import_prometheus() -> t.Any:
@@ -319,7 +319,7 @@ class SocketTap:
             if tap._closed_by_server is None and not ws.closed:
                 tap._closed_by_server = int(code)
                 reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-                if code == CloseCode.POLICY_VIOLATION and reason == _SLOW_REASON:
+                if code == CloseCode.POLICY_VIOLATION and reason == SLOW_CONSUMER_REASON:
                     tap.metrics.slow_consumers.labels(route).inc()
             close(code, message)
 
