@@ -29,6 +29,13 @@ slowloris  N connections (500) each send one byte of an upgrade request every
            second: when the server drops them, and how the normal client fares.
 firehose   A client asks ``/firehose`` for 64 KiB messages and never reads:
            whether and when the server's send gives up.
+flood      ``messages-4``: a victim does a 32-byte echo every 20 ms, first
+           alone (its quiet p99), then while 4 attackers flood complete 8-byte
+           text messages: when the server closes the attackers (flood
+           control), and the victim's p99 against its quiet p99.
+
+The victims of ``fairness`` and ``flood`` start a round trip every 20 ms (50
+a second, within our default flood control of 100 messages a second).
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ ZERO_MASK = b"\0\0\0\0"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 #: Bytes of prebuilt frames written at a time by the floods.
 CHUNK = 64 * 1024
+#: Seconds between the starts of two of the victim's round trips: 50 a
+#: second, a lively client well within our default flood control (100
+#: messages a second), which closes a client sending back to back.
+VICTIM_INTERVAL = 0.02
 #: No close frame came: the connection just ended (RFC 6455, 7.1.5).
 ABNORMAL = 1006
 MIB = 1024 * 1024
@@ -412,11 +423,16 @@ class Victim:
         self.waiting_since = None
         return perf_counter() - started
 
-    async def loop(self, until: float) -> None:
-        """Round trips until ``until``; the one under way then may finish later (not counted)."""
+    async def loop(self, until: float, interval: float = VICTIM_INTERVAL) -> None:
+        """Round trips until ``until``, one every ``interval`` seconds (or
+        back to back if a round trip takes longer); the one under way then
+        may finish later (not counted)."""
         try:
+            began, n = perf_counter(), 0
             while perf_counter() < until:
                 self.latencies.append(await self.echo(max(0.001, until - perf_counter())))
+                n += 1
+                await asyncio.sleep(max(0.0, min(until, began + n * interval) - perf_counter()))
         except asyncio.TimeoutError:
             pass  # an echo outstanding at the end of the window
         except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
@@ -444,7 +460,10 @@ async def fairness(args: argparse.Namespace) -> dict[str, t.Any]:
     victim = Victim(args.url)
     await victim.connect()
     # The victim's baseline, before any attack.
-    baseline = [await victim.echo(STEP_TIMEOUT) for _ in range(50)]
+    baseline = []
+    for _ in range(50):
+        baseline.append(await victim.echo(STEP_TIMEOUT))
+        await asyncio.sleep(VICTIM_INTERVAL)
     window = Window(args.server_pid)
     attackers = [Attacker(first, frame) for _ in range(attackers_n)]
     started = perf_counter()
@@ -492,6 +511,60 @@ async def fairness(args: argparse.Namespace) -> dict[str, t.Any]:
         "victim_error": victim.error,
         # Seconds from the attackers' end (they abort their connections) to the victim's next echo.
         "victim_recovered_after_s": recovered,
+        "attackers_detail": [a.summary() for a in attackers],
+        **usage,
+    }
+
+
+# -- flood (valid messages) ------------------------------------------------------
+
+
+async def flood(args: argparse.Namespace) -> dict[str, t.Any]:
+    """A victim's echo round trips (one every 20 ms) for the window with no
+    attack (its quiet figures), then for the window again from the moment 4
+    attackers start flooding complete 8-byte text messages (reading and
+    discarding the echoes) for the window and a second more: whether and
+    when the server closed each attacker, and the victim's p99 under attack
+    against its quiet p99."""
+    _, _, count = args.scenario.partition("-")
+    attackers_n = int(count)
+    victim = Victim(args.url)
+    await victim.connect()
+    await victim.loop(perf_counter() + 1.0)  # warm-up
+    victim.latencies = []
+    await victim.loop(perf_counter() + args.duration)
+    quiet = victim.latencies
+    victim.latencies = []
+    window = Window(args.server_pid)
+    attackers = [Attacker(b"", client_frame(OP_TEXT, b"abcdefgh")) for _ in range(attackers_n)]
+    started = perf_counter()
+    tasks = [asyncio.ensure_future(a.run(args.url, started + args.duration + 1.0)) for a in attackers]
+    window.start()
+    await victim.loop(started + args.duration)
+    usage = window.stop()
+    stalled = None if victim.waiting_since is None else perf_counter() - victim.waiting_since
+    await asyncio.gather(*tasks)
+    await victim.close()
+    lat = victim.latencies
+    quiet_p99, p99 = pct(quiet, 0.99), pct(lat, 0.99)
+    cut = [a.closed_after for a in attackers if a.closed_code is not None and a.closed_code != ABNORMAL]
+    return {
+        "scenario": args.scenario,
+        "attackers": attackers_n,
+        "attack": "complete 8-byte text messages, echoes read and discarded",
+        "victim_quiet_echoes": len(quiet),
+        "victim_quiet_p50_ms": None if not quiet else ms(pct(quiet, 0.5) or 0.0),
+        "victim_quiet_p99_ms": None if quiet_p99 is None else ms(quiet_p99),
+        "victim_echoes": len(lat),
+        "victim_p50_ms": None if not lat else ms(pct(lat, 0.5) or 0.0),
+        "victim_p99_ms": None if p99 is None else ms(p99),
+        "victim_max_ms": None if not lat else ms(max(lat)),
+        "victim_p99_ratio": None if not quiet_p99 or p99 is None else round(p99 / quiet_p99, 2),
+        "victim_stalled_ms": None if stalled is None else ms(stalled),
+        "victim_error": victim.error,
+        # Attackers closed with a close frame, and the last of them after (s).
+        "attackers_cut": len(cut),
+        "attackers_cut_within_s": None if len(cut) < attackers_n else round(max(t.cast("list[float]", cut)), 3),
         "attackers_detail": [a.summary() for a in attackers],
         **usage,
     }
@@ -869,6 +942,7 @@ WORKLOADS: dict[str, t.Callable[[argparse.Namespace], t.Awaitable[dict[str, t.An
     "oversize": oversize,
     "slowloris": slowloris,
     "firehose": firehose,
+    "flood": flood,
 }
 #: Each workload's scenarios; the runner starts a fresh server for each one.
 SCENARIOS = {
@@ -877,6 +951,7 @@ SCENARIOS = {
     "oversize": ("2MiB", "4MiB", "20MiB"),
     "slowloris": ("500",),
     "firehose": ("64KiB",),
+    "flood": ("messages-4",),
 }
 
 
@@ -886,7 +961,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("url", help="the server's echo route, ws://127.0.0.1:PORT/echo")
     parser.add_argument("--server-pid", type=int, required=True, help="the server process (children included)")
     parser.add_argument("--scenario", help="one of the workload's scenarios (default: the first)")
-    parser.add_argument("--duration", type=float, default=5.0, help="fairness: seconds the victim is measured")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="fairness, flood: seconds the victim is measured (flood: twice)"
+    )
     parser.add_argument("--deadline", type=float, help="seconds the hostile clients keep at it, at most")
     parser.add_argument("--empty-fragments", type=int, default=3_000_000, help="fragments: per connection, at most")
     parser.add_argument("--byte-fragments", type=int, default=1_000_000, help="fragments: per connection, at most")

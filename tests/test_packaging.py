@@ -351,6 +351,22 @@ def test_bump_without_packaging(copy_root: Path):
     assert {p["project"]["version"] for p in load(copy_root).values()} == {"2!1.0.post1.dev3"}
 
 
+# --- fast: the core's wheel ships the browser client ---------------------------
+
+
+def test_the_core_wheel_ships_the_browser_client(tmp_path: Path):
+    """flask-sockets.js and its .d.ts are package data of flask_sockets (the
+    extension serves the file from the installed package), byte for byte."""
+    build_env = {k: v for k, v in os.environ.items() if k != "HATCH_ENV_ACTIVE"}
+    core = PACKAGES / "flask-sockets-core"
+    run([*hatch_command(), "build", "-t", "wheel", tmp_path], timeout=300, cwd=core, env=build_env)
+    (wheel,) = tmp_path.glob("flask_sockets_core-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for name in ("flask-sockets.js", "flask-sockets.d.ts"):
+            source = core / "src" / "flask_sockets" / "static" / name
+            assert archive.read(f"flask_sockets/static/{name}") == source.read_bytes(), name
+
+
 # --- slow: wheels in a fresh virtualenv --------------------------------------
 
 #: The first example of the original Flask-Sockets README, verbatim.
@@ -480,6 +496,8 @@ def test_wheels_install_into_a_fresh_venv(installed: Installed, tmp_path: Path):
                 continue
             assert f"{module}/py.typed" in names
             assert (installed.site_packages / module / "py.typed").is_file()
+            if module == "flask_sockets":  # the browser client, which the extension serves
+                assert {f"{module}/static/flask-sockets.js", f"{module}/static/flask-sockets.d.ts"} <= set(names)
             # What pip installed is what hatch built (not a same-named release from an index).
             for name in names:
                 if name.startswith(f"{module}/"):

@@ -427,6 +427,67 @@ def test_keepalive_failure() -> None:
     assert conn.failed and conn.state is State.CLOSING
 
 
+def test_keepalive_pings_a_silent_peer_and_fails_it_without_an_answer() -> None:
+    """The connection decides the keepalive: next_deadline() says when to
+    look, handle_timer() queues a ping after ping_interval of silence and
+    fails the connection (1011) ping_timeout after it, unanswered."""
+    clock = Clock()
+    conn = opened(clock=clock, ping_interval=10.0, ping_timeout=4.0)
+    conn.last_heard = clock.now
+    assert conn.next_deadline() == clock.now + 10.0
+    clock.now += 9.9
+    conn.handle_timer()
+    assert conn.data_to_send() == []  # not silent long enough
+    clock.now += 0.1
+    conn.handle_timer()
+    ((opcode, _),) = sent(conn)
+    assert opcode == Opcode.PING
+    assert conn.next_deadline() == clock.now + 4.0  # the answer is due
+    clock.now += 3.9
+    conn.handle_timer()
+    assert conn.state is State.OPEN and conn.data_to_send() == []
+    clock.now += 0.1
+    conn.handle_timer()
+    ((opcode, payload),) = sent(conn)
+    assert opcode == Opcode.CLOSE
+    assert close_of(payload) == (CloseCode.INTERNAL_ERROR, KEEPALIVE_REASON)
+    assert conn.failed and conn.state is State.CLOSING
+    assert conn.next_deadline() == conn.close_deadline
+
+
+def test_keepalive_leaves_a_peer_that_answers_alone() -> None:
+    """Hearing from the peer after the ping (its pong, any bytes, a send
+    making progress: the I/O layer sets last_heard) cancels the failure and
+    starts a new interval."""
+    clock = Clock()
+    conn = opened(clock=clock, ping_interval=10.0, ping_timeout=4.0)
+    conn.last_heard = clock.now
+    for _ in range(3):
+        clock.now += 10.0
+        conn.handle_timer()
+        ((opcode, payload),) = sent(conn)
+        assert opcode == Opcode.PING
+        clock.now += 1.0
+        conn.receive_data(client(WsOpcode.PONG, payload))
+        conn.last_heard = clock.now
+        assert [type(event) for event in events(conn)] == [Pong]
+        assert conn.next_deadline() == clock.now + 10.0
+        clock.now += 4.0  # past the ping's timeout: answered, so nothing happens
+        conn.handle_timer()
+        assert conn.state is State.OPEN and conn.data_to_send() == []
+        clock.now = conn.last_heard
+
+
+def test_keepalive_off() -> None:
+    """Without ping_interval (the default of a bare Connection), there is no deadline and no ping."""
+    clock = Clock()
+    conn = opened(clock=clock)
+    clock.now += 1e6
+    conn.handle_timer()
+    assert conn.next_deadline() is None
+    assert conn.data_to_send() == [] and conn.state is State.OPEN
+
+
 def test_fail_after_the_close_handshake_does_nothing() -> None:
     conn = opened()
     conn.receive_data(client_close(CloseCode.NORMAL_CLOSURE))

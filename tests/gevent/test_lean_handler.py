@@ -66,3 +66,75 @@ def test_an_open_websocket_keeps_a_small_handler(serve):
         state = json.loads(ws.recv(timeout=5))
     assert state["frames"] == ["run_application", "handle"]
     assert state["dict_size"] < 1000, state
+
+
+def _stack_under_route() -> list[str]:
+    """From inside a socket route: the functions on the stack, outermost first."""
+    frame = sys._getframe(1)
+    names = []
+    while frame is not None:
+        names.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}")
+        frame = frame.f_back
+    return names[::-1]
+
+
+def test_the_stack_under_a_socket_route_has_no_extra_c_level_calls(serve):
+    # Each call that re-enters the interpreter's C loop (calling an instance,
+    # a ``*args`` call) stays on the saved C stack of every parked handler
+    # greenlet: ~750 bytes for Flask.__call__, ~370 for gevent's
+    # ``handle(*args)`` helper, per open connection.
+    app = Flask(__name__)
+    sockets = Sockets(app)
+    seen: dict[str, object] = {}
+
+    @sockets.route("/stack")
+    def stack(ws):
+        handler = _handler_state()
+        seen["stack"] = _stack_under_route()
+        seen["headers"] = len(ws.handler.headers.items())
+        seen["response_headers"] = ws.handler.response_headers
+        seen["handler"] = handler
+        ws.send("ok")
+        ws.receive()
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/stack") as ws:
+        assert ws.recv(timeout=5) == "ok"
+    names = seen["stack"]
+    assert "app.py:__call__" not in names, names  # Flask's wsgi_app is called directly
+    assert "baseserver.py:_handle_and_close_when_done" not in names, names
+    assert "app.py:wsgi_app" in names and "server.py:_serve_connection" in names, names
+    # The parsed request head and the 101's headers are dropped once the 101 is out.
+    assert seen["headers"] == 0
+    assert seen["response_headers"] is None
+
+
+def test_wsgi_middleware_and_an_overridden_call_still_run_for_socket_routes(serve):
+    class App(Flask):
+        calls = 0
+
+        def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]
+            type(self).calls += 1
+            return super().__call__(environ, start_response)
+
+    def middleware(wsgi_app):  # type: ignore[no-untyped-def]
+        def wrapped(environ, start_response):  # type: ignore[no-untyped-def]
+            environ["test.middleware"] = "ran"
+            return wsgi_app(environ, start_response)
+
+        return wrapped
+
+    for app in (Flask(__name__), App(__name__)):
+        app.wsgi_app = middleware(app.wsgi_app)  # type: ignore[method-assign]
+        sockets = Sockets(app)
+
+        @sockets.route("/mw")
+        def mw(ws):
+            from flask import request
+
+            ws.send(request.environ.get("test.middleware", "missing"))
+
+        server = serve(app)
+        with connect(f"{server.ws_url}/mw") as ws:
+            assert ws.recv(timeout=5) == "ran"
+    assert App.calls == 1

@@ -162,6 +162,25 @@ def test_metrics_count_a_slow_consumer_cut(serve: t.Callable[..., Server]) -> No
     assert value(samples, "flask_sockets_closes_total", route="/room", code="1008", side="server") == 1
 
 
+def test_metrics_count_flood_control_closes(serve: t.Callable[..., Server]) -> None:
+    """A client over the message rate is closed with 1008 by flood control:
+    counted in flask_sockets_rate_limited_total and as a server close."""
+    app, _ = make_app()
+    app.config.update(SOCKETS_MESSAGE_RATE=5, SOCKETS_MESSAGE_BURST=5)
+    server = serve(app)
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        with pytest.raises(ConnectionClosed) as excinfo:
+            for i in range(50):
+                ws.send(f"m{i}")
+            while True:
+                ws.recv(timeout=TIMEOUT)
+        assert excinfo.value.rcvd is not None and excinfo.value.rcvd.code == 1008
+    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/echo") == 0)
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_rate_limited_total", route="/echo", limit="messages", action="close") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/echo", code="1008", side="server") == 1
+
+
 def test_metrics_are_off_by_default_and_the_core_works_without_prometheus_client() -> None:
     """Without prometheus_client: sockets work; SOCKETS_METRICS = True says how to install it."""
     code = """

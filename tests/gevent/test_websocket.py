@@ -269,3 +269,43 @@ def test_a_failed_connection_reports_the_server_s_code(app_and_sockets, serve):
         client.close()
     wait_until(lambda: seen)
     assert seen == [(None, CloseCode.INVALID_DATA, "Invalid UTF-8 in text")]
+
+
+def test_one_connection_closed_and_the_socket_class_name(app_and_sockets, serve):
+    """Using a closed gevent socket raises the core's ConnectionClosed
+    (flask_sockets_gevent.ConnectionClosed is that same class), which
+    gevent-websocket's WebSocketError catches too, as 0.2 apps do. The
+    socket is GeventWebSocket, a class of its own (not gevent-websocket's
+    WebSocket); the old name still imports, with a DeprecationWarning."""
+    import geventwebsocket.websocket
+    from geventwebsocket.exceptions import WebSocketError
+
+    import flask_sockets_gevent
+
+    assert flask_sockets_gevent.ConnectionClosed is SocketClosed
+    with pytest.warns(DeprecationWarning, match="GeventWebSocket"):
+        assert flask_sockets_gevent.WebSocket is flask_sockets_gevent.GeventWebSocket
+    app, sockets = app_and_sockets
+    results = {}
+
+    @sockets.route("/closed")
+    def closed(ws):
+        results["class"] = type(ws)
+        results["gevent-websocket's"] = isinstance(ws, geventwebsocket.websocket.WebSocket)
+        ws.close()
+        for name, caught in (("core", SocketClosed), ("0.2", WebSocketError)):
+            try:
+                ws.send("after the close")
+            except caught:
+                results[name] = "caught"
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/closed") as ws, pytest.raises(ConnectionClosed):
+        ws.recv(timeout=5)
+    wait_until(lambda: "0.2" in results)
+    assert results == {
+        "class": flask_sockets_gevent.GeventWebSocket,
+        "gevent-websocket's": False,
+        "core": "caught",
+        "0.2": "caught",
+    }

@@ -53,7 +53,7 @@ def test_worker_serves_http_and_websocket_routes(gunicorn):
 
     info = _info(server.ws_url, "/info?x=1")
     # Our socket class, and gunicorn's environ additions from PyWSGIHandler.get_environ.
-    assert info["socket_class"] == "flask_sockets_gevent.websocket.WebSocket"
+    assert info["socket_class"] == "flask_sockets_gevent.websocket.GeventWebSocket"
     assert info["has_gunicorn_sock"] is True
     assert info["raw_uri"] == "/info?x=1"
     assert "gunicorn/" in str(info["server_software"])
@@ -72,7 +72,7 @@ def test_other_worker_names_serve_the_app(gunicorn, worker):
     assert http_get(server.http_url + "/") == (200, "hello from http")
     assert ws_messages(server.ws_url + "/echo", "legacy?") == ["legacy?"]
     assert ws_messages(server.ws_url + "/greet/ann/1") == ["hello ann"]
-    assert _info(server.ws_url)["socket_class"] == "flask_sockets_gevent.websocket.WebSocket"
+    assert _info(server.ws_url)["socket_class"] == "flask_sockets_gevent.websocket.GeventWebSocket"
     assert f"Using worker: {worker}" in process.output()
 
 
@@ -212,6 +212,17 @@ def test_access_log_line_for_websocket(gunicorn):
     assert "Traceback" not in output
     assert "Error handling request" not in output
     assert "[ERROR]" not in output
+
+
+def test_access_log_names_request_headers_of_a_websocket(gunicorn):
+    """``%({name}i)s`` in the access log format shows a socket's request headers,
+    although the handler drops the parsed request head at the 101."""
+    process = gunicorn("--access-logfile", "-", "--access-logformat", "%(r)s %(s)s x-test=%({x-test}i)s")
+    server = process.server
+    with connect(server.ws_url + "/echo", additional_headers={"X-Test": "seen"}, open_timeout=TIMEOUT) as ws:
+        ws.send("logged")
+        assert ws.recv(timeout=TIMEOUT) == "logged"
+    wait_for_match(process.output, r'"?GET /echo HTTP/1\.1"? 101 x-test=seen$')
 
 
 def test_long_lived_websocket_outlives_worker_timeout(gunicorn):

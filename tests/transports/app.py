@@ -16,6 +16,8 @@ from flask_sockets import Sockets
 
 #: Small, so that a test can go over it cheaply.
 MAX_MESSAGE_SIZE = 1024
+#: The keepalive of /keepalive: small, so that a test sees several rounds in a second.
+PING_INTERVAL, PING_TIMEOUT = 0.2, 0.3
 
 app = Flask(__name__)
 app.config.update(SOCKETS_MAX_MESSAGE_SIZE=MAX_MESSAGE_SIZE)
@@ -29,11 +31,33 @@ _closes_changed = threading.Condition()
 @sockets.route("/echo/<id>")
 def echo(ws, id):
     """Echo every message; record how the client closed."""
+    _echo_and_record(ws, id)
+
+
+def _echo_and_record(ws, id):
     while (message := ws.receive()) is not None:
         ws.send(message)
     with _closes_changed:
         _closes[id] = (ws.close_code, ws.close_reason)
         _closes_changed.notify_all()
+
+
+@sockets.route("/keepalive/<id>", defer_accept=True)
+def keepalive(ws, id):
+    """/echo with a keepalive of PING_INTERVAL and PING_TIMEOUT seconds
+    (set before the handshake is answered, when the keepalive starts)."""
+    ws.ping_interval, ws.ping_timeout = PING_INTERVAL, PING_TIMEOUT
+    ws.accept()
+    _echo_and_record(ws, id)
+
+
+@sockets.route("/until-shutdown/<id>")
+def until_shutdown(ws, id):
+    """Echo until the socket closes, then log how it closed (the server
+    stops meanwhile: the log is what a test can still read)."""
+    while (message := ws.receive()) is not None:
+        ws.send(message)
+    app.logger.warning("until-shutdown %s saw %s %r", id, ws.close_code, ws.close_reason)
 
 
 @sockets.route("/close-of/<id>")
@@ -77,3 +101,24 @@ def refused_frames(ws):
         except ValueError:
             errors.append("ValueError")
     ws.send(" ".join(errors))
+
+
+#: The flood control of ``/limited``: 20 messages a second, 5 at once.
+LIMITED_RATE, LIMITED_BURST = 20, 5
+
+
+@sockets.route("/limited", flood_control={"message_rate": LIMITED_RATE, "message_burst": LIMITED_BURST})
+def limited(ws):
+    """Echo, under a route's own (small) flood control."""
+    while (message := ws.receive()) is not None:
+        ws.send(message)
+
+
+@sockets.route("/strict")
+def strict(ws):
+    """Echo "ok"; anything else is an error the app counts (the error budget)."""
+    while (message := ws.receive()) is not None:
+        if message == "ok":
+            ws.send("ok")
+        elif ws.count_error():
+            ws.send("rejected")

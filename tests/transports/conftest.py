@@ -43,6 +43,17 @@ TRANSPORTS = ["gevent-run", "gunicorn-gevent", "gunicorn-gthread", "devserver", 
 #: that do not have it, and why. A test of such a behaviour asks
 #: :func:`lacks` and must not run on these; on every other transport it runs.
 DIFFERENCES: dict[str, dict[str, str]] = {
+    "silent-peer": {
+        # Its test end always answers pings, as websockets' client protocol
+        # does; the "devserver" row runs the same socket class and timer.
+        "testclient": "the test end always answers pings (websockets' client protocol)",
+    },
+    "server-shutdown": {
+        "testclient": "no server to shut down (each test ends its own connections)",
+        # Werkzeug's development server has no shutdown hook for an app:
+        # its sockets end with the process (Ctrl+C).
+        "devserver": "Werkzeug's development server tells the app nothing when it stops",
+    },
     "raw-frames": {
         # The test client has no network socket a raw client could reach:
         # its test end speaks through websockets' client protocol, which
@@ -213,6 +224,12 @@ class _Servers:
             server, stop = start_devserver(app)
             self._stops.append(stop)
             return Transport(name, self._in_process_log(), server)
+        process = self.start_process(name)
+        return Transport(name, process.output, process.server)
+
+    def start_process(self, name: str) -> Process:
+        """Start a server process of transport ``name`` (one that a test
+        may stop: the shared one is left running); stopped at the end."""
         port = free_port()
         if name == "gevent-run":
             argv = [sys.executable, "-m", "tests.transports.run_gevent", str(port)]
@@ -222,10 +239,8 @@ class _Servers:
             options = ("--threads", "4") if name == "gunicorn-gthread" else ()
             argv = gunicorn_argv(*options, port=port, chdir=ROOT, worker=worker, app="tests.transports.app:app")
             env = GUNICORN_ENV
-        process = start_process(
-            argv, port=port, log_path=self._directory / f"{name}.log", env=env, started=self._processes
-        )
-        return Transport(name, process.output, process.server)
+        log_path = self._directory / f"{name}-{len(self._processes)}.log"
+        return start_process(argv, port=port, log_path=log_path, env=env, started=self._processes)
 
     def stop(self) -> None:
         for process in self._processes:
@@ -258,3 +273,10 @@ def transport(request: pytest.FixtureRequest, _servers: _Servers) -> t.Iterator[
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed and served.server is not None:
         sys.stderr.write(f"\n--- log of {served.name}:\n{served.log()}")
+
+
+@pytest.fixture
+def own_server(transport: Transport, _servers: _Servers) -> t.Callable[[], Process]:
+    """``own_server()`` starts another server process of the current
+    transport, for a test that stops it (a server-process transport only)."""
+    return lambda: _servers.start_process(transport.name)

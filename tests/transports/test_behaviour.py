@@ -3,15 +3,31 @@ for the transports and :data:`~tests.transports.conftest.DIFFERENCES`)."""
 
 from __future__ import annotations
 
+import signal
+import struct
+import time
+import typing as t
 import uuid
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
 from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import Opcode
+from flask_sockets.ratelimit import CONTROL_RATE_REASON
+from flask_sockets.ratelimit import ERROR_LIMIT_REASON
+from flask_sockets.ratelimit import MESSAGE_RATE_REASON
+from tests.conftest import TIMEOUT
+from tests.conftest import Process
 from tests.gevent.rawclient import RawClient
+from tests.gevent.rawclient import encode_frame
 from tests.gunicorn.conftest import wait_for_match
+from tests.transports.app import LIMITED_BURST
+from tests.transports.app import LIMITED_RATE
 from tests.transports.app import MAX_MESSAGE_SIZE
+from tests.transports.app import PING_INTERVAL
+from tests.transports.app import PING_TIMEOUT
 from tests.transports.conftest import Transport
 from tests.transports.conftest import lacks
 
@@ -107,3 +123,151 @@ def test_compression_is_negotiated_when_offered(transport: Transport, offered: b
             assert ws.extensions is None
         ws.send("compressible " * 50)
         assert ws.recv() == "compressible " * 50
+
+
+def test_keepalive_closes_a_peer_that_never_answers_pings(transport: Transport):
+    """A client that never answers pings is pinged after PING_INTERVAL of
+    silence and closed with 1011 "keepalive ping timeout" PING_TIMEOUT
+    later; the handler's receive() returns None and it sees that close."""
+    if reason := lacks(transport, "silent-peer"):
+        pytest.skip(reason)
+    assert transport.server is not None
+    id = str(uuid.uuid4())
+    client = RawClient(transport.server.host, transport.server.port, f"/keepalive/{id}")
+    try:
+        assert client.status == 101
+        opcode, _ = client.read_frame()  # nothing sent yet: the keepalive's ping
+        assert opcode == Opcode.PING
+        started = time.monotonic()
+        assert client.read_close() == (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        # (Bounded loosely: a loaded machine is slow, but not by a whole TIMEOUT.)
+        assert time.monotonic() - started < PING_TIMEOUT + TIMEOUT / 2
+    finally:
+        client.close()
+    with transport.connect(f"/close-of/{id}") as ws:
+        assert ws.recv() == repr((int(CloseCode.INTERNAL_ERROR), "keepalive ping timeout"))
+
+
+def test_keepalive_leaves_a_peer_that_answers_alone(transport: Transport):
+    """A client that answers pings (websockets' and the test client's ends
+    do) stays open over several rounds of ping and pong."""
+    id = str(uuid.uuid4())
+    with transport.connect(f"/keepalive/{id}") as ws:
+        time.sleep(4 * (PING_INTERVAL + PING_TIMEOUT))  # quiet: the server pings, the client answers
+        ws.send("still here")
+        assert ws.recv() == "still here"
+        ws.close(CloseCode.NORMAL_CLOSURE, "done")
+    with transport.connect(f"/close-of/{id}") as ws:
+        assert ws.recv() == repr((int(CloseCode.NORMAL_CLOSURE), "done"))
+
+
+def test_server_shutdown_closes_open_sockets_1001(transport: Transport, own_server: t.Callable[[], Process]):
+    """The server is told to stop (SIGTERM) with a socket open: the client
+    gets close 1001 "Server shutting down", the handler's receive() returns
+    None and it sees that close, and the server exits."""
+    if reason := lacks(transport, "server-shutdown"):
+        pytest.skip(reason)
+    process = own_server()
+    id = str(uuid.uuid4())
+    with ws_connect(f"{process.server.ws_url}/until-shutdown/{id}", open_timeout=TIMEOUT) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=TIMEOUT) == "hello"
+        process.popen.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=TIMEOUT)
+    assert closed.value.rcvd is not None, "the server ended the connection without a close frame"
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (CloseCode.GOING_AWAY, "Server shutting down")
+    assert process.popen.wait(TIMEOUT) == 0
+    assert f"until-shutdown {id} saw 1001 'Server shutting down'" in process.output()
+# -- flood control -------------------------------------------------------------------------
+
+
+def _flood(ws: t.Any, messages: int) -> int:
+    """Send ``messages`` small messages without reading, then read: the
+    echoes that came back before the server's close (``recv`` is ``None``)."""
+    for _ in range(messages):
+        try:
+            ws.send("f")
+        except Exception:  # the server's close frame arrived: sending is over (websockets' or ours)
+            break
+    echoes = 0
+    while ws.recv() is not None:
+        echoes += 1
+    return echoes
+
+
+def test_a_flood_of_small_messages_closes_1008_by_default(transport: Transport):
+    """Flood control is on by default (100 messages a second, 200 at once):
+    1,000 small messages sent at once get their first 200 (and the few the
+    rate adds meanwhile) echoed, then a close with 1008. The server warns,
+    naming the key that sets the limit."""
+    mark = len(transport.log())
+    id = str(uuid.uuid4())
+    with transport.connect(f"/echo/{id}") as ws:
+        echoes = _flood(ws, 1000)
+        assert (ws.close_code, ws.close_reason) == (CloseCode.POLICY_VIOLATION, MESSAGE_RATE_REASON)
+    assert 200 <= echoes < 1000
+    wait_for_match(
+        lambda: transport.log()[mark:],
+        rf"Closed a WebSocket to /echo/{id} with 1008 \(message rate limit exceeded; see SOCKETS_MESSAGE_RATE\)",
+    )
+
+
+def test_a_route_sets_its_own_flood_control_and_a_client_within_it_is_untouched(transport: Transport):
+    """``/limited`` takes 20 messages a second, 5 at once. A client sending
+    one every 60 ms for 1.2 s (20 messages: 4 times the burst, so only the
+    refill lets them through) is untouched, while on the same server a
+    flooding client is closed 1008 after about 5."""
+    with transport.connect("/limited") as calm:
+        began = time.monotonic()
+        for i in range(4 * LIMITED_BURST):
+            time.sleep(max(0.0, began + i * 1.2 / LIMITED_RATE - time.monotonic()))
+            calm.send(f"calm {i}")
+            if i == 2:
+                with transport.connect("/limited") as flood:
+                    echoes = _flood(flood, 200)
+                    assert (flood.close_code, flood.close_reason) == (CloseCode.POLICY_VIOLATION, MESSAGE_RATE_REASON)
+                assert LIMITED_BURST <= echoes < 20
+            assert calm.recv() == f"calm {i}"
+        calm.close()
+        assert calm.close_code == CloseCode.NORMAL_CLOSURE
+
+
+def test_the_error_budget_closes_1008(transport: Transport):
+    """The app counts each message it rejects (``ws.count_error()``): 20
+    errors pass, the 21st closes with 1008 "error limit exceeded"."""
+    with transport.connect("/strict") as ws:
+        ws.send("ok")
+        assert ws.recv() == "ok"
+        for _ in range(20):
+            ws.send("bad")
+            assert ws.recv() == "rejected"
+        ws.send("bad")
+        assert ws.recv() is None
+        assert (ws.close_code, ws.close_reason) == (CloseCode.POLICY_VIOLATION, ERROR_LIMIT_REASON)
+
+
+def test_a_ping_flood_is_answered_up_to_its_cap_then_closed_1008(transport: Transport):
+    """100 pings at once: the first 20 (the control burst) are answered,
+    then the socket closes with 1008 "ping rate limit exceeded"."""
+    if reason := lacks(transport, "raw-frames"):
+        pytest.skip(reason)
+    assert transport.server is not None
+    client = RawClient(transport.server.host, transport.server.port, f"/echo/{uuid.uuid4()}")
+    try:
+        assert client.status == 101
+        client.sock.sendall(b"".join(encode_frame(Opcode.PING, b"%d" % i) for i in range(100)))
+        pongs = []
+        while True:
+            opcode, payload = client.read_frame()
+            if opcode == Opcode.CLOSE:
+                break
+            assert opcode == Opcode.PONG
+            pongs.append(payload)
+        assert pongs == [b"%d" % i for i in range(20)]
+        assert (struct.unpack("!H", payload[:2])[0], payload[2:].decode()) == (
+            CloseCode.POLICY_VIOLATION,
+            CONTROL_RATE_REASON,
+        )
+    finally:
+        client.close()

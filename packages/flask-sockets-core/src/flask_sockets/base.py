@@ -9,8 +9,10 @@ import typing as t
 
 from .compression import Deflate
 from .compression import negotiate
+from .exceptions import ConnectionClosed
 from .protocol import CloseCode
 from .protocol import Opcode
+from .ratelimit import ERROR_LIMIT_REASON
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .connection import Connection
@@ -88,6 +90,12 @@ class SocketBase:
     def abort(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def count_error(self) -> bool:
+        """Count an error against the error budget (see
+        :meth:`EngineSocket.count_error`). This base (a server's own socket,
+        adapted) has no flood control: ``True``."""
+        return True
+
     def send_nowait(self, message: str | bytes) -> bool:
         """Send ``message`` now if that cannot block, and say whether it was
         sent (the rooms' fast path). This base never can: ``False``.
@@ -130,8 +138,6 @@ class EngineSocket:
     environ: dict[str, t.Any]
     accepted: bool
     subprotocol: str | None
-    ping_interval: float | None
-    ping_timeout: float
     send_timeout: float | None
 
     @property
@@ -156,13 +162,34 @@ class EngineSocket:
     def close_timeout(self, value: float) -> None:
         self._protocol.close_timeout = value
 
+    @property
+    def ping_interval(self) -> float | None:
+        """Seconds of peer silence before a keepalive ping, or ``None`` to
+        never ping (the connection decides when; see
+        :meth:`~flask_sockets.connection.Connection.handle_timer`)."""
+        return self._protocol.ping_interval
+
+    @ping_interval.setter
+    def ping_interval(self, value: float | None) -> None:
+        self._protocol.ping_interval = value
+
+    @property
+    def ping_timeout(self) -> float:
+        """Seconds a pinged peer has to be heard from before the connection
+        is closed with 1011 (``keepalive ping timeout``)."""
+        return self._protocol.ping_timeout
+
+    @ping_timeout.setter
+    def ping_timeout(self, value: float) -> None:
+        self._protocol.ping_timeout = value
+
     def configure(self, options: SocketOptions) -> None:
         """Apply an app's :class:`~flask_sockets.options.SocketOptions`.
         Flask-Sockets calls it before the handler runs."""
         self._configure_engine(options)
+        self.ping_interval = options.ping_interval
+        self.ping_timeout = options.ping_timeout
         # (These are slots of the subclasses: this mixin has none.)
-        self.ping_interval = options.ping_interval  # type: ignore[misc]
-        self.ping_timeout = options.ping_timeout  # type: ignore[misc]
         self.close_timeout = options.close_timeout
         self.send_timeout = options.send_timeout  # type: ignore[misc]
         if options.subprotocol is not None:
@@ -177,6 +204,30 @@ class EngineSocket:
     def max_message_size(self, value: int | None) -> None:
         self._protocol.max_message_size = value
 
+    def count_error(self) -> bool:
+        """Count one error against the connection's error budget: call it
+        when the app rejects what the peer sent (a malformed or unknown
+        command, a failed validation). More than ``SOCKETS_MAX_ERRORS``
+        within about ``SOCKETS_ERROR_WINDOW`` seconds close the socket with
+        1008 and the reason ``'error limit exceeded'``; ``receive()`` then
+        returns ``None``. Returns ``False`` once the socket is closed for
+        it (at once: this call sends the close frame), ``True`` otherwise."""
+        if self._protocol.count_error():
+            return True
+        sock = t.cast(SocketBase, self)  # (the socket class's close(); this mixin has none)
+        if not sock.closed:
+            try:
+                sock.close(CloseCode.POLICY_VIOLATION, ERROR_LIMIT_REASON)
+            except (ConnectionClosed, OSError):  # the peer is gone already
+                pass
+        return False
+
+    @property
+    def dropped(self) -> int:
+        """Messages (and pings) discarded for being over a flood control
+        rate, with ``SOCKETS_FLOOD_ACTION = 'drop'``."""
+        return self._protocol.dropped
+
     @property
     def compression(self) -> Deflate | None:
         """The permessage-deflate codec negotiated with the client
@@ -188,6 +239,7 @@ class EngineSocket:
         """Apply the size limit, and answer the client's offer of
         compression (before the ``101`` only)."""
         self._protocol.max_message_size = options.max_message_size
+        self._protocol.limit_flood(options.flood_control)
         if not self.accepted:
             agreed = negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS"), options.compression)
             self._protocol.deflate = None if agreed is None else agreed[1]

@@ -49,7 +49,7 @@ __all__ = ["ENDPOINT_PREFIX", "SharedEndpoint", "SocketRouteRegistrar", "default
 ENDPOINT_PREFIX = "ws:"
 
 #: The route options that configure the socket view, not the URL rule.
-VIEW_OPTIONS = ("subprotocols", "compression", "defer_accept")
+VIEW_OPTIONS = ("subprotocols", "compression", "defer_accept", "flood_control")
 
 
 def default_endpoint(handler: t.Callable[..., t.Any]) -> str:

@@ -62,11 +62,31 @@ How an I/O layer drives it:
   writing side of the transport (RFC 6455, 7.1.1: the peer then knows we are
   done) and keep reading; what arrives is discarded until the end of the
   stream.
-- **Time.** While ``CLOSING``, :attr:`~Connection.close_deadline` (in the
-  connection's clock, :func:`time.monotonic` by default) is when the close
-  handshake times out; call :meth:`~Connection.handle_timer` when it has
-  passed: the connection is then ``CLOSED`` and the I/O layer cuts the
-  transport.
+- **Time.** :meth:`~Connection.next_deadline` (in the connection's clock,
+  :func:`time.monotonic` by default) says when to call
+  :meth:`~Connection.handle_timer` next; an I/O layer only sleeps until
+  then and calls it. While ``CLOSING`` it is :attr:`~Connection.close_deadline`,
+  when the close handshake times out: past it, the connection is ``CLOSED``
+  and the I/O layer cuts the transport.
+- **Keepalive.** While ``OPEN`` with :attr:`~Connection.ping_interval` set,
+  the connection decides when to ping and when a missed pong is fatal: the
+  I/O layer stores the time in :attr:`~Connection.last_heard` whenever it
+  hears from the peer (bytes read, or a send that had to wait making
+  progress); :meth:`~Connection.handle_timer` queues a ping once the peer
+  has been silent for ``ping_interval`` seconds, and fails the connection
+  (1011, :data:`KEEPALIVE_REASON`) if nothing was heard within
+  ``ping_timeout`` seconds of it. The I/O layer then writes
+  :meth:`~Connection.data_to_send` (the ping, or the close frame) as it
+  would after a send; a ping it cannot write without waiting may stay
+  queued for the next writer (the peer still has ``ping_timeout`` to be
+  heard from).
+- **Flood control.** After :meth:`~Connection.limit_flood`, every message,
+  ping and pong is checked against the peer's rates as it is handed over
+  (:mod:`flask_sockets.ratelimit`): over one, the connection fails with 1008
+  and a reason naming the limit (``next_event`` returns ``None``, as for a
+  protocol error), or, in drop mode, the event is skipped and counted in
+  :attr:`~Connection.dropped`. :meth:`~Connection.count_error` spends the
+  error budget. Nothing changes for the I/O layer.
 - **Threads.** A connection is not thread-safe: an I/O layer serialises the
   calls into it (greenlets need nothing: they only switch on I/O; threads
   hold one lock around each call into the connection, not around blocking
@@ -76,13 +96,14 @@ How an I/O layer drives it:
 After the connection ends, :attr:`~Connection.close_code` and
 :attr:`~Connection.close_reason` say how: the peer's close frame (1005 and
 ``''`` if it had no code), or, when we failed the connection, our code and
-reason (1002, 1007, 1009, 1011), or 1006 and ``''`` when it ended with
+reason (1002, 1007, 1008, 1009, 1011), or 1006 and ``''`` when it ended with
 neither (the peer vanished, the close handshake timed out, an abort).
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import time
 import typing as t
 
@@ -99,16 +120,27 @@ from .protocol import ServerProtocol
 from .protocol import close_payload
 from .protocol import frame_header
 from .protocol import is_valid_close_code
+from .ratelimit import Limiter
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .compression import Deflate
     from .protocol import Event
+    from .ratelimit import FloodControl
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "KEEPALIVE_REASON", "SINGLE_WRITE_LIMIT", "Connection", "State"]
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_PING_TIMEOUT",
+    "KEEPALIVE_REASON",
+    "SINGLE_WRITE_LIMIT",
+    "Connection",
+    "State",
+]
 
 #: Seconds the close handshake may take, unless told otherwise
 #: (``SOCKETS_CLOSE_TIMEOUT``'s default).
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Seconds a pinged peer has to answer, unless told otherwise.
+DEFAULT_PING_TIMEOUT = 20.0
 #: A frame whose payload is up to this size is queued as one chunk (header
 #: and payload), to go out in one write; a bigger one as two, so that its
 #: payload is not copied.
@@ -120,6 +152,7 @@ _TEXT, _BINARY, _PING, _PONG, _CLOSE = (
     int(opcode) for opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG, Opcode.CLOSE)
 )
 _NO_STATUS = int(CloseCode.NO_STATUS_RCVD)
+_POLICY_VIOLATION = int(CloseCode.POLICY_VIOLATION)
 _ABNORMAL = int(CloseCode.ABNORMAL_CLOSURE)
 
 
@@ -147,17 +180,26 @@ class Connection(ServerProtocol):
         its header alone.
     :param deflate: The permessage-deflate codec, if negotiated.
     :param close_timeout: Seconds the close handshake may take.
-    :param clock: The clock of :attr:`close_deadline` and :meth:`handle_timer`.
+    :param clock: The clock of :attr:`close_deadline`, :attr:`last_heard`
+        and :meth:`handle_timer`.
+    :param ping_interval: Seconds of peer silence before a keepalive ping
+        (``None``: never ping).
+    :param ping_timeout: Seconds a pinged peer has to be heard from.
     """
 
     __slots__ = (
         "_clock",
+        "_limiter",
         "_out",
         "close_code",
         "close_deadline",
         "close_reason",
         "close_timeout",
         "failed",
+        "last_heard",
+        "ping_interval",
+        "ping_sent_at",
+        "ping_timeout",
         "state",
     )
 
@@ -167,6 +209,8 @@ class Connection(ServerProtocol):
         deflate: Deflate | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         clock: t.Callable[[], float] = time.monotonic,
+        ping_interval: float | None = None,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
     ) -> None:
         super().__init__(max_message_size, deflate)
         #: The connection's :class:`State`.
@@ -186,9 +230,20 @@ class Connection(ServerProtocol):
         self.close_code: int | None = None
         #: The reason that goes with :attr:`close_code`.
         self.close_reason: str | None = None
+        #: Seconds of peer silence before a keepalive ping, or ``None``.
+        self.ping_interval = ping_interval
+        #: Seconds a pinged peer has to be heard from before the connection fails (1011).
+        self.ping_timeout = ping_timeout
+        #: When the peer was last heard from (the I/O layer sets it; see
+        #: the module docstring, "Keepalive").
+        self.last_heard = clock()
+        #: When the outstanding keepalive ping was queued, or ``None``.
+        self.ping_sent_at: float | None = None
         self._clock = clock
         # What is queued to send, or None (nothing: no list held by an idle connection).
         self._out: list[bytes] | None = None
+        # Flood control (limit_flood()), or None: no limits.
+        self._limiter: Limiter | None = None
 
     # Also: ``max_message_size`` (largest incoming message in bytes, or
     # ``None``) and ``deflate`` (the permessage-deflate codec, set before
@@ -224,11 +279,20 @@ class Connection(ServerProtocol):
         if not self.buffer:  # (nothing can come of an empty buffer)
             return None
         # ServerProtocol.next_event, inlined (the per-message path).
+        limiter = self._limiter
         try:
             for _ in range(FRAMES_PER_CALL):
                 event = self._payload() if self._frame_left else self._frame()
                 if event is not _MORE:
-                    break
+                    if limiter is None or event is None or event.__class__ is Close:
+                        break
+                    reason = limiter.check(event)
+                    if reason is None:
+                        break
+                    # Over a limit: None (the connection failed) or _MORE (dropped: go on).
+                    event = self._over_limit(limiter, reason)
+                    if event is not _MORE:
+                        break
             else:
                 return PAUSE
         except ProtocolError as e:
@@ -247,6 +311,41 @@ class Connection(ServerProtocol):
             self.state = CLOSED
             self.close_deadline = None
         return event  # type: ignore[no-any-return]
+
+    # -- flood control ----------------------------------------------------------
+
+    def limit_flood(self, settings: FloodControl | None) -> None:
+        """Hold the peer to the rates of ``settings`` (``None``: no limits,
+        the default) from now on, with fresh buckets: a message or control
+        frame over a rate fails the connection with 1008 and the limit's
+        reason (:mod:`flask_sockets.ratelimit`), or, with
+        ``action='drop'``, is discarded (a ping is not answered) and counted
+        in :attr:`dropped`. Set :attr:`max_message_size` first: the byte
+        bucket holds at least one message of that size."""
+        self._limiter = None if settings is None else Limiter(settings, self.max_message_size, self._clock)
+
+    @property
+    def dropped(self) -> int:
+        """Messages and control frames flood control dropped (``action='drop'``)."""
+        limiter = self._limiter
+        return 0 if limiter is None else limiter.dropped
+
+    def count_error(self) -> bool:
+        """Count one error against the error budget (the app rejected what
+        the peer sent): ``False`` once over it (the caller closes the
+        connection with 1008 and :data:`~flask_sockets.ratelimit.ERROR_LIMIT_REASON`),
+        ``True`` while within it or without flood control."""
+        limiter = self._limiter
+        return limiter is None or limiter.error() is None
+
+    def _over_limit(self, limiter: Limiter, reason: str) -> t.Any:
+        """What arrived is over a flood control limit: drop it (``_MORE``:
+        go on), or fail the connection (``None``)."""
+        if limiter.drop:
+            limiter.dropped += 1
+            return _MORE
+        self.fail(_POLICY_VIOLATION, reason)
+        return None
 
     def _next_event_closing(self) -> Event | None:
         """While ``CLOSING``: messages and pings are dropped, the peer's
@@ -435,14 +534,60 @@ class Connection(ServerProtocol):
 
     # -- ending -----------------------------------------------------------------
 
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` has something to decide next (in the
+        connection's clock), or ``None``: the close deadline while
+        ``CLOSING``; while ``OPEN`` with keepalive, when the peer will have
+        been silent for ``ping_interval`` or, with a ping out, when its
+        answer is due. The peer being heard from meanwhile only makes it
+        later: a timer that fires early just asks again."""
+        state = self.state
+        if state is CLOSING:
+            return self.close_deadline
+        interval = self.ping_interval
+        if state is not OPEN or not interval:
+            return None
+        sent_at = self.ping_sent_at
+        if sent_at is not None and self.last_heard < sent_at:
+            return sent_at + self.ping_timeout
+        return self.last_heard + interval
+
     def handle_timer(self, now: float | None = None) -> None:
-        """Tell the connection the time (by default, its clock's): past
-        :attr:`close_deadline`, the close handshake has timed out and the
-        connection is ``CLOSED`` (1006 unless it already had a code); the
-        I/O layer then cuts the transport."""
-        deadline = self.close_deadline
-        if deadline is not None and (self._clock() if now is None else now) >= deadline:
-            self._closed()
+        """Tell the connection the time (by default, its clock's) and let it
+        act on it:
+
+        - ``CLOSING`` past :attr:`close_deadline`: the close handshake has
+          timed out; the connection is ``CLOSED`` (1006 unless it already
+          had a code) and the I/O layer cuts the transport.
+        - ``OPEN``, a keepalive ping out and nothing heard within
+          ``ping_timeout`` of it: the connection fails
+          (:meth:`fail_keepalive`: 1011; write :meth:`data_to_send`, then
+          half-close as after any failure).
+        - ``OPEN`` and the peer silent for ``ping_interval``: a ping is
+          queued (write :meth:`data_to_send`).
+        """
+        if now is None:
+            now = self._clock()
+        state = self.state
+        if state is CLOSING:
+            deadline = self.close_deadline
+            if deadline is not None and now >= deadline:
+                self._closed()
+            return
+        interval = self.ping_interval
+        if state is not OPEN or not interval:
+            return
+        sent_at = self.ping_sent_at
+        if sent_at is not None:
+            if self.last_heard < sent_at:
+                if now >= sent_at + self.ping_timeout:
+                    self.ping_sent_at = None
+                    self.fail_keepalive()
+                return
+            self.ping_sent_at = None  # answered (or the peer sent or read something)
+        if now >= self.last_heard + interval:
+            self.ping_sent_at = now
+            self._send_control(_PING, os.urandom(4))
 
     def abort(self) -> None:
         """Give the connection up without a close frame (the transport broke,

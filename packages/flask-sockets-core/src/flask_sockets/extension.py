@@ -14,6 +14,7 @@ from .blueprints import SocketRouteRegistrar
 from .blueprints import record_socket_route
 from .blueprints import register_socket_blueprint
 from .brokers import check_message_queue
+from .client import add_client_route
 from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
@@ -86,8 +87,10 @@ class Sockets:
 
         Stores the extension in ``app.extensions['sockets']`` and the app's
         rooms (:class:`flask_sockets.rooms.Rooms`) in
-        ``app.extensions['sockets.rooms']``, and sets the defaults of the
-        ``SOCKETS_*`` config keys (see :data:`flask_sockets.options.DEFAULTS`).
+        ``app.extensions['sockets.rooms']``, sets the defaults of the
+        ``SOCKETS_*`` config keys (see :data:`flask_sockets.options.DEFAULTS`),
+        and serves the browser client at :confval:`SOCKETS_CLIENT_URL`
+        (:doc:`/client`).
 
         :raises RuntimeError: If ``app`` was already initialised.
         :raises ImportError: If ``SOCKETS_MESSAGE_QUEUE`` is a Redis URL and
@@ -106,6 +109,7 @@ class Sockets:
         app.extensions[ROOMS_KEY] = Rooms(app)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
+        add_client_route(app)
         app.before_request(_require_websocket_upgrade)
         self.url_map.converters.init_app(app)
         for rule, endpoint, handler, options in self._routes:
@@ -164,6 +168,11 @@ class Sockets:
             ``SOCKETS_COMPRESSION`` for this route (``False``: never
             compress; ``True``, a dict or a
             :class:`~flask_sockets.compression.Compression`).
+            ``flood_control=`` overrides the flood control keys
+            (``SOCKETS_MESSAGE_RATE``, ...) for this route: a dict of
+            :class:`~flask_sockets.ratelimit.FloodControl` fields, e.g.
+            ``{'byte_rate': 16 * 1024 * 1024}`` for an upload route,
+            ``False`` for no limits, or a ``FloodControl``.
             ``defer_accept=True`` leaves the handshake to the handler: the
             ``101`` goes out at its first send, receive or close, or at
             ``ws.accept()``, and until then it can refuse the connection

@@ -32,6 +32,10 @@ import typing as t
 import weakref
 
 from .protocol import CloseCode
+from .ratelimit import BYTE_RATE_REASON
+from .ratelimit import CONTROL_RATE_REASON
+from .ratelimit import ERROR_LIMIT_REASON
+from .ratelimit import MESSAGE_RATE_REASON
 from .rooms import SLOW_CONSUMER_REASON
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +54,13 @@ EXTENSION_KEY = "sockets.metrics"
 #: additions, not a Prometheus update (a locked write, a file write under
 #: ``PROMETHEUS_MULTIPROC_DIR``).
 FLUSH_EVERY = 64
+#: The ``limit`` label of ``flask_sockets_rate_limited_total``, by flood control's close reason.
+_FLOOD_LIMITS = {
+    MESSAGE_RATE_REASON: "messages",
+    BYTE_RATE_REASON: "bytes",
+    CONTROL_RATE_REASON: "control",
+    ERROR_LIMIT_REASON: "errors",
+}
 #: Bucket bounds (seconds) of the latency histograms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -129,7 +140,8 @@ class SocketMetrics:
         )
         self.rate_limited = pc.Counter(
             "rate_limited",
-            "Rate-limit decisions by route, limit (messages, bytes, errors, control) and action (close, drop).",
+            "Flood control decisions by route, limit (messages, bytes, control, errors; 'any' for drops)"
+            " and action (close, drop).",
             ["route", "limit", "action"],
             namespace=ns,
             registry=registry,
@@ -363,6 +375,14 @@ class SocketTap:
             if code is None:
                 code = getattr(ws, "close_code", None) or int(CloseCode.ABNORMAL_CLOSURE)
             m.closes.labels(route, str(code), side).inc()
+            # Flood control (flask_sockets.ratelimit, in the engine): a close for a limit, and what it dropped.
+            if side == "server" and code == CloseCode.POLICY_VIOLATION:
+                limit = _FLOOD_LIMITS.get(getattr(ws, "close_reason", None) or "")
+                if limit is not None:
+                    m.count_rate_limited(route, limit, "close")
+            dropped = getattr(ws, "dropped", 0)
+            if isinstance(dropped, int) and dropped > 0:
+                m.rate_limited.labels(route, "any", "drop").inc(dropped)
             m.handler_seconds.labels(route).observe(time.monotonic() - self._started)
         m.open_sockets.labels(route).dec()
 

@@ -9,6 +9,8 @@ import typing as t
 from .compression import DEFAULT_COMPRESSION
 from .compression import Compression
 from .compression import compression_from_setting
+from .ratelimit import FloodControl
+from .ratelimit import flood_control_from_config
 
 __all__ = ["DEFAULTS", "SocketOptions", "max_fragments"]
 
@@ -79,6 +81,59 @@ DEFAULTS: dict[str, t.Any] = {
     # Published messages waiting to be sent to one socket; a client that lets
     # more pile up is closed with 1008 (see flask_sockets.rooms).
     "SOCKETS_SEND_QUEUE_SIZE": 256,
+    # Flood control (``flask_sockets.ratelimit``, on by default): messages a
+    # second one connection's peer may send on average; ``None`` or 0: no limit.
+    # Over it: close with 1008 ``message rate limit exceeded`` (or drop, see
+    # ``SOCKETS_FLOOD_ACTION``). 100 is far above what people and browsers
+    # send (a 60 Hz game sends 60, a chat client a few), and a client sending
+    # back to back (thousands a second, each waking its handler) is closed
+    # within milliseconds. A route may override every flood control key:
+    # ``@sockets.route(rule, flood_control={'message_rate': 1000})``, or
+    # ``flood_control=False`` for none.
+    "SOCKETS_MESSAGE_RATE": 100,
+    # Messages the peer may send at once, over the rate (the token bucket's
+    # size; ``None`` or 0: one second of the rate). The rate is measured as the
+    # server reads, so a handler that stops reading for a while and then reads
+    # what piled up sees a burst: 200 covers 2 s of backlog at the full rate.
+    "SOCKETS_MESSAGE_BURST": 200,
+    # Bytes of messages a second the peer may send on average (uncompressed,
+    # text counted as UTF-8); ``None`` or 0: no limit. Over it: close with
+    # 1008 ``byte rate limit exceeded``. 1 MiB/s is far above chat and JSON
+    # traffic; raise it on a route that takes uploads.
+    "SOCKETS_BYTE_RATE": 1024 * 1024,
+    # Bytes the peer may send at once; never less than
+    # ``SOCKETS_MAX_MESSAGE_SIZE``, so one message of the largest size always
+    # passes (after it, the peer waits for the rate to refill the bucket).
+    "SOCKETS_BYTE_BURST": 4 * 1024 * 1024,
+    # Pings and pongs a second the peer may send on average; ``None`` or 0: no
+    # limit. Each ping gets a pong, so a ping flood is also a flood of pongs:
+    # over the rate, the connection is closed with 1008 ``ping rate limit
+    # exceeded`` (or, with ``'drop'``, the ping is not answered). Clients ping
+    # every few seconds at most, and the server's own keepalive (one ping per
+    # ``SOCKETS_PING_INTERVAL``) is far below it.
+    "SOCKETS_CONTROL_RATE": 10,
+    # Pings and pongs the peer may send at once.
+    "SOCKETS_CONTROL_BURST": 20,
+    # The error budget: errors one connection may cause before it is closed
+    # with 1008 ``error limit exceeded``; ``None`` or 0: no budget. An error
+    # is what the app counts with ``ws.count_error()``: a message it rejects
+    # (malformed, unknown, failing validation). Protocol errors and handler
+    # exceptions close the connection at once (1002, 1007, 1009, 1011) and
+    # need no budget.
+    "SOCKETS_MAX_ERRORS": 20,
+    # ... within this many seconds (the budget refills at
+    # ``SOCKETS_MAX_ERRORS / SOCKETS_ERROR_WINDOW`` errors a second).
+    "SOCKETS_ERROR_WINDOW": 5.0,
+    # What a message or ping over a rate gets: ``'close'`` (1008, the reason
+    # naming the limit, and a warning in the app's log naming the key), or
+    # ``'drop'``: it is discarded (a ping is not answered) and counted in
+    # ``ws.dropped``, and the connection stays open.
+    "SOCKETS_FLOOD_ACTION": "close",
+    # Where the app serves ``flask-sockets.js``, the browser client of the
+    # JSON envelope (:doc:`client`): ``import { SocketClient } from
+    # '/_sockets/flask-sockets.js'``. ``None`` serves nothing (a bundler ships
+    # it, or the app serves the file itself). Read by ``init_app``.
+    "SOCKETS_CLIENT_URL": "/_sockets/flask-sockets.js",
     # ``True``: count the app's sockets in Prometheus series (needs
     # ``flask-sockets-core[metrics]``; see flask_sockets.metrics), read by
     # ``init_app``. Off by default: an app that does not scrape them pays nothing.
@@ -111,14 +166,22 @@ class SocketOptions:
     subprotocol: str | None = None
     #: How to answer an offer of permessage-deflate, or ``None`` to decline it.
     compression: Compression | None = DEFAULT_COMPRESSION
+    #: How fast the peer may send (:mod:`flask_sockets.ratelimit`), or
+    #: ``None`` for no limits.
+    flood_control: FloodControl | None = FloodControl()
 
     @classmethod
     def from_config(
-        cls, config: t.Mapping[str, t.Any], subprotocol: str | None = None, compression: t.Any = None
+        cls,
+        config: t.Mapping[str, t.Any],
+        subprotocol: str | None = None,
+        compression: t.Any = None,
+        flood_control: t.Any = None,
     ) -> SocketOptions:
         """Read the options from a Flask config (missing keys take the defaults).
         ``compression``, a route's own setting, overrides ``SOCKETS_COMPRESSION``
-        unless it is ``None``.
+        unless it is ``None``; ``flood_control``, a route's own, overrides the
+        flood control keys (see :func:`~flask_sockets.ratelimit.flood_control_from_config`).
 
         The config is read on every call, so changes made after ``init_app``
         apply to the next socket; equal settings give the same (immutable)
@@ -135,13 +198,16 @@ class SocketOptions:
             compression_from_setting(
                 get("SOCKETS_COMPRESSION", DEFAULTS["SOCKETS_COMPRESSION"]) if compression is None else compression
             ),
+            flood_control_from_config(config, flood_control),
         )
         if cls is SocketOptions:
             try:
                 return _shared_options(*settings)
             except TypeError:  # an unhashable setting: nothing to share
                 pass
-        max_message_size, ping_interval, ping_timeout, close_timeout, send_timeout, subprotocol, compression = settings
+        max_message_size, ping_interval, ping_timeout, close_timeout, send_timeout, subprotocol, compression, flood = (
+            settings
+        )
         return cls(
             max_message_size=max_message_size,
             ping_interval=ping_interval,
@@ -150,6 +216,7 @@ class SocketOptions:
             send_timeout=send_timeout,
             subprotocol=subprotocol,
             compression=compression,
+            flood_control=flood,
         )
 
 
@@ -162,6 +229,7 @@ def _shared_options(
     send_timeout: float | None,
     subprotocol: str | None,
     compression: Compression | None,
+    flood_control: FloodControl | None = None,
 ) -> SocketOptions:
     """One :class:`SocketOptions` per distinct set of settings (``typed``:
     ``20`` and ``20.0`` stay apart), so a socket request reuses it instead
@@ -174,6 +242,7 @@ def _shared_options(
         send_timeout=send_timeout,
         subprotocol=subprotocol,
         compression=compression,
+        flood_control=flood_control,
     )
 
 

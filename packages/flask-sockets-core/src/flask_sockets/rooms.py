@@ -375,18 +375,20 @@ class Rooms:
         messages in this process. Socket routes call this when the handler
         starts; :meth:`join` calls it for sockets that were not registered.
         Registering a member again returns it."""
-        with self._lock:
-            member = self._members.get(id(ws))
-            broker = self._broker
+        key = id(ws)
+        # Only a lookup without the lock (every change to the members is
+        # made under it): one lock round per socket instead of two.
+        member = self._members.get(key)
         if member is not None:
             return member
         size = self._config.get("SOCKETS_SEND_QUEUE_SIZE", DEFAULTS["SOCKETS_SEND_QUEUE_SIZE"])
         close_timeout = self._config.get("SOCKETS_CLOSE_TIMEOUT", DEFAULTS["SOCKETS_CLOSE_TIMEOUT"])
         member = Member(ws, current_runner(), int(size), float(close_timeout), self._queue_lock)
+        broker = self._broker
         if broker is None:
             broker = self.broker
         with self._lock:
-            member = self._members.setdefault(id(ws), member)
+            member = self._members.setdefault(key, member)
         broker.start(self._deliver)
         return member
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import select
 import signal
 import socket
@@ -132,7 +131,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
     :class:`flask_sockets.connection.Connection`, which decides everything
     about the protocol (see the module docstring for the locks).
 
-    Same interface as :class:`flask_sockets_gevent.WebSocket`: ``send``,
+    Same interface as :class:`flask_sockets_gevent.GeventWebSocket`: ``send``,
     ``receive(timeout=None)``, ``send_frame``, ``send_nowait``,
     ``close(code, reason)``, ``closed``, ``accept``, ``close_code``,
     ``close_reason``, ``compression``, ``abort``.
@@ -153,9 +152,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         "__dict__",
         "__weakref__",
         "_connections",
-        "_last_heard",
         "_lock",
-        "_ping_sent_at",
         "_protocol",
         "_receive_lock",
         "_send_lock",
@@ -163,8 +160,6 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         "_timer_at",
         "accepted",
         "environ",
-        "ping_interval",
-        "ping_timeout",
         "send_timeout",
         "subprotocol",
     )
@@ -184,15 +179,20 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         self._sock: socket.socket = sock if sock is not None else environ[WERKZEUG_SOCKET_KEY]
         self._connections = connections
         # The connection: the protocol's state and rules, and its frame parser.
-        self._protocol = Connection(_DEFAULTS.max_message_size, close_timeout=_DEFAULTS.close_timeout)
+        # (It decides the keepalive too: this socket's timer entry only asks
+        # it. Its last_heard is written by whoever hears from the peer, a read
+        # or a send making progress, without the lock: a float store, the
+        # latest wins.)
+        self._protocol = Connection(
+            _DEFAULTS.max_message_size,
+            close_timeout=_DEFAULTS.close_timeout,
+            ping_interval=_DEFAULTS.ping_interval,
+            ping_timeout=_DEFAULTS.ping_timeout,
+        )
         #: ``True`` once ``101 Switching Protocols`` has been sent.
         self.accepted = False
         #: The subprotocol sent in the handshake, if any.
         self.subprotocol: str | None = None
-        #: Seconds of peer silence before a ping, or ``None`` to never ping.
-        self.ping_interval: float | None = _DEFAULTS.ping_interval
-        #: Seconds to wait for a pong before closing with 1011.
-        self.ping_timeout: float = _DEFAULTS.ping_timeout
         #: Seconds a send may make no progress before the connection is cut
         #: (``None``: wait forever).
         self.send_timeout: float | None = _DEFAULTS.send_timeout
@@ -202,12 +202,8 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         # in the order the connection queued them. One reader at a time.
         self._send_lock = threading.Lock()
         self._receive_lock = threading.Lock()
-        # Written by whoever hears from the peer (a read, or a send making
-        # progress); a float store, read by the timer thread: the latest wins.
-        self._last_heard = time.monotonic()
-        # The timer thread's own (see Connections): when a ping went out, and
-        # when this socket's one timer entry is due.
-        self._ping_sent_at: float | None = None
+        # The timer thread's own (see Connections): when this socket's one
+        # timer entry is due.
         self._timer_at: float | None = None
 
     @property
@@ -255,7 +251,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         except (OSError, _SendTimeout):
             self.abort()
             return
-        self._last_heard = time.monotonic()
+        self._protocol.last_heard = time.monotonic()
         if self._connections is not None:
             self._connections.watch(self)
 
@@ -330,7 +326,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         except OSError:
             return b""
         if data:
-            self._last_heard = time.monotonic()
+            self._protocol.last_heard = time.monotonic()
         return data
 
     def _ended(self) -> None:
@@ -492,7 +488,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             except BlockingIOError:
                 continue
             rest = rest[sent:]
-            self._last_heard = time.monotonic()
+            self._protocol.last_heard = time.monotonic()
 
     def _write_nowait(self, chunks: list[bytes]) -> bool:
         """Write small frames without waiting, from the timer thread; the
@@ -617,28 +613,24 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             self._shut_down()
 
     def _fail_nowait(self) -> None:
-        """The peer did not answer a keepalive ping: fail the connection
-        from the timer thread, without waiting. The close frame goes out if
-        the kernel takes it at once (else the connection is cut), TCP is
+        """The connection failed from the timer thread (a keepalive ping not
+        answered): write its close frame without waiting. It goes out if the
+        kernel takes it at once (else the connection is cut), TCP is
         half-closed, and the reader (or the close deadline) finishes."""
         conn = self._protocol
         if self._send_lock.acquire(blocking=False):
             try:
-                writable = _wait(self._sock, True, 0)
-                with self._lock:
-                    conn.fail_keepalive()
-                    chunks = conn.data_to_send() if writable else []
-                    deadline = conn.close_deadline
-                if writable and deadline is not None and self._write_nowait(chunks):
-                    self._shut_down(socket.SHUT_WR)
-                    self._close_by(deadline)
-                    return
+                if _wait(self._sock, True, 0):
+                    with self._lock:
+                        chunks = conn.data_to_send()
+                        deadline = conn.close_deadline
+                    if deadline is not None and self._write_nowait(chunks):
+                        self._shut_down(socket.SHUT_WR)
+                        self._close_by(deadline)
+                        return
             finally:
                 self._send_lock.release()
-        else:
-            with self._lock:
-                conn.fail_keepalive()
-        self.abort()  # (the close code stays the keepalive's 1011)
+        self.abort()  # (the close code stays the connection's 1011)
 
     def _going_away(self) -> None:
         """The server stops: close with 1001 without waiting (from the timer
@@ -704,58 +696,38 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
 
     def _on_timer(self, now: float) -> float | None:
         """Called by the :class:`Connections` timer thread when this socket's
-        entry is due; never blocks. Pings a peer silent for
-        ``ping_interval``, fails one that did not answer within
-        ``ping_timeout`` (1011), cuts a close that ran out of time.
+        entry is due; never blocks. The connection decides
+        (:meth:`~flask_sockets.connection.Connection.handle_timer`): a ping
+        it queued goes out if it can at once (else it waits for the next
+        writer; the peer still has ``ping_timeout`` to be heard from), a
+        keepalive failure's close frame likewise, a close that ran out of
+        time is cut.
 
         :returns: When to be called next, or ``None``.
         """
         conn = self._protocol
         with self._lock:
-            state, close_deadline = conn.state, conn.close_deadline
-            if state is CLOSING and close_deadline is not None and now >= close_deadline:
-                conn.handle_timer(now)
-                state = conn.state
+            before = conn.state
+            conn.handle_timer(now)
+            state, queued = conn.state, conn.has_data_to_send
         if state is CLOSED:
-            if close_deadline is not None:  # (the close handshake just timed out)
+            if before is CLOSING:  # (the close handshake just timed out)
                 self._shut_down()
             return None
-        if state is CLOSING:
-            return close_deadline
-        interval = self.ping_interval
-        if state is not OPEN or not interval:
-            return None
-        sent_at = self._ping_sent_at
-        if sent_at is not None:
-            if self._last_heard >= sent_at:
-                self._ping_sent_at = None  # answered (or the peer sent or read something)
-            elif now >= sent_at + self.ping_timeout:
-                self._ping_sent_at = None
-                self._fail_nowait()
-                return None  # (_fail_nowait scheduled the close deadline)
-            else:
-                return sent_at + self.ping_timeout
-        due = self._last_heard + interval
-        if now < due:
-            return due
-        # Silent for ping_interval: ping. If the ping cannot go out at once
-        # (another thread is sending, the send buffer is full), the peer
-        # still has ping_timeout to show it is alive.
-        self._ping_sent_at = now
-        if self._send_lock.acquire(blocking=False):
+        if state is CLOSING and before is OPEN:  # the keepalive failed it
+            self._fail_nowait()
+            return None  # (_fail_nowait scheduled the close deadline)
+        if queued and self._send_lock.acquire(blocking=False):
             try:
                 if _wait(self._sock, True, 0):
                     with self._lock:
-                        if conn.state is OPEN and not conn.has_data_to_send:
-                            conn.send_ping(os.urandom(4))
-                            chunks = conn.data_to_send()
-                        else:
-                            chunks = []
+                        chunks = conn.data_to_send()
                     if chunks:
                         self._write_nowait(chunks)
             finally:
                 self._send_lock.release()
-        return now + self.ping_timeout
+        with self._lock:
+            return conn.next_deadline()
 
 
 class Connections:
@@ -830,9 +802,11 @@ class Connections:
                 self._wakeup.notify()
 
     def watch(self, ws: ThreadedWebSocket) -> None:
-        """Start the keepalive of an accepted socket."""
-        if ws.ping_interval:
-            self.schedule(ws, time.monotonic() + ws.ping_interval)
+        """Start the keepalive of an accepted socket (its connection says when)."""
+        with ws._lock:
+            when = ws._protocol.next_deadline()
+        if when is not None:
+            self.schedule(ws, when)
 
     def schedule(self, ws: ThreadedWebSocket, when: float) -> bool:
         """Have the timer thread call ``ws._on_timer`` at ``when`` at the

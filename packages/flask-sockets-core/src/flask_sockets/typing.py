@@ -92,6 +92,12 @@ class WebSocket(t.Protocol):
         ``receive()`` returns ``None``, the close code is 1006."""
         ...
 
+    def count_error(self) -> bool:
+        """Count an error (a message the app rejects) against the error
+        budget; over it, the socket is closed with 1008 and this returns
+        ``False`` (see :meth:`flask_sockets.base.EngineSocket.count_error`)."""
+        ...
+
 
 @t.runtime_checkable
 class BasicWebSocket(t.Protocol):

@@ -24,6 +24,8 @@ from .foreign import as_socket
 from .metrics import EXTENSION_KEY as METRICS_KEY
 from .options import SocketOptions
 from .protocol import CloseCode
+from .ratelimit import FLOOD_REASON_KEYS
+from .ratelimit import flood_control_from_config
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .threaded import CONNECTIONS_KEY
 from .threaded import GUNICORN_SOCKET_KEY
@@ -63,6 +65,7 @@ def websocket_view(
     subprotocols: t.Sequence[str] | None = None,
     compression: t.Any = None,
     defer_accept: bool = False,
+    flood_control: t.Any = None,
 ) -> t.Callable[..., ResponseReturnValue]:
     """Wrap a socket handler ``handler(ws, **url_variables)`` as a Flask view.
 
@@ -72,7 +75,9 @@ def websocket_view(
       client offered is the one the socket is accepted with.
     - The socket is configured from the app's ``SOCKETS_*`` config, if it
       has a ``configure(options)`` method; ``compression``, when not
-      ``None``, overrides ``SOCKETS_COMPRESSION`` for this route.
+      ``None``, overrides ``SOCKETS_COMPRESSION`` for this route, and
+      ``flood_control`` the flood control keys (``SOCKETS_MESSAGE_RATE``, ...;
+      see :func:`~flask_sockets.ratelimit.flood_control_from_config`).
     - The handshake is answered (``ws.accept()``, on sockets that have it)
       right before the handler is called, as Flask-Sockets 0.2 did: a
       handler that keeps the socket and waits for something else opens at
@@ -104,6 +109,8 @@ def websocket_view(
 
     if compression is not None:  # checked now: a bad setting fails where the route is declared
         compression = compression_from_setting(compression) or False
+    if flood_control is not None:  # checked now too
+        flood_control_from_config({}, flood_control)
 
     @functools.wraps(handler)
     def view(**kwargs: t.Any) -> ResponseReturnValue:
@@ -119,12 +126,17 @@ def websocket_view(
         tap: SocketTap | None = None
         try:
             _check_origin(req, app)
-            sock.configure(SocketOptions.from_config(app.config, _choose_subprotocol(req, subprotocols), compression))
+            sock.configure(
+                SocketOptions.from_config(
+                    app.config, _choose_subprotocol(req, subprotocols), compression, flood_control
+                )
+            )
             metrics: SocketMetrics | None = app.extensions.get(METRICS_KEY)
             if metrics is not None:
                 route = req.url_rule.rule if req.url_rule is not None else ""
                 tap = metrics.tap(ws, route, app.extensions.get(ROOMS_KEY))
             _run_handler(app, handler, ws, sock, kwargs, defer_accept, tap)
+            _log_flood(app, req, sock)
         except ConnectionClosed:
             app.logger.debug("%s: the peer closed the socket", req.path)
         except OSError as e:
@@ -297,6 +309,16 @@ def _log_refused_origin(app: Flask, req: Request, origin: str, allowed: t.Any) -
         expected,
         more,
     )
+
+
+def _log_flood(app: Flask, req: Request, sock: SocketBase) -> None:
+    """Warn that flood control closed the socket (a flooding client, or
+    limits too low for the app: the warning names the key to raise)."""
+    if getattr(sock, "close_code", None) == CloseCode.POLICY_VIOLATION:
+        reason = getattr(sock, "close_reason", None)
+        key = FLOOD_REASON_KEYS.get(reason)  # type: ignore[arg-type]
+        if key is not None:
+            app.logger.warning("Closed a WebSocket to %s with 1008 (%s; see %s)", req.path, reason, key)
 
 
 def _choose_subprotocol(req: Request, supported: t.Sequence[str] | None) -> str | None:

@@ -52,12 +52,12 @@ import socket
 import time
 import typing as t
 
+from flask import Flask
 from gevent import get_hub as _get_hub
 from gevent import getcurrent as _getcurrent
 from gevent import pywsgi
 from geventwebsocket.handler import Client
 from geventwebsocket.handler import WebSocketHandler as _BaseHandler
-from geventwebsocket.websocket import Stream
 
 from flask_sockets import WSGI_WEBSOCKET_KEY
 from flask_sockets import is_websocket_upgrade
@@ -69,7 +69,7 @@ from ._http import RequestBody
 from ._http import check_framing
 from ._http import check_request_line
 from ._http import read_head
-from .websocket import WebSocket
+from .websocket import GeventWebSocket
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -130,12 +130,15 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
     :func:`flask_sockets_gevent.make_server` do it.
     """
 
+    # gevent-websocket's attribute, for code that reads it: only version 13
+    # is spoken (flask_sockets.handshake checks it; gevent-websocket's own
+    # upgrade code, which read this, is never called).
     SUPPORTED_VERSIONS = ("13",)
     #: The socket class put in ``environ['wsgi.websocket']``.
-    websocket_class = WebSocket
+    websocket_class = GeventWebSocket
 
     #: The socket of the request being served, if it is an upgrade.
-    websocket: WebSocket | None
+    websocket: GeventWebSocket | None
     # The timer of the current phase (handshake, keep-alive wait, body
     # drain), if any.
     _timer: t.Any
@@ -179,11 +182,11 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         if rejection is not None:
             self._send_plain_response(*rejection)
             return None
-        self.websocket = self.websocket_class(self.environ, Stream(self), self)
+        self.websocket = self.websocket_class(self.environ, self)
         self.environ[WSGI_WEBSOCKET_KEY] = self.websocket
         self.environ["wsgi.websocket_version"] = "13"
         try:
-            self.result = self.application(self.environ, self._start_response_for_websocket)
+            self.result = _wsgi_callable(self.application)(self.environ, self._start_response_for_websocket)
             if not self.websocket.accepted:
                 # The app answered without taking the socket: a real HTTP response.
                 self.close_connection = True
@@ -250,6 +253,15 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         :raises OSError: If the client is gone (see :meth:`send_handshake`).
         """
         self.send_handshake(subprotocol, headers)
+        # Neither the parsed request head (the environ has it) nor the 101's
+        # encoded headers are read again (~1.2 KB per open socket); the
+        # class's defaults stand in, as between two requests. (gunicorn's
+        # access log reads both: its handler rebuilds the request headers
+        # from the environ; the response headers it got from pywsgi were
+        # bytes, which no ``%({name}o)s`` could name.)
+        state = self.__dict__
+        state.pop("headers", None)
+        state.pop("response_headers", None)
         rfile, sock = self.rfile, self.socket
         timeout = sock.gettimeout()
         sock.settimeout(0.0)  # peek() must not wait for more
@@ -496,6 +508,21 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         if isinstance(self.server.log, pywsgi._NoopLog):  # type: ignore[attr-defined]
             return
         super(_BaseHandler, self).log_request()
+
+
+_FLASK_CALL = Flask.__call__
+
+
+def _wsgi_callable(app: t.Any) -> t.Any:
+    """What to call for ``app``: a Flask app's ``wsgi_app`` (which is what
+    ``Flask.__call__`` calls, so middleware set as ``app.wsgi_app`` still
+    runs), unless its class overrides ``__call__``; any other app itself.
+    The handler's greenlet keeps the C stack of the call for the life of a
+    WebSocket, and calling an instance costs ~750 bytes of it more than
+    calling a method."""
+    if isinstance(app, Flask) and type(app).__call__ is _FLASK_CALL:
+        return app.wsgi_app
+    return app
 
 
 def _discard(data: bytes) -> None:

@@ -26,7 +26,7 @@ from .websocket import Clients
 if t.TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import WSGIApplication
 
-    from .websocket import WebSocket
+    from .websocket import GeventWebSocket
 
 __all__ = [
     "ConnectionLimitsMixin",
@@ -82,7 +82,7 @@ class GracefulShutdownMixin:
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         #: The accepted sockets still open; the sockets add and remove themselves.
-        self.websockets: set[WebSocket] = set()
+        self.websockets: set[GeventWebSocket] = set()
         #: The same sockets as gevent-websocket's ``server.clients`` (for
         #: apps written against it): ``Client(address, ws)`` by client address.
         self.clients = Clients(self.websockets)
@@ -157,6 +157,27 @@ class ConnectionLimitsMixin:
         self._accept_retry: t.Any = None
         self._accept_failures = 0
         self._accept_warned_at: float | None = None
+
+    def do_handle(self, *args: t.Any) -> None:
+        # gevent's do_handle starts each connection's greenlet in a helper
+        # that calls ``handle(*args)``: a call through the interpreter's C
+        # loop whose C stack (~370 bytes) the greenlet keeps saved for the
+        # whole life of a WebSocket. The same, with a plain call.
+        spawn = self._spawn  # type: ignore[attr-defined]
+        if spawn is None or len(args) != 2:
+            super().do_handle(*args)  # type: ignore[misc]
+            return
+        try:
+            spawn(self._serve_connection, *args)
+        except BaseException:
+            self.do_close(*args)  # type: ignore[attr-defined]
+            raise
+
+    def _serve_connection(self, sock: t.Any, address: t.Any) -> None:
+        try:
+            self._handle(sock, address)  # type: ignore[attr-defined]
+        finally:
+            self.do_close(sock, address)  # type: ignore[attr-defined]
 
     def do_read(self) -> t.Any:
         try:

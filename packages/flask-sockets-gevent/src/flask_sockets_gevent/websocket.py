@@ -1,10 +1,14 @@
 """The socket object handlers receive when served by :mod:`flask_sockets_gevent`.
 
-It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
-``send_frame``, ``close``, ``closed``) and replaces its protocol code:
+:class:`GeventWebSocket` has gevent-websocket's socket interface
+(``send``, ``receive``, ``send_frame``, ``close``, ``closed``, ``handler``,
+``environ``, ``origin``, ``path``) and the rest of
+:class:`flask_sockets.WebSocket`, but is a class of its own (on the core's
+:class:`~flask_sockets.base.EngineSocket`), not a subclass of
+gevent-websocket's ``WebSocket``, none of whose code it used:
 
 - The handshake is answered on demand: ``101 Switching Protocols`` goes
-  out at :meth:`WebSocket.accept` (which Flask-Sockets calls as the
+  out at :meth:`GeventWebSocket.accept` (which Flask-Sockets calls as the
   handler starts, unless the route has ``defer_accept=True``) or at the
   first send, receive or close, so the app can refuse the connection with
   a real HTTP response until then.
@@ -16,9 +20,9 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
   moves bytes between the TCP connection (handed over by the handler at
   the ``101``) and the engine, and keeps what is gevent's (timers, the
   send lock, the send timeout, yielding). The engine's buffer survives
-  ``receive(timeout=...)`` giving up, so nothing partly read is lost. It unmasks at C speed, fails
-  invalid UTF-8 (1007) as soon as the bad bytes arrive, checks announced
-  lengths and fragment counts before payloads arrive and bounds inflation
+  ``receive(timeout=...)`` giving up, so nothing partly read is lost. It
+  unmasks at C speed, fails invalid UTF-8 (1007) as soon as the bad bytes
+  arrive, checks announced lengths and fragment counts before payloads arrive and bounds inflation
   (1009), and speaks permessage-deflate when the client offers it and
   ``SOCKETS_COMPRESSION`` allows (see :mod:`flask_sockets.compression`).
 - A connection whose frames keep arriving yields to the other greenlets
@@ -28,7 +32,7 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
   discards what the peer still sends, up to ``close_timeout``, so that no
   unread data makes the kernel reset the connection and lose the close frame.
 - A send that makes no progress for ``send_timeout`` seconds (a peer that
-  reads nothing) cuts the connection and raises :exc:`ConnectionClosed`.
+  reads nothing) cuts the connection and raises :exc:`~flask_sockets.ConnectionClosed`.
 - ``close(code, reason)`` puts the code in the close frame (0.10.1 sent
   only the reason; Flask-Sockets makes up for that on 0.10.1's own
   socket) and waits, bounded, for the peer's close frame. How the
@@ -37,11 +41,13 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 - A peer that drops the TCP connection makes ``receive()`` return ``None``
   (close code 1006) instead of raising from the frame reader.
 - Idle peers are pinged; one that does not answer is closed with 1011.
-- Using a closed socket raises :exc:`ConnectionClosed`, which both
-  gevent-websocket's ``WebSocketError`` and
-  :exc:`flask_sockets.ConnectionClosed` catch.
+  The connection decides when (:meth:`~flask_sockets.connection.Connection.handle_timer`);
+  the socket sleeps on one hub timer until its next deadline.
+- Using a closed socket raises :exc:`flask_sockets.ConnectionClosed` (as
+  :exc:`GeventConnectionClosed`, a subclass that gevent-websocket's
+  ``WebSocketError`` catches too, as 0.2 apps do).
 - Frames sent from several greenlets are never interleaved.
-- :meth:`WebSocket.send_nowait` sends a small message only if that takes no
+- :meth:`GeventWebSocket.send_nowait` sends a small message only if that takes no
   waiting, so a publisher fanning a message out to many sockets
   (:mod:`flask_sockets.rooms`) can write to each directly instead of
   starting a greenlet per socket.
@@ -49,17 +55,16 @@ It keeps gevent-websocket's ``WebSocket`` interface (``send``, ``receive``,
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import typing as t
+import warnings
 
 import gevent
 from gevent.lock import Semaphore
 from gevent.socket import socket as GeventSocket
 from geventwebsocket.exceptions import WebSocketError
 from geventwebsocket.handler import Client
-from geventwebsocket.websocket import WebSocket as _BaseWebSocket
 
 import flask_sockets
 from flask_sockets.base import EngineSocket
@@ -78,7 +83,7 @@ from flask_sockets.protocol import MessageTooBig
 if t.TYPE_CHECKING:  # pragma: no cover
     from .handler import WebSocketHandler
 
-__all__ = ["Clients", "ConnectionClosed", "MessageTooBig", "WebSocket"]
+__all__ = ["Clients", "ConnectionClosed", "GeventConnectionClosed", "GeventWebSocket", "MessageTooBig"]
 
 _DEFAULTS = SocketOptions()
 _READ_SIZE = 64 * 1024
@@ -108,7 +113,7 @@ class Clients:
 
     __slots__ = ("_set", "_sockets")
 
-    def __init__(self, sockets: t.Collection[WebSocket]) -> None:
+    def __init__(self, sockets: t.Collection[GeventWebSocket]) -> None:
         self._sockets = sockets
         self._set: dict[t.Any, t.Any] | None = None
 
@@ -167,33 +172,49 @@ class Clients:
         return f"<Clients: {len(self)} open sockets>"
 
 
-def _open_sockets(server: t.Any) -> set[WebSocket]:
+def _open_sockets(server: t.Any) -> set[GeventWebSocket]:
     """``server.websockets``, the set of open sockets an accepted socket
     joins. A server that has none (gevent's own ``WSGIServer`` given our
     handler) gets one, with its ``server.clients`` view, as
     gevent-websocket's handler gave such a server ``clients``."""
-    sockets: set[WebSocket] | None = getattr(server, "websockets", None)
+    sockets: set[GeventWebSocket] | None = getattr(server, "websockets", None)
     if sockets is None:
         sockets = server.websockets = set()
         server.clients = Clients(sockets)
     return sockets
 
 
-class ConnectionClosed(flask_sockets.ConnectionClosed, WebSocketError):  # type: ignore[misc]
-    """The socket is closed; it can neither send nor receive."""
+#: The core's :exc:`flask_sockets.ConnectionClosed` (one class, importable
+#: from here too): catch it; every socket class raises it (or a subclass).
+ConnectionClosed = flask_sockets.ConnectionClosed
+
+
+class GeventConnectionClosed(ConnectionClosed, WebSocketError):  # type: ignore[misc]
+    """What the gevent socket raises when it is used closed: a
+    :exc:`flask_sockets.ConnectionClosed` that gevent-websocket's
+    ``WebSocketError`` catches too, as 0.2 apps do (0.2's socket raised
+    ``WebSocketError``). Catch :exc:`flask_sockets.ConnectionClosed`."""
 
 
 class _SendTimeout(Exception):
     """A send made no progress for ``send_timeout`` seconds."""
 
 
-class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
-    """A server-side WebSocket connection (see the module docstring).
+class GeventWebSocket(EngineSocket, SocketBase):
+    """A server-side WebSocket connection on gevent (see the module docstring).
 
-    It moves bytes between its TCP connection and a
-    :class:`flask_sockets.connection.Connection`, which decides everything
-    about the protocol; this class keeps what is gevent's: the keepalive
-    timer, the send timeout, the send lock, yielding under floods.
+    It moves bytes between its TCP connection (handed over by the
+    handler's :meth:`~flask_sockets_gevent.WebSocketHandler.upgrade` at the
+    ``101``) and a :class:`flask_sockets.connection.Connection`, which
+    decides everything about the protocol, the keepalive included; this
+    class keeps what is gevent's: one hub timer that sleeps until the
+    connection's next deadline, the send timeout, the send lock, yielding
+    under floods.
+
+    :param environ: The WSGI environ of the upgrade request.
+    :param handler: The pywsgi handler serving it; the socket calls its
+        ``upgrade()`` to answer the handshake, and reads its ``server`` and
+        ``client_address``.
     """
 
     # Slots: an open socket lives as long as its connection, and thousands
@@ -202,42 +223,43 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         "__dict__",
         "__weakref__",
         "_events_left",
-        "_keepalive",
-        "_last_heard",
         "_protocol",
         "_reader",
         "_registry",
         "_send_lock",
         "_sock",
+        "_timer",
         "accepted",
-        "ping_interval",
-        "ping_timeout",
+        "environ",
+        "handler",
         "send_timeout",
         "subprotocol",
     )
 
-    handler: WebSocketHandler
     _protocol: Connection
-    stream: t.Any
-    raw_write: t.Any
-    raw_read: t.Any
 
-    def __init__(self, environ: dict[str, t.Any], stream: t.Any, handler: WebSocketHandler) -> None:
-        super().__init__(environ, stream, handler)
+    def __init__(self, environ: dict[str, t.Any], handler: WebSocketHandler) -> None:
+        #: The WSGI environ of the upgrade request.
+        self.environ = environ
+        #: The pywsgi handler serving the connection (gevent-websocket's
+        #: ``ws.handler``: ``ws.handler.server.clients`` and
+        #: ``ws.handler.active_client`` work as they did).
+        self.handler = handler
         #: ``True`` once ``101 Switching Protocols`` has been sent.
         self.accepted = False
         #: The subprotocol sent in the handshake, if any.
         self.subprotocol: str | None = None
-        # The connection: the protocol's state and rules, and its frame
-        # parser, whose buffer holds what was read (``_protocol``:
-        # EngineSocket's name for it).
-        self._protocol = Connection(_DEFAULTS.max_message_size, close_timeout=_DEFAULTS.close_timeout)
+        # The connection: the protocol's state and rules (keepalive
+        # included), and its frame parser, whose buffer holds what was read
+        # (``_protocol``: EngineSocket's name for it).
+        self._protocol = Connection(
+            _DEFAULTS.max_message_size,
+            close_timeout=_DEFAULTS.close_timeout,
+            ping_interval=_DEFAULTS.ping_interval,
+            ping_timeout=_DEFAULTS.ping_timeout,
+        )
         # The TCP connection, once the handler has handed it over (at accept).
         self._sock: t.Any = None
-        #: Seconds of peer silence before a ping, or ``None`` to never ping.
-        self.ping_interval: float | None = _DEFAULTS.ping_interval
-        #: Seconds to wait for a pong before closing with 1011.
-        self.ping_timeout: float = _DEFAULTS.ping_timeout
         #: Seconds a send may make no progress before the connection is cut
         #: (``None``: wait forever).
         self.send_timeout: float | None = _DEFAULTS.send_timeout
@@ -245,16 +267,14 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self._send_lock = Semaphore()
         self._events_left = _EVENTS_PER_YIELD
         self._reader: t.Any = None
-        self._last_heard = time.monotonic()
-        # A hub timer while the peer is active; a greenlet only while a ping is out.
-        self._keepalive: t.Any = None
+        # The hub timer that wakes at the connection's next deadline while
+        # open, or the greenlet writing what it queued then.
+        self._timer: t.Any = None
         # The server's set of open sockets (see GracefulShutdownMixin), once accepted.
-        self._registry: set[WebSocket] | None = None
+        self._registry: set[GeventWebSocket] | None = None
 
-    def __del__(self) -> None:
-        # gevent-websocket closes from __del__; the handler closes us instead,
-        # and an unaccepted socket must never be answered from a finaliser.
-        pass
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.environ.get('PATH_INFO')!r} {self._protocol.state.name}>"
 
     @property
     def closed(self) -> bool:
@@ -263,11 +283,33 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
 
     @closed.setter
     def closed(self, value: bool) -> None:
-        # gevent-websocket's __init__ sets it to False; True marks the socket
-        # closed without sending anything more.
+        # True marks the socket closed without sending anything more.
         if value:
             self._protocol.abort()
             self._drop()
+
+    # gevent-websocket's request properties, for 0.2 apps.
+
+    @property
+    def origin(self) -> str | None:
+        """The request's ``Origin`` header, if any."""
+        return self.environ.get("HTTP_ORIGIN")
+
+    @property
+    def path(self) -> str | None:
+        """The request's path (``PATH_INFO``)."""
+        return self.environ.get("PATH_INFO")
+
+    @property
+    def protocol(self) -> str | None:
+        """The client's ``Sec-WebSocket-Protocol`` header, as sent (the
+        subprotocol agreed is :attr:`subprotocol`)."""
+        return self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL")
+
+    @property
+    def version(self) -> str | None:
+        """The client's ``Sec-WebSocket-Version`` header."""
+        return self.environ.get("HTTP_SEC_WEBSOCKET_VERSION")
 
     # -- handshake ------------------------------------------------------------
 
@@ -292,15 +334,14 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self._protocol.receive_data(pending)
         self._registry = _open_sockets(self.handler.server)
         self._registry.add(self)
-        self._last_heard = time.monotonic()
-        if self.ping_interval:
-            self._arm_keepalive(self.ping_interval)
+        self._protocol.last_heard = time.monotonic()
+        self._arm_timer()
 
     def _handshake_failed(self) -> None:
         """The client left (reset, broken pipe) before the ``101`` went out.
         The socket counts as accepted, so no HTTP response follows, and is
         closed with ``close_code`` 1006: the ``receive()`` that accepted
-        returns ``None``, and a send raises :exc:`ConnectionClosed`."""
+        returns ``None``, and a send raises :exc:`~flask_sockets.ConnectionClosed`."""
         self.accepted = True
         self.abort()
 
@@ -312,11 +353,11 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
 
         :param timeout: Seconds to wait; on expiry :exc:`TimeoutError` is
             raised and the socket stays usable (nothing read is lost).
-        :raises ConnectionClosed: If the socket was already closed.
+        :raises ~flask_sockets.ConnectionClosed: If the socket was already closed.
         """
         if self._protocol.state is not OPEN:
             if self.closed:
-                raise ConnectionClosed("Connection is already closed")
+                raise GeventConnectionClosed("Connection is already closed")
             self.accept()
             if self.closed:  # the client left before the 101
                 return None
@@ -363,7 +404,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
                 chunk = sock.recv(_READ_SIZE)
                 if chunk:
                     conn.buffer += chunk  # (conn.receive_data, one call less)
-                    self._last_heard = time.monotonic()
+                    conn.last_heard = time.monotonic()
                 else:
                     conn.receive_eof()
                 continue
@@ -405,7 +446,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         message is compressed if permessage-deflate was negotiated, it
         reaches the threshold and ``compress`` is true.
 
-        :raises ConnectionClosed: If the socket is closed.
+        :raises ~flask_sockets.ConnectionClosed: If the socket is closed.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         :raises ValueError: For another opcode (close with :meth:`close`).
         """
@@ -414,11 +455,11 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             self.accept()
             if conn.state is not OPEN:
                 # The classic loop sends receive()'s None once the peer closed.
-                raise ConnectionClosed("Connection is already closed")
+                raise GeventConnectionClosed("Connection is already closed")
         payload = to_payload(message)
         with self._send_lock:
             if conn.state is not OPEN:  # closed while this waited for the lock
-                raise ConnectionClosed("Connection is already closed")
+                raise GeventConnectionClosed("Connection is already closed")
             conn.send_frame(opcode, payload, compress, message)
             self._write_out()
 
@@ -435,13 +476,13 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             the kernel's send buffer is full, the message is over 16 KiB
             (compressed), it would be compressed with context (server context
             takeover), or the connection is TLS. Send it the usual way then.
-        :raises ConnectionClosed: If the socket is closed or the peer is gone.
+        :raises ~flask_sockets.ConnectionClosed: If the socket is closed or the peer is gone.
         :raises TypeError: If ``message`` is not ``str`` or bytes-like.
         """
         conn = self._protocol
         if conn.state is not OPEN:
             if self.closed:
-                raise ConnectionClosed("Connection is already closed")
+                raise GeventConnectionClosed("Connection is already closed")
             return False  # not accepted yet
         payload = to_payload(message)
         sock = self._sock
@@ -461,7 +502,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
             except OSError as e:
                 self._protocol.abort()
                 self._drop()
-                raise ConnectionClosed(f"Socket is dead: {e}") from e
+                raise GeventConnectionClosed(f"Socket is dead: {e}") from e
             if sent < len(data):
                 # The frame has begun: it must be finished before any other.
                 gevent.spawn_raw(self._finish_write, memoryview(data)[sent:])
@@ -508,9 +549,9 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         except BaseException as e:
             self._write_failed(e)
             if isinstance(e, _SendTimeout):
-                raise ConnectionClosed(f"The peer read nothing for {self.send_timeout} seconds") from None
+                raise GeventConnectionClosed(f"The peer read nothing for {self.send_timeout} seconds") from None
             if isinstance(e, OSError):
-                raise ConnectionClosed(f"Socket is dead: {e}") from e
+                raise GeventConnectionClosed(f"Socket is dead: {e}") from e
             raise
 
     def _send_all(self, sock: t.Any, data: bytes | memoryview) -> None:
@@ -535,7 +576,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
                 with gevent.Timeout(timeout, _SendTimeout):
                     sent = sock.send(rest)
             rest = rest[sent:]
-            self._last_heard = time.monotonic()
+            self._protocol.last_heard = time.monotonic()
 
     def _write_failed(self, error: BaseException) -> None:
         """Frames were cut short (the peer left, it read nothing for
@@ -653,76 +694,88 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
 
     def _drop(self) -> None:
         """The connection is no longer open: leave the server's set of open
-        sockets and stop the keepalive."""
+        sockets and stop the timer."""
         if self._registry is not None:
             self._registry.discard(self)
-        keepalive, self._keepalive = self._keepalive, None
-        if isinstance(keepalive, gevent.Greenlet):
-            if keepalive is not gevent.getcurrent():
-                keepalive.kill(block=False)
-        elif keepalive is not None:
-            keepalive.close()
+        timer, self._timer = self._timer, None
+        if isinstance(timer, gevent.Greenlet):
+            if timer is not gevent.getcurrent():
+                timer.kill(block=False)
+        elif timer is not None:
+            timer.close()
 
     # -- keepalive ------------------------------------------------------------
 
-    def _arm_keepalive(self, delay: float) -> None:
-        """Check on the peer in ``delay`` seconds, from a hub timer: no
-        greenlet per socket while the peer is active."""
-        timer = gevent.get_hub().loop.timer(delay)
-        self._keepalive = timer
-        timer.start(self._keepalive_due)
+    def _arm_timer(self) -> None:
+        """Sleep until the connection's next deadline (keepalive), on a hub
+        timer: no greenlet per socket while the peer is heard from."""
+        when = self._protocol.next_deadline()
+        if when is None:
+            self._timer = None
+            return
+        timer = gevent.get_hub().loop.timer(max(0.0, when - time.monotonic()))
+        self._timer = timer
+        timer.start(self._timer_due)
 
-    def _keepalive_due(self) -> None:
-        # Runs in the hub: must not block. Re-arm, or hand over to a greenlet to ping.
-        timer, self._keepalive = self._keepalive, None
+    def _timer_due(self) -> None:
+        # Runs in the hub: must not block. The connection decides; writing
+        # what it queued (a ping, a keepalive failure's close frame) is
+        # handed to a greenlet.
+        timer, self._timer = self._timer, None
         if timer is not None:
             timer.close()
-        if self.closed:
-            return
-        interval = t.cast(float, self.ping_interval)
-        silent_for = time.monotonic() - self._last_heard
-        if silent_for < interval:
-            self._arm_keepalive(interval - silent_for)
-        else:
-            self._keepalive = gevent.spawn(self._keep_alive)
-
-    def _keep_alive(self) -> None:
-        """Ping a peer that has been silent for ``ping_interval`` seconds; if
-        nothing comes back within ``ping_timeout``, the connection fails
-        (:meth:`~flask_sockets.connection.Connection.fail_keepalive`: 1011,
-        and the reader's ``receive()`` returns ``None``).
-
-        The ping waits at most ``ping_timeout`` behind a send in progress: a
-        send that goes on that long either makes progress (the peer reads,
-        which counts as hearing from it) or is cut by ``send_timeout``."""
         conn = self._protocol
-        sent_at = time.monotonic()
+        if conn.state is not OPEN:
+            return  # (closing: close() and the reader keep the close deadline)
+        conn.handle_timer(time.monotonic())
+        if conn.state is not OPEN:  # the keepalive failed it (1011)
+            self._timer = gevent.spawn(self._ended)
+        elif conn.has_data_to_send:  # a ping
+            self._timer = gevent.spawn(self._write_ping)
+        else:  # the peer was heard from meanwhile: sleep again
+            self._arm_timer()
+
+    def _write_ping(self) -> None:
+        """Write the ping the connection queued, then sleep until its next
+        deadline (when the pong is due). The ping waits at most
+        ``ping_timeout`` behind a send in progress: a send that goes on that
+        long either makes progress (the peer reads, which counts as hearing
+        from it) or is cut by ``send_timeout``."""
+        lock = self._send_lock
         try:
-            if self._send_lock.acquire(timeout=self.ping_timeout):
+            if lock.acquire(timeout=self.ping_timeout):
                 try:
-                    if conn.state is OPEN:
-                        conn.send_ping(os.urandom(4))
+                    if self._protocol.has_data_to_send:
                         self._write_out()
                 finally:
-                    self._send_lock.release()
+                    lock.release()
         except ConnectionClosed:
             return
-        remaining = sent_at + self.ping_timeout - time.monotonic()
-        if remaining > 0:
-            gevent.sleep(remaining)
-        if self.closed:
-            return
-        if self._last_heard < sent_at:
-            conn.fail_keepalive()
-            self._ended()
-            return
-        self._keepalive = None
-        interval = t.cast(float, self.ping_interval)
-        self._arm_keepalive(max(0.0, interval - (time.monotonic() - self._last_heard)))
+        if self._timer is gevent.getcurrent():
+            self._arm_timer()
+
+
+def _renamed() -> type[GeventWebSocket]:
+    """``WebSocket``, this class's name during 0.3's development (the name
+    of gevent-websocket's class, which it no longer derives from): still
+    importable, with a :exc:`DeprecationWarning`."""
+    warnings.warn(
+        "flask_sockets_gevent.WebSocket is now named GeventWebSocket"
+        " (in type hints, use flask_sockets.WebSocket, which every server's socket satisfies)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return GeventWebSocket
+
+
+def __getattr__(name: str) -> t.Any:
+    if name == "WebSocket":
+        return _renamed()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if t.TYPE_CHECKING:  # pragma: no cover
     import flask_sockets.typing
 
     # mypy checks here that this socket satisfies the documented interface.
-    _CONFORMS: type[flask_sockets.typing.WebSocket] = WebSocket
+    _CONFORMS: type[flask_sockets.typing.WebSocket] = GeventWebSocket

@@ -25,6 +25,11 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore
         # not have.
         if getattr(self, "response_headers", None) is None:
             self.__dict__["response_headers"] = []
+        if "headers" not in self.__dict__ and self.environ is not None:
+            # The parsed request head of a WebSocket is dropped at its 101
+            # (the environ holds the same): the request headers for
+            # ``%({name}i)s``, from the environ again.
+            self.__dict__["headers"] = _EnvironHeaders(self.environ)
         if self.environ is None:
             address = self.client_address
             self.__dict__["environ"] = {
@@ -36,6 +41,25 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore
                 "SERVER_PROTOCOL": self.request_version or "-",
             }
         super().log_request()
+
+
+class _EnvironHeaders:
+    """The request headers in a WSGI environ, as the ``items()`` gunicorn's
+    access log reads (names in lower case: it looks them up so)."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: dict[str, t.Any]) -> None:
+        self._environ = environ
+
+    def items(self) -> list[tuple[str, str]]:
+        items = []
+        for key, value in self._environ.items():
+            if key.startswith("HTTP_"):
+                items.append((key[5:].replace("_", "-").lower(), value))
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                items.append((key.replace("_", "-").lower(), value))
+        return items
 
 
 class GunicornWebSocketServer(GracefulShutdownMixin, ConnectionLimitsMixin, PyWSGIServer):  # type: ignore[misc]
