@@ -34,6 +34,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Blueprint
     from flask import Flask
 
+    from .metrics import SocketMetrics
     from .typing import Message
     from .typing import SocketHandler
     from .typing import WebSocket
@@ -126,6 +127,31 @@ class Sockets:
         for blueprint, options in self._blueprints:
             register_socket_blueprint(app, blueprint, options)
         self._apps.add(app)
+        if app.config.get("SOCKETS_METRICS"):
+            self.enable_metrics(app)
+
+    def enable_metrics(self, app: Flask | None = None, registry: t.Any = None) -> SocketMetrics:
+        """Count the app's sockets in Prometheus series (see :doc:`/metrics`),
+        as ``SOCKETS_METRICS = True`` does at ``init_app``. Serve them with
+        ``app.add_url_rule('/metrics', view_func=flask_sockets.metrics.metrics_view)``.
+
+        :param app: The app (see :meth:`rooms_for`).
+        :param registry: The ``prometheus_client`` registry of the series
+            (its default ``REGISTRY`` if ``None``). Under
+            ``PROMETHEUS_MULTIPROC_DIR``, the values are also written there.
+        :returns: The app's :class:`~flask_sockets.metrics.SocketMetrics`.
+        :raises ImportError: If ``prometheus_client`` is not installed.
+        """
+        from . import metrics
+
+        app = self._app_for(app)
+        existing = metrics.metrics_of(app)
+        if existing is not None:
+            return existing
+        made = metrics.SocketMetrics.for_registry(registry)
+        app.extensions[metrics.EXTENSION_KEY] = made
+        app.after_request(metrics.count_refusal)
+        return made
 
     def route(self, rule: str, *, blueprint: Blueprint | None = None, **options: t.Any) -> t.Callable[[F], F]:
         """Decorate a socket handler ``f(ws, **url_variables)`` to serve
@@ -469,6 +495,10 @@ class Sockets:
         :raises RuntimeError: If there is no such app, or it was initialised
             with another :class:`Sockets`.
         """
+        return Rooms.of(self._app_for(app))
+
+    def _app_for(self, app: Flask | None) -> Flask:
+        """``app``, or the current app, or the one app of this extension (see :meth:`rooms_for`)."""
         if app is None:
             if has_app_context():
                 app = t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
@@ -482,7 +512,7 @@ class Sockets:
                 )
         if app.extensions.get("sockets") is not self:
             raise RuntimeError(f"{app!r} was not initialised with this Sockets extension.")
-        return Rooms.of(app)
+        return app
 
 
 def _require_websocket_upgrade() -> None:

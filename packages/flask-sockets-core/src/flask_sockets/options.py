@@ -153,6 +153,10 @@ DEFAULTS: dict[str, t.Any] = {
     # '/_sockets/flask-sockets.js'``. ``None`` serves nothing (a bundler ships
     # it, or the app serves the file itself). Read by ``init_app``.
     "SOCKETS_CLIENT_URL": "/_sockets/flask-sockets.js",
+    # ``True``: count the app's sockets in Prometheus series (needs
+    # ``flask-sockets-core[metrics]``; see flask_sockets.metrics), read by
+    # ``init_app``. Off by default: an app that does not scrape them pays nothing.
+    "SOCKETS_METRICS": False,
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 import typing as t
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
@@ -45,6 +46,7 @@ __all__ = [
     "LocalBroker",
     "check_message_queue",
     "decode_message",
+    "Published",
     "decode_published",
     "encode_message",
     "redacted",
@@ -143,6 +145,11 @@ class Broker:
     def close(self) -> None:
         """Stop receiving and release connections."""
 
+    #: Called with the seconds from :meth:`publish` (in any process) to this
+    #: process receiving the message, for each message a broker receives
+    #: from elsewhere (:mod:`flask_sockets.metrics` sets it), or ``None``.
+    lag_observer: t.Callable[[float], None] | None = None
+
 
 class LocalBroker(Broker):
     """Delivers within this process, synchronously: :meth:`publish` hands
@@ -183,11 +190,15 @@ class LocalBroker(Broker):
 def encode_message(room: str | None, message: Message) -> str:
     """The JSON a message travels as: ``{"room": ..., "text": ...}`` for
     text, ``{"room": ..., "binary": <base64>}`` for binary; ``room`` is
-    ``null`` for a broadcast. A message of a room with history travels with
-    its ``"offset"`` and ``"epoch"`` too (added by the Redis script)."""
+    ``null`` for a broadcast; ``"ts"`` is when it was published (Unix
+    seconds), for the publish-to-delivery lag. A message of a room with
+    history travels with its ``"offset"`` and ``"epoch"`` too (added by the
+    Redis script)."""
     if isinstance(message, str):
-        return json.dumps({"room": room, "text": message})
-    return json.dumps({"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii")})
+        return json.dumps({"room": room, "text": message, "ts": time.time()})
+    return json.dumps(
+        {"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii"), "ts": time.time()}
+    )
 
 
 def decode_message(data: str | bytes) -> tuple[str | None, Message]:
@@ -195,13 +206,24 @@ def decode_message(data: str | bytes) -> tuple[str | None, Message]:
 
     :raises ValueError: If ``data`` is not such a message.
     """
-    room, message, _ = decode_published(data)
-    return room, message
+    published = decode_published(data)
+    return published.room, published.message
 
 
-def decode_published(data: str | bytes) -> tuple[str | None, Message, Position | None]:
-    """The ``(room, message, position)`` of a message as it travels
-    (``position`` ``None`` without history).
+class Published(t.NamedTuple):
+    """A message as it travelled (see :func:`decode_published`)."""
+
+    #: Its room, or ``None`` for a broadcast.
+    room: str | None
+    message: Message
+    #: Its position in the room's history, or ``None`` without history.
+    position: Position | None
+    #: When it was published (Unix seconds), or ``None`` (an older publisher's).
+    published_at: float | None
+
+
+def decode_published(data: str | bytes) -> Published:
+    """The :class:`Published` message that travelled as ``data``.
 
     :raises ValueError: If ``data`` is not such a message.
     """
@@ -209,14 +231,13 @@ def decode_published(data: str | bytes) -> tuple[str | None, Message, Position |
         payload = json.loads(data)
         room = payload["room"]
         message: Message = payload["text"] if "text" in payload else base64.b64decode(payload["binary"], validate=True)
-        offset, epoch = payload.get("offset"), payload.get("epoch")
+        offset, epoch, published_at = payload.get("offset"), payload.get("epoch"), payload.get("ts")
     except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as e:
         raise ValueError(f"not a Flask-Sockets message: {e!r}") from None
     if not (room is None or isinstance(room, str)) or not isinstance(message, (str, bytes)):
         raise ValueError("not a Flask-Sockets message: wrong types")
-    if isinstance(offset, int) and isinstance(epoch, str):
-        return room, message, Position(offset, epoch)
-    return room, message, None
+    position = Position(offset, epoch) if isinstance(offset, int) and isinstance(epoch, str) else None
+    return Published(room, message, position, published_at if isinstance(published_at, (int, float)) else None)
 
 
 def redacted(url: str) -> str:

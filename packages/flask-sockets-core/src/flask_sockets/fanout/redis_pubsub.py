@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import typing as t
 
 from .broker import DEFAULT_CHANNEL
@@ -406,10 +407,13 @@ class RedisBroker(Broker):
 
     def _dispatch(self, data: str | bytes) -> None:
         try:
-            room, message, position = decode_published(data)
+            room, message, position, published_at = decode_published(data)
         except ValueError as e:
             logger.warning("%r: ignored a message: %s", self, e)
             return
+        observe = self.lag_observer
+        if observe is not None and published_at is not None:
+            observe(max(0.0, time.time() - published_at))
         deliver = self._deliver
         if deliver is None:  # pragma: no cover - set before a subscriber starts
             return
