@@ -3,12 +3,15 @@ for the transports and :data:`~tests.transports.conftest.DIFFERENCES`)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 
+from flask_sockets.connection import EXPIRED_CODE
 from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import Opcode
+from tests.conftest import TIMEOUT
 from tests.gevent.rawclient import RawClient
 from tests.gunicorn.conftest import wait_for_match
 from tests.transports.app import MAX_MESSAGE_SIZE
@@ -107,3 +110,38 @@ def test_compression_is_negotiated_when_offered(transport: Transport, offered: b
             assert ws.extensions is None
         ws.send("compressible " * 50)
         assert ws.recv() == "compressible " * 50
+
+
+def test_session_expiry_closes_4401_at_its_end(transport: Transport):
+    """ws.expire_in(1): the server closes with 4401 "session expired" (a code
+    that tells the client to re-authenticate, not to retry), at that time and not before."""
+    with transport.connect("/session") as ws:
+        ws.send("expire_in 1")
+        assert ws.recv() == "expires"
+        given = time.monotonic()
+        ws.send("still open")
+        assert ws.recv() == "still open"
+        assert ws.recv() is None
+        closed_after = time.monotonic() - given
+        assert (ws.close_code, ws.close_reason) == (EXPIRED_CODE, "session expired")
+    # (Not before its end; the upper bound only catches an expiry that never fired on time.)
+    assert 0.9 <= closed_after < TIMEOUT
+
+
+def test_session_extended_before_its_end_stays_open(transport: Transport):
+    """An end moved later before it comes (an in-band token refresh) holds: the
+    socket is still open past the first end, and closes with 4401 at the new one."""
+    with transport.connect("/session") as ws:
+        ws.send("expire_in 0.6")
+        assert ws.recv() == "expires"
+        given = time.monotonic()
+        time.sleep(0.3)
+        ws.send("expire_in 1.2")  # the new end: about 1.5 s after the first was given
+        assert ws.recv() == "expires"
+        time.sleep(max(0.0, given + 0.9 - time.monotonic()))  # past the first end
+        ws.send("after the first end")
+        assert ws.recv() == "after the first end"
+        assert ws.recv() is None
+        closed_after = time.monotonic() - given
+        assert (ws.close_code, ws.close_reason) == (EXPIRED_CODE, "session expired")
+    assert closed_after >= 1.4

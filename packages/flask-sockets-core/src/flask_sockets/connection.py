@@ -66,7 +66,11 @@ How an I/O layer drives it:
   connection's clock, :func:`time.monotonic` by default) is when the close
   handshake times out; call :meth:`~Connection.handle_timer` when it has
   passed: the connection is then ``CLOSED`` and the I/O layer cuts the
-  transport.
+  transport. While ``OPEN``, :attr:`~Connection.expires_at` (``None`` unless
+  the app gave the session an end) is when the connection must be closed
+  with 4401 (:data:`EXPIRED_CODE`); :meth:`~Connection.handle_timer` past it
+  queues that close frame. :attr:`~Connection.timer_deadline` is the next
+  of the two.
 - **Threads.** A connection is not thread-safe: an I/O layer serialises the
   calls into it (greenlets need nothing: they only switch on I/O; threads
   hold one lock around each call into the connection, not around blocking
@@ -104,7 +108,15 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from .compression import Deflate
     from .protocol import Event
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "KEEPALIVE_REASON", "SINGLE_WRITE_LIMIT", "Connection", "State"]
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "EXPIRED_CODE",
+    "EXPIRED_REASON",
+    "KEEPALIVE_REASON",
+    "SINGLE_WRITE_LIMIT",
+    "Connection",
+    "State",
+]
 
 #: Seconds the close handshake may take, unless told otherwise
 #: (``SOCKETS_CLOSE_TIMEOUT``'s default).
@@ -115,6 +127,12 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 SINGLE_WRITE_LIMIT = 16 * 1024
 #: The close reason when a peer did not answer a keepalive ping in time.
 KEEPALIVE_REASON = "keepalive ping timeout"
+#: The close code when a connection's session expired (:attr:`Connection.expires_at`):
+#: 4401, "unauthorized": a client should not reconnect until it has new
+#: credentials (the 4000-4999 range is the application's; 4401 mirrors HTTP 401).
+EXPIRED_CODE = 4401
+#: The close reason that goes with :data:`EXPIRED_CODE`.
+EXPIRED_REASON = "session expired"
 
 _TEXT, _BINARY, _PING, _PONG, _CLOSE = (
     int(opcode) for opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG, Opcode.CLOSE)
@@ -157,6 +175,7 @@ class Connection(ServerProtocol):
         "close_deadline",
         "close_reason",
         "close_timeout",
+        "expires_at",
         "failed",
         "state",
     )
@@ -186,6 +205,11 @@ class Connection(ServerProtocol):
         self.close_code: int | None = None
         #: The reason that goes with :attr:`close_code`.
         self.close_reason: str | None = None
+        #: When the session of an open connection ends (in the connection's
+        #: clock), or ``None``: past it, :meth:`expired` is true and
+        #: :meth:`handle_timer` closes with :data:`EXPIRED_CODE`. The app may
+        #: move it (later after a token refresh, or ``None``) at any time before.
+        self.expires_at: float | None = None
         self._clock = clock
         # What is queued to send, or None (nothing: no list held by an idle connection).
         self._out: list[bytes] | None = None
@@ -439,10 +463,34 @@ class Connection(ServerProtocol):
         """Tell the connection the time (by default, its clock's): past
         :attr:`close_deadline`, the close handshake has timed out and the
         connection is ``CLOSED`` (1006 unless it already had a code); the
-        I/O layer then cuts the transport."""
+        I/O layer then cuts the transport. Open and past :attr:`expires_at`
+        (:meth:`expired`): the close handshake starts with
+        :data:`EXPIRED_CODE` (write :meth:`data_to_send`, as after
+        :meth:`send_close`)."""
+        now = self._clock() if now is None else now
         deadline = self.close_deadline
-        if deadline is not None and (self._clock() if now is None else now) >= deadline:
+        if deadline is not None and now >= deadline:
             self._closed()
+        elif self.expired(now):
+            self.send_close(EXPIRED_CODE, EXPIRED_REASON)
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the connection is open and its session has expired
+        (:attr:`expires_at` has passed): then it must be closed with
+        :data:`EXPIRED_CODE` and :data:`EXPIRED_REASON`, which
+        :meth:`handle_timer` does; an I/O layer that must not wait (a timer
+        thread) asks this and closes its own way."""
+        expires_at = self.expires_at
+        return expires_at is not None and self.state is OPEN and (self._clock() if now is None else now) >= expires_at
+
+    @property
+    def timer_deadline(self) -> float | None:
+        """When :meth:`handle_timer` has something to do next (in the
+        connection's clock): :attr:`close_deadline` while ``CLOSING``,
+        :attr:`expires_at` while ``OPEN``; ``None``: nothing."""
+        if self.state is CLOSING:
+            return self.close_deadline
+        return self.expires_at if self.state is OPEN else None
 
     def abort(self) -> None:
         """Give the connection up without a close frame (the transport broke,

@@ -67,6 +67,8 @@ from flask_sockets.base import SocketBase
 from flask_sockets.base import to_payload
 from flask_sockets.connection import CLOSED
 from flask_sockets.connection import CLOSING
+from flask_sockets.connection import EXPIRED_CODE
+from flask_sockets.connection import EXPIRED_REASON
 from flask_sockets.connection import OPEN
 from flask_sockets.connection import Connection
 from flask_sockets.options import SocketOptions
@@ -202,6 +204,7 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         "__dict__",
         "__weakref__",
         "_events_left",
+        "_expiry",
         "_keepalive",
         "_last_heard",
         "_protocol",
@@ -248,6 +251,8 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self._last_heard = time.monotonic()
         # A hub timer while the peer is active; a greenlet only while a ping is out.
         self._keepalive: t.Any = None
+        # A hub timer while the session has an end (see _expiry_changed).
+        self._expiry: t.Any = None
         # The server's set of open sockets (see GracefulShutdownMixin), once accepted.
         self._registry: set[WebSocket] | None = None
 
@@ -295,6 +300,8 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         self._last_heard = time.monotonic()
         if self.ping_interval:
             self._arm_keepalive(self.ping_interval)
+        if self._protocol.expires_at is not None:
+            self._expiry_changed()
 
     def _handshake_failed(self) -> None:
         """The client left (reset, broken pipe) before the ``101`` went out.
@@ -656,12 +663,41 @@ class WebSocket(EngineSocket, SocketBase, _BaseWebSocket):  # type: ignore[misc]
         sockets and stop the keepalive."""
         if self._registry is not None:
             self._registry.discard(self)
+        expiry, self._expiry = self._expiry, None
+        if expiry is not None:
+            expiry.close()
         keepalive, self._keepalive = self._keepalive, None
         if isinstance(keepalive, gevent.Greenlet):
             if keepalive is not gevent.getcurrent():
                 keepalive.kill(block=False)
         elif keepalive is not None:
             keepalive.close()
+
+    # -- session expiry ---------------------------------------------------------
+
+    def _expiry_changed(self) -> None:
+        """The engine's ``expires_at`` changed: a hub timer fires at it (one
+        per socket, re-armed; none without an end or before the ``101``)."""
+        expiry, self._expiry = self._expiry, None
+        if expiry is not None:
+            expiry.close()
+        expires_at = self._protocol.expires_at
+        if expires_at is None or not self.accepted or self.closed:
+            return
+        timer = gevent.get_hub().loop.timer(max(0.0, expires_at - time.monotonic()), ref=False)
+        self._expiry = timer
+        timer.start(self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        # Runs in the hub: must not block. The engine decides (libev's clock
+        # may run a little ahead of time.monotonic: then wait the rest).
+        if self._protocol.expired():
+            expiry, self._expiry = self._expiry, None
+            if expiry is not None:
+                expiry.close()
+            gevent.spawn(self.close, EXPIRED_CODE, EXPIRED_REASON)
+        else:
+            self._expiry_changed()
 
     # -- keepalive ------------------------------------------------------------
 
