@@ -21,7 +21,7 @@ connection; nothing else takes a thread per connection or per message:
   open sockets and runs ONE timer thread, started by
   :meth:`Connections.start`, which pings the idle peers, fails the silent
   ones (1011), cuts connections whose close handshake ran out of time, and
-  closes every socket with 1001 when the server stops.
+  closes the sockets when the server stops (1012, in batches).
 - A send that makes no progress for ``send_timeout`` seconds is cut by the
   sending thread itself (it waits for the socket to take more, bounded).
 - :meth:`ThreadedWebSocket.send_nowait` lets a publisher (rooms,
@@ -59,6 +59,8 @@ from .base import SocketBase
 from .base import to_payload
 from .connection import CLOSED
 from .connection import CLOSING
+from .connection import EXPIRED_CODE
+from .connection import EXPIRED_REASON
 from .connection import OPEN
 from .connection import Connection
 from .exceptions import ConnectionClosed
@@ -69,6 +71,8 @@ from .protocol import PAUSE
 from .protocol import Close
 from .protocol import CloseCode
 from .protocol import Ping
+from .shutdown import ShutdownPolicy
+from .shutdown import drain
 
 __all__ = [
     "CONNECTIONS_KEY",
@@ -77,6 +81,7 @@ __all__ = [
     "Connections",
     "HandshakeRefused",
     "ThreadedWebSocket",
+    "gunicorn_graceful_timeout",
     "gunicorn_worker_stopping",
 ]
 
@@ -88,7 +93,8 @@ GUNICORN_SOCKET_KEY = "gunicorn.socket"
 #: worker of ``flask-sockets-gunicorn`` does); without one, each app has its own.
 CONNECTIONS_KEY = "flask_sockets.connections"
 
-#: The close frame every open socket gets when the server stops.
+#: The close frame of :meth:`Connections.shutdown` before 0.3 (the code is
+#: now the :class:`~flask_sockets.shutdown.ShutdownPolicy`'s, 1012 by default).
 GOING_AWAY = (CloseCode.GOING_AWAY, "Server shutting down")
 
 _DEFAULTS = SocketOptions()
@@ -640,12 +646,20 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
                 conn.fail_keepalive()
         self.abort()  # (the close code stays the keepalive's 1011)
 
-    def _going_away(self) -> None:
-        """The server stops: close with 1001 without waiting (from the timer
-        thread). A reader gets the peer's close frame and returns ``None``;
-        the close deadline cuts what is left. A socket whose close frame
-        cannot go out at once (another thread is sending, the peer reads
-        nothing) is closed from a thread of its own."""
+    def _expiry_changed(self) -> None:
+        # The timer thread calls _on_timer by the new end at the latest
+        # (an end moved later: it finds nothing to do then, and goes on).
+        expires_at = self._protocol.expires_at
+        if expires_at is not None and self.accepted and self._connections is not None:
+            self._connections.schedule(self, expires_at)
+
+    def _going_away(self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
+        """Close with ``code`` and ``reason`` without waiting (from the
+        timer thread: the server stops, the session expired). A reader gets
+        the peer's close frame and returns ``None``; the close deadline cuts
+        what is left. A socket whose close frame cannot go out at once
+        (another thread is sending, the peer reads nothing) is closed from a
+        thread of its own."""
         if self.closed or not self.accepted:
             return  # (an unaccepted socket may still be refused with an HTTP status)
         conn = self._protocol
@@ -655,7 +669,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
                     with self._lock:
                         if conn.state is not OPEN:
                             return
-                        conn.send_close(*GOING_AWAY)
+                        conn.send_close(code, reason)
                         chunks = conn.data_to_send()
                         deadline = t.cast(float, conn.close_deadline)
                     if self._write_nowait(chunks):
@@ -664,7 +678,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             finally:
                 self._send_lock.release()
         if not self.closed:
-            threading.Thread(target=self.close, args=GOING_AWAY, name="flask-sockets closer", daemon=True).start()
+            threading.Thread(target=self.close, args=(code, reason), name="flask-sockets closer", daemon=True).start()
 
     def abort(self) -> None:
         """Cut the TCP connection without a close frame (close code 1006,
@@ -704,7 +718,26 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
 
     def _on_timer(self, now: float) -> float | None:
         """Called by the :class:`Connections` timer thread when this socket's
-        entry is due; never blocks. Pings a peer silent for
+        entry is due; never blocks. Closes a connection whose session
+        expired (4401, the engine's :meth:`~flask_sockets.connection.Connection.expired`),
+        then runs the keepalive (:meth:`_keepalive_timer`).
+
+        :returns: When to be called next, or ``None``.
+        """
+        conn = self._protocol
+        with self._lock:
+            expired = conn.expired(now)
+            expires_at = conn.expires_at
+        if expired:
+            self._going_away(EXPIRED_CODE, EXPIRED_REASON)
+            return None  # (the close deadline is scheduled by then, if needed)
+        next_at = self._keepalive_timer(now)
+        if expires_at is None or conn.state is not OPEN:
+            return next_at
+        return expires_at if next_at is None else min(next_at, expires_at)
+
+    def _keepalive_timer(self, now: float) -> float | None:
+        """The keepalive's part of :meth:`_on_timer`: pings a peer silent for
         ``ping_interval``, fails one that did not answer within
         ``ping_timeout`` (1011), cuts a close that ran out of time.
 
@@ -762,21 +795,29 @@ class Connections:
     """The open :class:`ThreadedWebSocket`\\ s of one server (a gunicorn
     worker) or app, and the ONE timer thread that serves them all: it pings
     idle peers and fails silent ones, cuts close handshakes that ran out of
-    time, and closes every socket with 1001 when the server stops.
+    time, and closes the sockets when the server stops (1012, in batches).
 
     :param max_connections: Open sockets allowed at once; :meth:`admit`
         refuses more (Flask-Sockets answers ``503`` before the handshake).
         ``None``: no cap.
     :param stopping: Called by the timer thread every quarter of a second;
-        once it returns true, every open socket is closed with 1001
-        (:meth:`shutdown`) and new ones are refused.
+        once it returns true, the open sockets are closed (:meth:`shutdown`)
+        and new ones are refused.
+    :param shutdown_policy: How :meth:`shutdown` closes them; by default
+        with 1012, all at once (a server that knows its grace period sets
+        one with a window: see :class:`~flask_sockets.shutdown.ShutdownPolicy`).
     """
 
     def __init__(
-        self, max_connections: int | None = None, stopping: t.Callable[[], bool] | None = None
+        self,
+        max_connections: int | None = None,
+        stopping: t.Callable[[], bool] | None = None,
+        shutdown_policy: ShutdownPolicy | None = None,
     ) -> None:
         #: Open sockets allowed at once, or ``None``.
         self.max_connections = max_connections
+        #: How :meth:`shutdown` closes the open sockets (settable until then).
+        self.shutdown_policy = ShutdownPolicy(window=0.0) if shutdown_policy is None else shutdown_policy
         self._stopping = stopping
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -830,9 +871,10 @@ class Connections:
                 self._wakeup.notify()
 
     def watch(self, ws: ThreadedWebSocket) -> None:
-        """Start the keepalive of an accepted socket."""
+        """Start the keepalive (and the session expiry) of an accepted socket."""
         if ws.ping_interval:
             self.schedule(ws, time.monotonic() + ws.ping_interval)
+        ws._expiry_changed()
 
     def schedule(self, ws: ThreadedWebSocket, when: float) -> bool:
         """Have the timer thread call ``ws._on_timer`` at ``when`` at the
@@ -849,15 +891,26 @@ class Connections:
             return True
 
     def shutdown(self) -> None:
-        """Refuse new sockets and close every open one with 1001 (going
-        away) without waiting: handlers reading get ``None`` once the peer
-        answers; connections still up ``close_timeout`` seconds later are
-        cut."""
+        """Refuse new sockets and close every open one as
+        :attr:`shutdown_policy` says (1012, in batches spread over its
+        window: :func:`flask_sockets.shutdown.drain`), without waiting:
+        handlers reading get ``None`` once the peer answers; connections
+        still up ``close_timeout`` seconds after their close frame are cut.
+        Batches after the first are closed by a thread of their own."""
         with self._lock:
             self.shutting_down = True
             sockets = list(self._open)
-        for ws in sockets:
-            ws._going_away()
+        policy = self.shutdown_policy
+
+        def close(ws: ThreadedWebSocket) -> None:
+            ws._going_away(policy.code, policy.reason)
+
+        if len(policy.batches(len(sockets))) <= 1:
+            drain(sockets, close, policy)
+        else:
+            threading.Thread(
+                target=drain, args=(sockets, close, policy), name="flask-sockets shutdown", daemon=True
+            ).start()
 
     def _run(self) -> None:
         stopping = self._stopping
@@ -905,3 +958,12 @@ def gunicorn_worker_stopping() -> bool:
     imports gunicorn."""
     worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     return worker is not None and getattr(worker, "alive", True) is False
+
+
+def gunicorn_graceful_timeout() -> float | None:
+    """The ``--graceful-timeout`` of the gunicorn worker running this
+    process (found as :func:`gunicorn_worker_stopping` finds it), or
+    ``None`` outside gunicorn."""
+    worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    timeout = getattr(getattr(worker, "cfg", None), "graceful_timeout", None)
+    return None if timeout is None else float(timeout)

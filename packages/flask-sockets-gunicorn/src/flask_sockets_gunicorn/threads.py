@@ -24,6 +24,7 @@ import typing as t
 
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
+from flask_sockets.shutdown import ShutdownPolicy
 from flask_sockets.threaded import CONNECTIONS_KEY
 from flask_sockets.threaded import Connections
 
@@ -38,9 +39,12 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
       handshake (a warning is logged), never left hanging.
     - Keepalive pings, timeouts and the close handshakes are run by one
       timer thread per worker (:class:`flask_sockets.threaded.Connections`).
-    - When the worker stops (SIGTERM, a reload, ``--max-requests``), every
-      open socket is closed with 1001 (``Server shutting down``) and its
-      handler has ``--graceful-timeout`` seconds to return.
+    - When the worker stops (SIGTERM, a reload, ``--max-requests``), the
+      open sockets are closed with 1012 (``SOCKETS_SHUTDOWN_CODE``) in
+      batches spread over ``SOCKETS_SHUTDOWN_WINDOW`` seconds (cut to fit in
+      ``--graceful-timeout`` less ``SOCKETS_CLOSE_TIMEOUT``: see
+      :mod:`flask_sockets.shutdown`), and the handlers have
+      ``--graceful-timeout`` seconds to return.
     """
 
     #: Threads of each worker that WebSockets may not take: they answer
@@ -76,6 +80,7 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
         super().load_wsgi()
         app: t.Callable[..., t.Any] = self.wsgi  # type: ignore[has-type]
         connections = self.connections
+        connections.shutdown_policy = ShutdownPolicy.for_app(app, float(self.cfg.graceful_timeout))
 
         def wsgi(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> t.Any:
             environ[CONNECTIONS_KEY] = connections

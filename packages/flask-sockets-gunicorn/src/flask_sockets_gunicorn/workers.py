@@ -39,9 +39,10 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore
 
 
 class GunicornWebSocketServer(GracefulShutdownMixin, ConnectionLimitsMixin, PyWSGIServer):  # type: ignore[misc]
-    """gunicorn's gevent server; on a graceful stop every open socket is
-    closed with 1001. Handshake and keep-alive timeouts as
-    :class:`~flask_sockets_gevent.ConnectionLimitsMixin`."""
+    """gunicorn's gevent server; on a graceful stop the open sockets are
+    closed as :class:`~flask_sockets_gevent.GracefulShutdownMixin` says
+    (1012, in batches, within ``--graceful-timeout``). Handshake and
+    keep-alive timeouts as :class:`~flask_sockets_gevent.ConnectionLimitsMixin`."""
 
 
 class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
@@ -49,7 +50,10 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
 
     Use it with ``gunicorn -k flask_sockets_gunicorn.worker module:app``.
     On a graceful stop (SIGTERM, or SIGHUP reload) open sockets get close
-    1001 and their handlers up to ``--graceful-timeout`` seconds to finish.
+    1012 (``SOCKETS_SHUTDOWN_CODE``), in batches spread over
+    ``SOCKETS_SHUTDOWN_WINDOW`` seconds within ``--graceful-timeout`` less
+    ``SOCKETS_CLOSE_TIMEOUT``, and their handlers up to
+    ``--graceful-timeout`` seconds to finish.
 
     Idle keep-alive connections are closed after ``--keep-alive`` seconds
     (``0``: no keep-alive), and each worker serves at most
@@ -74,9 +78,11 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
         # hand our settings to ours the same way.
         server_class = type(self).server_class
         if isinstance(server_class, type) and issubclass(server_class, ConnectionLimitsMixin):
-            self.server_class = functools.partial(
-                server_class,
-                handshake_timeout=self.handshake_timeout,
-                keepalive_timeout=float(self.cfg.keepalive),
-            )
+            options: dict[str, t.Any] = {
+                "handshake_timeout": self.handshake_timeout,
+                "keepalive_timeout": float(self.cfg.keepalive),
+            }
+            if issubclass(server_class, GracefulShutdownMixin):
+                options["shutdown_grace"] = float(self.cfg.graceful_timeout)
+            self.server_class = functools.partial(server_class, **options)
         super().run()
