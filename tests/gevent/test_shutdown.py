@@ -48,7 +48,7 @@ APP = textwrap.dedent(
 
 @pytest.mark.parametrize("path", ["/work", "/stuck"])
 def test_sigterm_closes_sockets_1012_and_lets_handlers_finish(tmp_path, spawn, port, path):
-    """SIGTERM: queued frames arrive, then close 1012 (service restart); finishing handlers finish, stuck ones are stopped."""
+    """SIGTERM: queued frames arrive, then close 1012; finishing handlers finish, stuck ones are stopped."""
     script, marker = tmp_path / "app.py", tmp_path / "marker"
     script.write_text(APP)
     process = spawn([sys.executable, str(script), str(port), str(marker)], port=port)
