@@ -9,6 +9,7 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 from gunicorn.workers.ggevent import PyWSGIServer
 
+from flask_sockets.redaction import redact_environ
 from flask_sockets_gevent import ConnectionLimitsMixin
 from flask_sockets_gevent import GracefulShutdownMixin
 from flask_sockets_gevent import WebSocketHandler
@@ -17,7 +18,8 @@ __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSock
 
 
 class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore[misc]
-    """Our WebSocket handler with gunicorn's environ additions and access log."""
+    """Our WebSocket handler with gunicorn's environ additions and access
+    log (credentials in the query redacted: :mod:`flask_sockets.redaction`)."""
 
     def log_request(self) -> None:
         # gunicorn's access log reads the environ and the response headers,
@@ -35,7 +37,14 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore
                 "QUERY_STRING": "",
                 "SERVER_PROTOCOL": self.request_version or "-",
             }
-        super().log_request()
+        # gunicorn's access log formats its line from the environ: give it
+        # one with credentials in the query redacted.
+        environ = self.environ
+        self.__dict__["environ"] = redact_environ(environ)
+        try:
+            super().log_request()
+        finally:
+            self.__dict__["environ"] = environ
 
 
 class GunicornWebSocketServer(GracefulShutdownMixin, ConnectionLimitsMixin, PyWSGIServer):  # type: ignore[misc]
