@@ -17,6 +17,7 @@ from .brokers import check_message_queue
 from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
+from .shutdown import ShutdownPolicy
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .rooms import PresenceCallback
 from .rooms import Rooms
@@ -101,6 +102,7 @@ class Sockets:
             )
         # A setting that cannot work stops the app here, not every socket later.
         check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
+        ShutdownPolicy.from_config(app.config)  # (SOCKETS_SHUTDOWN_WINDOW and _CODE)
         app.extensions["sockets"] = self
         app.extensions[ROOMS_KEY] = Rooms(app)
         for key, value in DEFAULTS.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import logging
 import math
 import time
 import typing as t
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 _S = t.TypeVar("_S")
+
+logger = logging.getLogger("flask_sockets.shutdown")
 
 #: The smallest batch: this many sockets or fewer are closed at once.
 MIN_BATCH = 100
@@ -98,8 +101,15 @@ class ShutdownPolicy:
     @classmethod
     def for_app(cls, app: object, grace: float | None = None) -> ShutdownPolicy:
         """:meth:`from_config` with the config of the Flask app a server
-        serves (see :func:`config_of`)."""
-        return cls.from_config(config_of(app), grace)
+        serves (see :func:`config_of`). A server stopping must close its
+        sockets whatever the config says: a setting that is not valid
+        (``init_app`` refuses it, but the config may change later) is
+        logged, and the sockets are closed at once with 1012."""
+        try:
+            return cls.from_config(config_of(app), grace)
+        except (TypeError, ValueError) as e:
+            logger.error("Closing the open sockets at once with 1012: %s", e)
+            return cls(window=0.0)
 
     def batches(self, count: int) -> list[tuple[float, int, int]]:
         """The schedule for closing ``count`` sockets: ``(delay, start,

@@ -653,7 +653,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         if expires_at is not None and self.accepted and self._connections is not None:
             self._connections.schedule(self, expires_at)
 
-    def _going_away(self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
+    def _going_away(self, code: int, reason: str) -> None:
         """Close with ``code`` and ``reason`` without waiting (from the
         timer thread: the server stops, the session expired). A reader gets
         the peer's close frame and returns ``None``; the close deadline cuts
