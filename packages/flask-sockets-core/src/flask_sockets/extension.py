@@ -17,10 +17,10 @@ from .brokers import check_message_queue
 from .compat import SocketURLMap
 from .exceptions import UpgradeRequired
 from .options import DEFAULTS
-from .shutdown import ShutdownPolicy
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .rooms import PresenceCallback
 from .rooms import Rooms
+from .shutdown import ShutdownPolicy
 from .wsgi import is_websocket_upgrade
 
 if t.TYPE_CHECKING:  # pragma: no cover
