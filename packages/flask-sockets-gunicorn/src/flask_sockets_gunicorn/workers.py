@@ -92,6 +92,9 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
                 "keepalive_timeout": float(self.cfg.keepalive),
             }
             if issubclass(server_class, GracefulShutdownMixin):
-                options["shutdown_grace"] = float(self.cfg.graceful_timeout)
+                # The arbiter kills a worker --graceful-timeout seconds after
+                # its SIGTERM, and gunicorn's gevent loop notices the stop up
+                # to a second late (it sleeps 1 s between checks).
+                options["shutdown_grace"] = max(0.0, float(self.cfg.graceful_timeout) - 1.0)
             self.server_class = functools.partial(server_class, **options)
         super().run()
