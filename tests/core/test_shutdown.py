@@ -91,3 +91,17 @@ def test_drain_sleeps_between_batches_and_closes_each_socket_once() -> None:
     assert [ws for _, ws in closed] == list(range(300))
     assert sleeps == [0.5, 0.5]
     assert {when for when, _ in closed} == {0.0, 0.5, 1.0}
+
+
+def test_drain_closes_the_sockets_accepted_meanwhile_after_the_last_batch() -> None:
+    closed: list[int] = []
+    open_now = list(range(200))
+    drain(
+        list(open_now),
+        closed.append,
+        ShutdownPolicy(window=0.5),
+        sleep=lambda seconds: open_now.append(1000 + len(open_now)),  # one more accepted while it waits
+        late=lambda: open_now,
+    )
+    assert closed[:200] == list(range(200))
+    assert sorted(closed[200:]) == [1200], "the late one, once, after the batches"

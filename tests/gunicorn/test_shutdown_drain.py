@@ -34,8 +34,10 @@ SOCKETS = 2000
 #: SOCKETS_SHUTDOWN_WINDOW of the app, in seconds.
 WINDOW = 2.0
 #: The server's grace period (--graceful-timeout, run(shutdown_timeout=...)):
-#: the window (2 s) fits in it less SOCKETS_CLOSE_TIMEOUT (2 s).
-GRACE = 5.0
+#: the window (2 s) fits in it less SOCKETS_CLOSE_TIMEOUT (2 s) and the second
+#: gunicorn's gevent worker may take to notice the stop, with a second to spare
+#: on a loaded machine.
+GRACE = 6.0
 #: Handshakes in flight at once while connecting.
 CONNECT_BATCH = 100
 

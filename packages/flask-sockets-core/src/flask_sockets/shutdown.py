@@ -131,6 +131,7 @@ def drain(
     policy: ShutdownPolicy,
     sleep: t.Callable[[float], object] = time.sleep,
     clock: t.Callable[[], float] = time.monotonic,
+    late: t.Callable[[], t.Iterable[_S]] | None = None,
 ) -> None:
     """Call ``close`` on each of ``sockets`` (taken as they are now), in
     the batches of ``policy`` (:meth:`ShutdownPolicy.batches`), sleeping
@@ -138,18 +139,27 @@ def drain(
     in a thread) between them. ``close`` must not block: it starts the
     close of one socket (sends its close frame, or hands it to a greenlet
     or thread). An exception from one ``close`` does not stop the others.
-    Returns after the last batch."""
+    After the last batch, ``late()`` (the server's open sockets then) gives
+    the sockets accepted meanwhile (a handshake under way when the server
+    stopped): they are closed too. Returns then."""
     sockets = list(sockets)
     started = clock()
     for delay, start, stop in policy.batches(len(sockets)):
         wait = started + delay - clock()
         if wait > 0:
             sleep(wait)
-        for ws in sockets[start:stop]:
-            try:
-                close(ws)
-            except Exception:  # pragma: no cover - a bug in one socket's close; close the others
-                pass
+        _close_each(sockets[start:stop], close)
+    if late is not None:
+        seen = set(map(id, sockets))
+        _close_each([ws for ws in late() if id(ws) not in seen], close)
+
+
+def _close_each(sockets: t.Iterable[_S], close: t.Callable[[_S], object]) -> None:
+    for ws in sockets:
+        try:
+            close(ws)
+        except Exception:  # pragma: no cover - a bug in one socket's close; close the others
+            logger.exception("Closing %r at shutdown failed", ws)
 
 
 def config_of(app: object) -> t.Mapping[str, t.Any]:

@@ -909,8 +909,16 @@ class Connections:
             drain(sockets, close, policy)
         else:
             threading.Thread(
-                target=drain, args=(sockets, close, policy), name="flask-sockets shutdown", daemon=True
+                target=drain,
+                args=(sockets, close, policy),
+                kwargs={"late": self._open_now},
+                name="flask-sockets shutdown",
+                daemon=True,
             ).start()
+
+    def _open_now(self) -> list[ThreadedWebSocket]:
+        with self._lock:
+            return list(self._open)
 
     def _run(self) -> None:
         stopping = self._stopping

@@ -118,7 +118,7 @@ class GracefulShutdownMixin:
             if len(policy.batches(len(sockets))) <= 1:
                 drain(sockets, close, policy, gevent.sleep)
             else:
-                gevent.spawn(drain, sockets, close, policy, gevent.sleep)
+                gevent.spawn(drain, sockets, close, policy, gevent.sleep, late=lambda: list(self.websockets))
         for connection in list(self.idle_connections):
             try:
                 connection.shutdown(socket.SHUT_RDWR)
