@@ -122,3 +122,16 @@ def strict(ws):
             ws.send("ok")
         elif ws.count_error():
             ws.send("rejected")
+
+
+@sockets.route("/session")
+def session(ws):
+    """``expire_in <seconds>`` gives the session an end (again: moves it)
+    and answers ``expires``; anything else is echoed."""
+    while (message := ws.receive()) is not None:
+        command, _, value = message.partition(" ")
+        if command == "expire_in":
+            ws.expire_in(float(value))
+            ws.send("expires" if ws.expires_at is not None else "never")
+        else:
+            ws.send(message)

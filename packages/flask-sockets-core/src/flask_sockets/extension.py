@@ -21,6 +21,7 @@ from .options import DEFAULTS
 from .rooms import EXTENSION_KEY as ROOMS_KEY
 from .rooms import PresenceCallback
 from .rooms import Rooms
+from .shutdown import ShutdownPolicy
 from .wsgi import is_websocket_upgrade
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +105,7 @@ class Sockets:
             )
         # A setting that cannot work stops the app here, not every socket later.
         check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
+        ShutdownPolicy.from_config(app.config)  # (SOCKETS_SHUTDOWN_WINDOW and _CODE)
         app.extensions["sockets"] = self
         app.extensions[ROOMS_KEY] = Rooms(app)
         for key, value in DEFAULTS.items():
