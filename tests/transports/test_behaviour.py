@@ -24,6 +24,7 @@ from tests.conftest import Process
 from tests.gevent.rawclient import RawClient
 from tests.gevent.rawclient import encode_frame
 from tests.gunicorn.conftest import wait_for_match
+from tests.transports.app import BUSY_MESSAGE_SIZE
 from tests.transports.app import LIMITED_BURST
 from tests.transports.app import LIMITED_RATE
 from tests.transports.app import MAX_MESSAGE_SIZE
@@ -313,3 +314,31 @@ def test_session_extended_before_its_end_stays_open(transport: Transport):
         closed_after = time.monotonic() - given
         assert (ws.close_code, ws.close_reason) == (EXPIRED_CODE, "session expired")
     assert closed_after >= 1.4
+
+
+def test_session_end_during_a_send_still_closes_4401_after_it(transport: Transport):
+    """The session ends while the handler's send of a 16 MiB message waits
+    for a client that reads nothing yet: the timer may not write into the
+    middle of that frame, nor cut a live client; once the client reads, it
+    gets the whole message, then the 4401 close frame."""
+    if reason := lacks(transport, "raw-frames"):
+        pytest.skip(reason)
+    assert transport.server is not None
+    client = RawClient(transport.server.host, transport.server.port, "/session-busy", timeout=TIMEOUT)
+    try:
+        assert client.status == 101
+        time.sleep(1.0)  # past the end (0.3 s), reading nothing
+        first, second = client._read(2)
+        assert (first & 0x0F, second & 0x7F) == (Opcode.BINARY, 127)
+        (size,) = struct.unpack("!Q", client._read(8))
+        assert size == BUSY_MESSAGE_SIZE
+        payload = bytearray(client.buffer[:size])
+        client.buffer = client.buffer[size:]
+        while len(payload) < size:
+            chunk = client.sock.recv(min(1 << 20, size - len(payload)))
+            assert chunk, "the server cut the connection inside the message"
+            payload += chunk
+        assert client.read_close() == (EXPIRED_CODE, "session expired")
+        client.send_frame(Opcode.CLOSE, struct.pack("!H", EXPIRED_CODE))
+    finally:
+        client.close()

@@ -271,7 +271,17 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             raised and the socket stays usable (nothing read is lost).
         :raises ConnectionClosed: If the socket was already closed.
         """
-        if self._protocol.state is not OPEN:
+        conn = self._protocol
+        if conn.state is not OPEN:
+            with self._lock:
+                pending = conn.state is CLOSING and conn.has_data_to_send
+            if pending:
+                # The timer thread closed it (the session's end) while a
+                # send held the lock: its close frame is still queued. The
+                # reader writes it and finishes the close (a closer thread
+                # waiting for the lock then finds nothing left to write).
+                self._write_close()
+                return None
             if self.closed:
                 raise ConnectionClosed("Connection is already closed")
             self.accept()

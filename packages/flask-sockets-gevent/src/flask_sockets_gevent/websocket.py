@@ -357,7 +357,18 @@ class GeventWebSocket(EngineSocket, SocketBase):
             raised and the socket stays usable (nothing read is lost).
         :raises ~flask_sockets.ConnectionClosed: If the socket was already closed.
         """
-        if self._protocol.state is not OPEN:
+        conn = self._protocol
+        if conn.state is not OPEN:
+            if conn.state is CLOSING and conn.has_data_to_send:
+                # The timer closed it (the session's end, a keepalive
+                # failure) while a send held the lock: its close frame is
+                # still queued. The reader writes it and finishes the close
+                # (the timer's greenlet only waited for the lock to do so).
+                timer, self._timer = self._timer, None
+                if isinstance(timer, gevent.Greenlet) and timer is not gevent.getcurrent():
+                    timer.kill()
+                self._ended()
+                return None
             if self.closed:
                 raise GeventConnectionClosed("Connection is already closed")
             self.accept()
