@@ -28,6 +28,7 @@ from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
 from .fanout.membership import Rooms
 from .fanout.presence import PresenceCallback
 from .options import DEFAULTS
+from .shutdown import ShutdownPolicy
 from .wsgi import is_websocket_upgrade
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -115,6 +116,7 @@ class Sockets:
             )
         # A setting that cannot work stops the app here, not every socket later.
         check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
+        ShutdownPolicy.from_config(app.config)  # (SOCKETS_SHUTDOWN_WINDOW and _CODE)
         app.extensions["sockets"] = self
         app.extensions[ROOMS_KEY] = Rooms(app, self.presence_callbacks, self.history_rules)
         for key, value in DEFAULTS.items():

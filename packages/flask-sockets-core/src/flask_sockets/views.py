@@ -27,12 +27,14 @@ from .options import SocketOptions
 from .protocol import CloseCode
 from .ratelimit import FLOOD_REASON_KEYS
 from .ratelimit import flood_control_from_config
+from .shutdown import ShutdownPolicy
 from .threaded import CONNECTIONS_KEY
 from .threaded import GUNICORN_SOCKET_KEY
 from .threaded import WERKZEUG_SOCKET_KEY
 from .threaded import Connections
 from .threaded import HandshakeRefused
 from .threaded import ThreadedWebSocket
+from .threaded import gunicorn_graceful_timeout
 from .threaded import gunicorn_worker_stopping
 from .wsgi import WSGI_WEBSOCKET_KEY
 from .wsgi import is_origin_allowed
@@ -253,10 +255,16 @@ _CONNECTIONS_KEY = "sockets.connections"
 def _app_connections(app: Flask, gunicorn: bool) -> Connections:
     """The app's :class:`~flask_sockets.threaded.Connections`, for servers
     that bring none: made at the first socket; under gunicorn, it closes the
-    sockets with 1001 when the worker stops."""
+    sockets when the worker stops, spread over ``SOCKETS_SHUTDOWN_WINDOW``
+    within the worker's ``--graceful-timeout``."""
     connections: Connections | None = app.extensions.get(_CONNECTIONS_KEY)
     if connections is None:
-        made = Connections(stopping=gunicorn_worker_stopping if gunicorn else None)
+        made = Connections(
+            stopping=gunicorn_worker_stopping if gunicorn else None,
+            shutdown_policy=ShutdownPolicy.from_config(app.config, gunicorn_graceful_timeout() or 0.0)
+            if gunicorn
+            else None,
+        )
         connections = app.extensions.setdefault(_CONNECTIONS_KEY, made)
     return connections
 
