@@ -206,7 +206,7 @@ class SocketMetrics:
 
     def sync_rooms(self, rooms: Rooms, force: bool = False) -> None:
         """Move the message queue counts of ``rooms``
-        (:meth:`~flask_sockets.rooms.Rooms.stats`: published, received,
+        (:meth:`~flask_sockets.fanout.membership.Rooms.stats`: published, received,
         deliveries) since the last call into the Prometheus counters; at
         most once a second unless ``force``. Called at the sockets' flushes
         and by :func:`metrics_view`, so the rooms need no hook of their own."""
