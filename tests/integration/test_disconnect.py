@@ -13,10 +13,10 @@ import sys
 import typing as t
 
 import pytest
+from flask import Flask
 from websockets.exceptions import ConnectionClosed as ClientClosed
 from websockets.sync.client import ClientConnection
 
-from flask import Flask
 from flask_sockets import Sockets
 from flask_sockets.rooms import Rooms
 from flask_sockets.testing import SocketTestClient
