@@ -27,6 +27,7 @@ import typing as t
 from .broker import DEFAULT_CHANNEL
 from .broker import Broker
 from .broker import Deliver
+from .broker import Disconnect
 from .broker import decode_published
 from .broker import encode_message
 from .broker import redacted
@@ -287,9 +288,13 @@ class RedisBroker(Broker):
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, room: str | None, message: Message, history: HistorySettings | None = None) -> Position | None:
+    def publish(
+        self, room: str | None, message: Message | Disconnect, history: HistorySettings | None = None
+    ) -> Position | None:
         channel = broadcast_channel(self.channel) if room is None else room_channel(self.channel, checked_room(room))
         data = encode_message(room, message)
+        if isinstance(message, Disconnect):  # a control message: never in the history
+            history = None
         if history is not None and room is not None:
             history_keys(channel)  # raises ValueError for a name that cannot have history
         try:
