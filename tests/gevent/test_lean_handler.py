@@ -67,7 +67,8 @@ def test_an_open_websocket_keeps_a_small_handler(serve):
     with connect(f"{server.ws_url}/inspect") as ws:
         state = json.loads(ws.recv(timeout=5))
     assert state["frames"] == ["run_application", "handle"]
-    assert state["dict_size"] < 1000, state
+    if sys.version_info >= (3, 11):  # (3.9 and 3.10 size shared-key dicts otherwise)
+        assert state["dict_size"] < 1000, state
 
 
 def _stack_under_route() -> list[str]:
