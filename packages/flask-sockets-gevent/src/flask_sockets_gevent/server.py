@@ -12,6 +12,7 @@ import typing as t
 import warnings
 
 import gevent
+from gevent import Greenlet
 from gevent import monkey
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
@@ -144,6 +145,18 @@ def default_max_connections() -> int | None:
     return max(1, soft - max(32, soft // 10))
 
 
+class _ConnectionGreenlet(Greenlet):  # type: ignore[type-arg]
+    """The greenlet of one connection: a :class:`gevent.Greenlet` that
+    does not record the stack it was spawned from. gevent keeps that
+    stack (``spawning_stack``, for ``gevent.util.format_run_info``) as
+    one object per frame, ~230 bytes per connection for as long as a
+    WebSocket is open, and for a connection it is always the same: the
+    server's accept loop."""
+
+    __slots__ = ()
+    spawning_stack_limit = 0
+
+
 class ConnectionLimitsMixin:
     """Server mixin: the limits the handler and the accept loop enforce.
 
@@ -194,7 +207,15 @@ class ConnectionLimitsMixin:
             super().do_handle(*args)  # type: ignore[misc]
             return
         try:
-            spawn(self._serve_connection, *args)
+            pool = self.pool  # type: ignore[attr-defined]
+            if pool is not None and spawn == pool.spawn and pool.greenlet_class is Greenlet:
+                # What pool.spawn does, with our greenlet class (a pool
+                # the app made with a class of its own keeps it).
+                pool.start(_ConnectionGreenlet(self._serve_connection, *args))
+            elif spawn == Greenlet.spawn:
+                _ConnectionGreenlet.spawn(self._serve_connection, *args)
+            else:
+                spawn(self._serve_connection, *args)
         except BaseException:
             self.do_close(*args)  # type: ignore[attr-defined]
             raise

@@ -414,7 +414,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
                     self._ended()
                     return None
                 # gevent's recv waits without holding a buffer, then reads what is there.
-                chunk = sock.recv(_READ_SIZE)
+                chunk = sock.recv(_READ_SIZE) if sock.__class__ is not GeventSocket else _recv(sock)
                 if chunk:
                     conn.buffer += chunk  # (conn.receive_data, one call less)
                     conn.last_heard = time.monotonic()
@@ -781,6 +781,35 @@ class GeventWebSocket(EngineSocket, SocketBase):
             return
         if self._timer is gevent.getcurrent():
             self._arm_timer()
+
+
+def _recv(sock: t.Any) -> bytes:
+    """``sock.recv(_READ_SIZE)`` for a plain gevent socket, waiting the
+    same way with fewer C frames under the switch to the hub. A greenlet
+    keeps the C stack under its last switch saved on the heap while it
+    waits, for as long as a WebSocket is idle; gevent's wait (``_wait``,
+    ``wait_on_watcher``, ``Waiter.get``, ``Hub.switch``) adds ~900 bytes
+    of it per connection, starting the socket's own read watcher with
+    this greenlet's ``switch`` and switching to the hub adds none of that.
+    Whatever wakes the greenlet (the watcher, a ``gevent.Timeout``, a
+    kill, ``close()`` from another greenlet: gevent throws into the
+    watcher's greenlet) stops the watcher, and a spurious wake-up only
+    reads again. A socket with a timeout of its own, or whose watcher
+    another greenlet waits on, takes gevent's ``recv``."""
+    raw = sock._sock
+    while True:
+        try:
+            return raw.recv(_READ_SIZE)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            pass
+        watcher = sock._read_event
+        if sock.timeout is not None or watcher.callback is not None:
+            return sock.recv(_READ_SIZE)  # type: ignore[no-any-return]
+        watcher.start(gevent.getcurrent().switch)
+        try:
+            gevent.get_hub().switch()
+        finally:
+            watcher.stop()
 
 
 def _renamed() -> type[GeventWebSocket]:
