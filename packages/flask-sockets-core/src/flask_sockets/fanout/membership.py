@@ -27,6 +27,7 @@ from .delivery import NO_ROOMS
 from .delivery import Format
 from .delivery import Member
 from .delivery import checked_message
+from .delivery import raw_message
 from .history import HistoryPolicy
 from .history import HistoryRule
 from .history import Position
@@ -417,9 +418,10 @@ class Rooms:
             targets = list(self._members.values()) if room is None else list(self._rooms.get(room, ()))
         self._received += 1
         self._deliveries += len(targets)
+        raw = raw_message(message)
         for member in targets:
             if member.format is None and member.held is None and member.floor is None:
-                offered = member.offer(message)  # the common case: raw messages, nothing held
+                offered = member.offer(raw)  # the common case: raw messages, nothing held
             else:
                 with self._lock:
                     offered = self._offer(member, room, message, position)
@@ -447,6 +449,8 @@ class Rooms:
             except Exception:
                 logger.exception("%r: formatting a message failed; not sent", member)
                 return True
+        else:
+            message = raw_message(message)
         return member.offer(message, force)
 
     def stats(self) -> dict[str, t.Any]:
