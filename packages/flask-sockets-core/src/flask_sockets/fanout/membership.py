@@ -236,6 +236,16 @@ class Rooms:
         presence_id = self._add_presence(member, room, data) if data is not None else None
         return Recovery(recovery.recovered, recovery.position, presence_id=presence_id)
 
+    def position(self, room: str) -> Position | None:
+        """The room's current position, ``None`` without history. See
+        :meth:`flask_sockets.Sockets.position`."""
+        if not isinstance(room, str):
+            raise TypeError(f"A room is named by a str, not {type(room).__name__}")
+        settings = self.history.of(room)
+        if settings is None:
+            return None
+        return self.broker.recover(room, None, 0, settings).position
+
     def _enter(self, ws: WebSocket | BasicWebSocket, room: str, hold: bool) -> Member | None:
         """Put ``ws`` in ``room`` and wait until the broker receives the
         room; with ``hold``, the room's messages are held back from now on
