@@ -147,6 +147,13 @@ SERVERS = [
         " flood control (SOCKETS_MESSAGE_RATE 100/s, burst 200)",
     ),
     Server(
+        "ours-gevent-metrics",
+        "Flask-Sockets, flask_sockets_gevent.run, metrics on",
+        lambda port: [PY, "ours_gevent.py", str(port)],
+        "as ours-gevent, with SOCKETS_METRICS = True (prometheus_client, one process); not in the default run",
+        env={"BENCH_METRICS": "1"},
+    ),
+    Server(
         "ours-gunicorn",
         "Flask-Sockets, gunicorn -k flask_sockets_gunicorn.worker",
         gunicorn("flask_sockets_gunicorn.worker", "flask_app:app"),
@@ -238,6 +245,8 @@ SERVERS = [
     ),
 ]
 SERVER_NAMES = [s.name for s in SERVERS]
+#: Named with --servers only (the cost of metrics: ours-gevent against ours-gevent-metrics).
+OPT_IN_SERVERS = ("ours-gevent-metrics",)
 
 #: $BENCH_COMPRESSION for our servers: SOCKETS_COMPRESSION as JSON.
 OFF, ON = "false", "true"
@@ -530,7 +539,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )  # fmt: skip
     if args.servers is None:
         args.servers = ",".join(
-            HOSTILE_SERVERS if args.hostile else COMPRESSION_SERVERS if args.compression else SERVER_NAMES
+            HOSTILE_SERVERS
+            if args.hostile
+            else COMPRESSION_SERVERS
+            if args.compression
+            else [n for n in SERVER_NAMES if n not in OPT_IN_SERVERS]
         )  # fmt: skip
     args.servers = [s for s in args.servers.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]

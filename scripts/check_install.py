@@ -32,14 +32,16 @@ CORE = ["flask_sockets", "flask", "werkzeug", "websockets"]
 GEVENT = ["flask_sockets_gevent", "gevent", "geventwebsocket"]
 GUNICORN = ["flask_sockets_gunicorn", "gunicorn"]
 REDIS = ["redis"]
+METRICS = ["prometheus_client"]
 
 #: pip requirement -> (modules it must bring, modules it must not bring).
 INSTALLS: dict[str, tuple[list[str], list[str]]] = {
-    "flask-sockets-core": (CORE, GEVENT + GUNICORN + REDIS),
-    "Flask-Sockets": (CORE + GEVENT, GUNICORN + REDIS),
-    "Flask-Sockets[gunicorn]": (CORE + GEVENT + GUNICORN, REDIS),
-    "Flask-Sockets[redis]": (CORE + GEVENT + REDIS, GUNICORN),
-    "Flask-Sockets[all]": (CORE + GEVENT + GUNICORN + REDIS, []),
+    "flask-sockets-core": (CORE, GEVENT + GUNICORN + REDIS + METRICS),
+    "Flask-Sockets": (CORE + GEVENT, GUNICORN + REDIS + METRICS),
+    "Flask-Sockets[gunicorn]": (CORE + GEVENT + GUNICORN, REDIS + METRICS),
+    "Flask-Sockets[redis]": (CORE + GEVENT + REDIS, GUNICORN + METRICS),
+    "Flask-Sockets[metrics]": (CORE + GEVENT + METRICS, GUNICORN + REDIS),
+    "Flask-Sockets[all]": (CORE + GEVENT + GUNICORN + REDIS + METRICS, []),
 }
 
 #: Run in the new virtualenv: what is importable, and the installed versions.

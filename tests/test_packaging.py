@@ -113,7 +113,15 @@ def test_the_lockstep_pins_exist():
     assert "flask-sockets-gevent" in pins["flask-sockets-gunicorn"]
     assert pins["flask-sockets"] == {"flask-sockets-core", "flask-sockets-gevent", "flask-sockets-gunicorn"}
     extras = load()["flask-sockets"]["project"]["optional-dependencies"]
-    assert {"gevent", "gunicorn", "redis", "all"} <= set(extras)
+    assert {"gevent", "gunicorn", "redis", "metrics", "all"} <= set(extras)
+    # [all] is every other extra: each of their requirements is in it.
+    everything = {str(Requirement(r)) for r in extras["all"]}
+    for extra, requirements in extras.items():
+        for requirement in map(Requirement, requirements):
+            if extra != "all" and requirement.name != "flask-sockets-core":
+                assert str(requirement) in everything, f"[all] lacks {requirement} of [{extra}]"
+    core_extras = {e for r in map(Requirement, extras["all"]) if r.name == "flask-sockets-core" for e in r.extras}
+    assert {"redis", "metrics"} <= core_extras
 
 
 def test_bump_check_passes_on_the_repo():

@@ -13,6 +13,8 @@ does it itself. ``$BENCH_COMPRESSION`` (JSON), if set, is
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 from hostile_common import compression
 from hostile_common import default_limits
@@ -35,6 +37,8 @@ if not default_limits():
     )
 if compression() is not None:
     app.config["SOCKETS_COMPRESSION"] = compression()
+# The ours-gevent-metrics server: Prometheus metrics on (flask_sockets.metrics).
+app.config["SOCKETS_METRICS"] = os.environ.get("BENCH_METRICS") == "1"
 sockets = Sockets(app)
 
 

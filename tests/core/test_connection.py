@@ -21,6 +21,7 @@ from flask_sockets import ConnectionClosed
 from flask_sockets.compression import DEFAULT_COMPRESSION
 from flask_sockets.compression import Compression
 from flask_sockets.compression import negotiate
+from flask_sockets.connection import EXPIRED_CODE
 from flask_sockets.connection import KEEPALIVE_REASON
 from flask_sockets.connection import SINGLE_WRITE_LIMIT
 from flask_sockets.connection import Connection
@@ -314,6 +315,75 @@ def test_the_timer_does_nothing_while_open() -> None:
     assert conn.close_deadline is None
     conn.handle_timer(clock.now + 1000)
     assert conn.state is State.OPEN
+
+
+def test_session_expiry_closes_4401_at_its_end_and_can_be_moved() -> None:
+    """expires_at: next_deadline() names it; before it nothing happens;
+    moved later, the old end does nothing; past the new one handle_timer
+    starts the close handshake with 4401 "session expired", which then
+    times out like any close."""
+    clock = Clock()
+    conn = opened(close_timeout=2.0, clock=clock)
+    assert conn.next_deadline() is None
+    conn.expires_at = clock.now + 10
+    assert conn.next_deadline() == clock.now + 10
+    clock.now += 9.9
+    conn.handle_timer()
+    assert conn.state is State.OPEN and sent(conn) == []
+    conn.expires_at = clock.now + 5  # extended before its end
+    assert conn.next_deadline() == clock.now + 5
+    clock.now += 1
+    conn.handle_timer()
+    assert conn.state is State.OPEN and sent(conn) == []
+    clock.now += 4
+    conn.handle_timer()
+    assert conn.state is State.CLOSING
+    assert sent(conn) == [(Opcode.CLOSE, WsClose(EXPIRED_CODE, "session expired").serialize())]
+    assert conn.next_deadline() == conn.close_deadline == clock.now + 2.0
+    conn.handle_timer()
+    assert sent(conn) == [], "closing: not expired again"
+    conn.receive_data(client_close(EXPIRED_CODE, "session expired"))
+    assert isinstance(events(conn)[0], Close)
+    assert (conn.state, conn.close_code, conn.next_deadline()) == (State.CLOSED, EXPIRED_CODE, None)
+
+
+def test_one_deadline_for_keepalive_and_session_expiry() -> None:
+    """next_deadline() is the earliest of the keepalive's next step and the
+    session's end; handle_timer() does whichever is due: a ping before the
+    end, and at the end the 4401 close even with a ping out (not 1011)."""
+    clock = Clock()
+    conn = opened(clock=clock, ping_interval=10.0, ping_timeout=4.0)
+    conn.last_heard = clock.now
+    conn.expires_at = clock.now + 25
+    assert conn.next_deadline() == clock.now + 10.0, "the ping comes first"
+    conn.expires_at = clock.now + 5
+    assert conn.next_deadline() == clock.now + 5, "the end comes first"
+    conn.expires_at = clock.now + 12
+    clock.now += 10.0
+    conn.handle_timer()
+    ((opcode, _),) = sent(conn)
+    assert opcode == Opcode.PING
+    assert conn.next_deadline() == clock.now + 2.0, "the end, before the pong is due"
+    clock.now += 2.0
+    conn.handle_timer()
+    ((opcode, payload),) = sent(conn)
+    assert opcode == Opcode.CLOSE
+    assert close_of(payload) == (EXPIRED_CODE, "session expired")
+    assert conn.state is State.CLOSING and not conn.failed
+
+
+def test_session_expiry_removed_or_while_closing_does_nothing() -> None:
+    clock = Clock()
+    conn = opened(clock=clock)
+    conn.expires_at = clock.now + 1
+    conn.expires_at = None
+    conn.handle_timer(clock.now + 100)
+    assert conn.state is State.OPEN
+    conn.expires_at = clock.now + 1
+    conn.send_close(4000)
+    sent(conn)
+    conn.handle_timer(clock.now + 1.5)
+    assert conn.state is State.CLOSING and sent(conn) == [], "no second close frame"
 
 
 def test_close_reason_is_cut_to_123_bytes_never_inside_a_character() -> None:

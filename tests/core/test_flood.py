@@ -24,6 +24,7 @@ from flask_sockets.ratelimit import CONFIG_KEYS
 from flask_sockets.ratelimit import CONTROL_RATE_REASON
 from flask_sockets.ratelimit import MESSAGE_RATE_REASON
 from flask_sockets.ratelimit import FloodControl
+from flask_sockets.ratelimit import Limiter
 from flask_sockets.ratelimit import TokenBucket
 from flask_sockets.ratelimit import flood_control_from_config
 from tests.core.test_connection import Clock
@@ -193,6 +194,26 @@ def test_token_bucket_never_loses_a_token_to_float_sums() -> None:
     assert all(bucket.take(0.0, 1024) for _ in range(4096))
     assert not bucket.take(0.0, 1)
 
+
+
+def test_a_connection_keeps_only_its_full_again_times() -> None:
+    # Idle memory per socket (issue 20): the rates of one FloodControl are
+    # shared by its connections; an idle socket's limiter is one small object
+    # whose untouched buckets hold one shared float.
+    settings = FloodControl(message_rate=5, action="drop")
+    first, second = Limiter(settings, 1000), Limiter(settings, 1000)
+    assert first._rates is second._rates
+    assert Limiter(settings, 2000)._rates is not first._rates  # the byte bucket holds the size limit
+    assert first._message_full_at is second._control_full_at is second._error_full_at
+    assert (first.settings, first.drop, first.dropped) == (settings, True, 0)
+    assert not hasattr(first, "__dict__")
+    # Each bucket is still its own.
+    clock = iter([0.0] * 10).__next__
+    settings = FloodControl(message_rate=1, message_burst=1, control_rate=1, control_burst=1, max_errors=1)
+    limiter = Limiter(settings, None, clock)
+    assert limiter.check("a") is None and limiter.check("b") == MESSAGE_RATE_REASON
+    assert limiter.check(Ping(b"")) is None and limiter.check(Ping(b"")) == CONTROL_RATE_REASON
+    assert limiter.error() is None and limiter.error() is not None
 
 # -- configuration ------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ import json
 import socket
 import sys
 
+import gevent
 from flask import Flask
+from gevent.pool import Pool
 from websockets.sync.client import connect
 
 from flask_sockets import Sockets
@@ -65,7 +67,8 @@ def test_an_open_websocket_keeps_a_small_handler(serve):
     with connect(f"{server.ws_url}/inspect") as ws:
         state = json.loads(ws.recv(timeout=5))
     assert state["frames"] == ["run_application", "handle"]
-    assert state["dict_size"] < 1000, state
+    if sys.version_info >= (3, 11):  # (3.9 and 3.10 size shared-key dicts otherwise)
+        assert state["dict_size"] < 1000, state
 
 
 def _stack_under_route() -> list[str]:
@@ -138,3 +141,62 @@ def test_wsgi_middleware_and_an_overridden_call_still_run_for_socket_routes(serv
         with connect(f"{server.ws_url}/mw") as ws:
             assert ws.recv(timeout=5) == "ran"
     assert App.calls == 1
+
+
+def test_an_idle_websocket_waits_on_its_greenlet_with_no_spawning_stack(serve):
+    # Idle memory per socket (issue 20): the reader waits on the socket's
+    # own watcher with its greenlet's switch (no Waiter and no gevent wait
+    # frames on the saved C stack), and the connection's greenlet keeps no
+    # spawning stack (one object per frame of the accept loop).
+    app = Flask(__name__)
+    sockets = Sockets(app)
+    idle: dict[str, object] = {}
+
+    @sockets.route("/idle")
+    def wait(ws):
+        idle["ws"], idle["greenlet"] = ws, gevent.getcurrent()
+        ws.send("waiting")
+        ws.receive()
+        ws.send("woke")
+
+    @sockets.route("/look")
+    def look(ws):
+        reader, greenlet = idle["ws"], idle["greenlet"]
+        callback = reader._sock._read_event.callback
+        ws.send(
+            json.dumps(
+                {
+                    "switch": getattr(callback, "__self__", None) is greenlet,
+                    "class": type(greenlet).__name__,
+                    "spawning_stack": greenlet.spawning_stack is None,
+                }
+            )
+        )
+
+    server = serve(app)
+    with connect(f"{server.ws_url}/idle") as waiting:
+        assert waiting.recv(timeout=5) == "waiting"
+        with connect(f"{server.ws_url}/look") as ws:
+            seen = json.loads(ws.recv(timeout=5))
+        assert seen == {"switch": True, "class": "_ConnectionGreenlet", "spawning_stack": True}
+        waiting.send("go")
+        assert waiting.recv(timeout=5) == "woke"
+
+
+def test_a_pool_with_a_greenlet_class_of_its_own_keeps_it(serve):
+    class Tracked(gevent.Greenlet):
+        pass
+
+    class TrackedPool(Pool):
+        greenlet_class = Tracked
+
+    app = Flask(__name__)
+    sockets = Sockets(app)
+
+    @sockets.route("/which")
+    def which(ws):
+        ws.send(type(gevent.getcurrent()).__name__)
+
+    server = serve(app, spawn=TrackedPool(10))
+    with connect(f"{server.ws_url}/which") as ws:
+        assert ws.recv(timeout=5) == "Tracked"

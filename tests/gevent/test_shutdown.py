@@ -1,4 +1,4 @@
-"""Graceful shutdown of the run helper: close 1001, queued frames delivered, handlers finish."""
+"""Graceful shutdown of the run helper: close 1012, queued frames delivered, handlers finish."""
 
 from __future__ import annotations
 
@@ -47,8 +47,8 @@ APP = textwrap.dedent(
 
 
 @pytest.mark.parametrize("path", ["/work", "/stuck"])
-def test_sigterm_closes_sockets_1001_and_lets_handlers_finish(tmp_path, spawn, port, path):
-    """SIGTERM: queued frames arrive, then close 1001; finishing handlers finish, stuck ones are stopped."""
+def test_sigterm_closes_sockets_1012_and_lets_handlers_finish(tmp_path, spawn, port, path):
+    """SIGTERM: queued frames arrive, then close 1012; finishing handlers finish, stuck ones are stopped."""
     script, marker = tmp_path / "app.py", tmp_path / "marker"
     script.write_text(APP)
     process = spawn([sys.executable, str(script), str(port), str(marker)], port=port)
@@ -58,14 +58,14 @@ def test_sigterm_closes_sockets_1001_and_lets_handlers_finish(tmp_path, spawn, p
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=10)
     assert first in ("queued before stop", "stuck")
-    assert (e.value.rcvd.code, e.value.rcvd.reason) == (CloseCode.GOING_AWAY, "Server shutting down")
+    assert (e.value.rcvd.code, e.value.rcvd.reason) == (CloseCode.SERVICE_RESTART, "Server restarting")
     assert process.popen.wait(15) == 0
     output = process.output()
     assert "run() returned" in output
     assert "Traceback" not in output
     if path == "/work":
         wait_until(marker.exists)
-        assert marker.read_text() == "finished after close 1001"
+        assert marker.read_text() == "finished after close 1012"
 
 
 def test_shutdown_with_no_sockets_is_immediate(tmp_path, spawn, port):

@@ -180,8 +180,8 @@ def test_gthread_limits_keepalive_and_handler_errors(gthread):
 
 
 @pytest.mark.parametrize("worker", ["gthread", THREAD_WORKER])
-def test_sigterm_closes_open_sockets_with_1001(gthread, worker):
-    """SIGTERM: open sockets get 1001 within the graceful timeout, and the worker exits once
+def test_sigterm_closes_open_sockets_with_1012(gthread, worker):
+    """SIGTERM: open sockets get 1012 within the graceful timeout, and the worker exits once
     their handlers return."""
     process = gthread("--graceful-timeout", "10", worker=worker)
     with connect(process.server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
@@ -189,7 +189,7 @@ def test_sigterm_closes_open_sockets_with_1001(gthread, worker):
         assert ws.recv(timeout=TIMEOUT) == "hello"
         started = time.monotonic()
         process.popen.send_signal(signal.SIGTERM)
-        assert _closed(ws) == (1001, "Server shutting down")
+        assert _closed(ws) == (1012, "Server restarting")
     assert process.popen.wait(TIMEOUT) == 0, process.output()
     assert time.monotonic() - started < 8, "the worker waited for the graceful timeout"
 

@@ -240,7 +240,7 @@ def test_long_lived_websocket_outlives_worker_timeout(gunicorn):
 
 
 def test_sigterm_with_open_websocket_shuts_down(gunicorn):
-    """SIGTERM with a WebSocket open: the socket gets close 1001 and gunicorn exits as soon as
+    """SIGTERM with a WebSocket open: the socket gets close 1012 and gunicorn exits as soon as
     the handler ends, not after the whole (here 20 s) graceful timeout."""
     process = gunicorn("--graceful-timeout", "20")
     server = process.server
@@ -251,7 +251,7 @@ def test_sigterm_with_open_websocket_shuts_down(gunicorn):
         process.popen.send_signal(signal.SIGTERM)
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=TIMEOUT)
-    assert (e.value.rcvd.code, e.value.rcvd.reason) == (CloseCode.GOING_AWAY, "Server shutting down")
+    assert (e.value.rcvd.code, e.value.rcvd.reason) == (CloseCode.SERVICE_RESTART, "Server restarting")
     returncode = process.popen.wait(TIMEOUT)
     assert time.monotonic() - started < 10, "gunicorn waited for the graceful timeout"
     assert returncode == 0, process.output()

@@ -325,3 +325,52 @@ def test_presence_across_workers_and_a_killed_one(redis_server: RedisServer, spa
                 assert not message.startswith("leave "), message
     assert workers.stop() == 0
     assert "Traceback" not in workers.output(), workers.output()
+
+
+def test_metrics_publish_to_delivery_lag_through_redis(
+    redis_server: RedisServer, serve: t.Callable[..., t.Any]
+) -> None:
+    """A message published by another process (here: another app, as a job
+    would) reaches the server through a real Redis; the server's
+    flask_sockets_broker_lag_seconds counts it, with a plausible lag."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from flask import Flask
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flask_sockets import Sockets
+    from flask_sockets.metrics import metrics_view
+    from tests.gunicorn.conftest import http_get
+
+    app = Flask("server")
+    app.config["SOCKETS_MESSAGE_QUEUE"] = redis_server.url
+    sockets = Sockets(app)
+    sockets.enable_metrics(registry=prometheus_client.CollectorRegistry())
+    app.add_url_rule("/metrics", view_func=metrics_view)
+
+    @sockets.route("/room")
+    def room(ws: t.Any) -> None:
+        sockets.join(ws, "lobby")
+        ws.send("joined")
+        while ws.receive() is not None:
+            pass
+
+    job = Flask("job")
+    job.config["SOCKETS_MESSAGE_QUEUE"] = redis_server.url
+    job_sockets = Sockets(job)
+    server = serve(app)
+    try:
+        with connect(server.ws_url + "/room", open_timeout=TIMEOUT) as ws:
+            assert ws.recv(timeout=TIMEOUT) == "joined"
+            for i in range(5):
+                job_sockets.publish("lobby", f"m{i}", app=job)
+            assert [ws.recv(timeout=TIMEOUT) for _ in range(5)] == [f"m{i}" for i in range(5)]
+            status, body = http_get(server.http_url + "/metrics")
+            assert status == 200
+            samples = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples if not s.labels}
+            assert samples["flask_sockets_broker_lag_seconds_count"] == 5
+            assert 0 < samples["flask_sockets_broker_lag_seconds_sum"] < 5 * TIMEOUT
+            assert samples["flask_sockets_broker_received_total"] == 5
+            assert samples["flask_sockets_deliveries_total"] == 5
+    finally:
+        job_sockets.rooms_for(job).close()
+        sockets.rooms_for(app).close()

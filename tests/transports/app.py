@@ -122,3 +122,31 @@ def strict(ws):
             ws.send("ok")
         elif ws.count_error():
             ws.send("rejected")
+
+
+@sockets.route("/session")
+def session(ws):
+    """``expire_in <seconds>`` gives the session an end (again: moves it)
+    and answers ``expires``; anything else is echoed."""
+    while (message := ws.receive()) is not None:
+        command, _, value = message.partition(" ")
+        if command == "expire_in":
+            ws.expire_in(float(value))
+            ws.send("expires" if ws.expires_at is not None else "never")
+        else:
+            ws.send(message)
+
+
+#: The message /session-busy sends: more than the kernel's buffers hold,
+#: so that its send is still under way at the session's end.
+BUSY_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+@sockets.route("/session-busy")
+def session_busy(ws):
+    """The session ends in 0.3 s, while the handler sends a message the
+    client does not read at first: the 4401 close frame must wait for it."""
+    ws.expire_in(0.3)
+    ws.send(b"x" * BUSY_MESSAGE_SIZE)
+    while ws.receive() is not None:
+        pass

@@ -13,6 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from flask_sockets.connection import EXPIRED_CODE
 from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import Opcode
 from flask_sockets.ratelimit import CONTROL_RATE_REASON
@@ -23,6 +24,7 @@ from tests.conftest import Process
 from tests.gevent.rawclient import RawClient
 from tests.gevent.rawclient import encode_frame
 from tests.gunicorn.conftest import wait_for_match
+from tests.transports.app import BUSY_MESSAGE_SIZE
 from tests.transports.app import LIMITED_BURST
 from tests.transports.app import LIMITED_RATE
 from tests.transports.app import MAX_MESSAGE_SIZE
@@ -161,10 +163,11 @@ def test_keepalive_leaves_a_peer_that_answers_alone(transport: Transport):
         assert ws.recv() == repr((int(CloseCode.NORMAL_CLOSURE), "done"))
 
 
-def test_server_shutdown_closes_open_sockets_1001(transport: Transport, own_server: t.Callable[[], Process]):
+def test_server_shutdown_closes_open_sockets_1012(transport: Transport, own_server: t.Callable[[], Process]):
     """The server is told to stop (SIGTERM) with a socket open: the client
-    gets close 1001 "Server shutting down", the handler's receive() returns
-    None and it sees that close, and the server exits."""
+    gets close 1012 "Server restarting" (SOCKETS_SHUTDOWN_CODE's default:
+    come back, after your backoff), the handler's receive() returns None
+    and it sees that close, and the server exits."""
     if reason := lacks(transport, "server-shutdown"):
         pytest.skip(reason)
     process = own_server()
@@ -176,9 +179,11 @@ def test_server_shutdown_closes_open_sockets_1001(transport: Transport, own_serv
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=TIMEOUT)
     assert closed.value.rcvd is not None, "the server ended the connection without a close frame"
-    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (CloseCode.GOING_AWAY, "Server shutting down")
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (CloseCode.SERVICE_RESTART, "Server restarting")
     assert process.popen.wait(TIMEOUT) == 0
-    assert f"until-shutdown {id} saw 1001 'Server shutting down'" in process.output()
+    assert f"until-shutdown {id} saw 1012 'Server restarting'" in process.output()
+
+
 # -- flood control -------------------------------------------------------------------------
 
 
@@ -269,5 +274,71 @@ def test_a_ping_flood_is_answered_up_to_its_cap_then_closed_1008(transport: Tran
             CloseCode.POLICY_VIOLATION,
             CONTROL_RATE_REASON,
         )
+    finally:
+        client.close()
+
+
+# -- sessions that end ---------------------------------------------------------------------
+
+
+def test_session_expiry_closes_4401_at_its_end(transport: Transport):
+    """ws.expire_in(1): the server closes with 4401 "session expired" (a code
+    that tells the client to re-authenticate, not to retry), at that time and not before."""
+    with transport.connect("/session") as ws:
+        ws.send("expire_in 1")
+        assert ws.recv() == "expires"
+        given = time.monotonic()
+        ws.send("still open")
+        assert ws.recv() == "still open"
+        assert ws.recv() is None
+        closed_after = time.monotonic() - given
+        assert (ws.close_code, ws.close_reason) == (EXPIRED_CODE, "session expired")
+    # (Not before its end; the upper bound only catches an expiry that never fired on time.)
+    assert 0.9 <= closed_after < TIMEOUT
+
+
+def test_session_extended_before_its_end_stays_open(transport: Transport):
+    """An end moved later before it comes (an in-band token refresh) holds: the
+    socket is still open past the first end, and closes with 4401 at the new one."""
+    with transport.connect("/session") as ws:
+        ws.send("expire_in 0.6")
+        assert ws.recv() == "expires"
+        given = time.monotonic()
+        time.sleep(0.3)
+        ws.send("expire_in 1.2")  # the new end: about 1.5 s after the first was given
+        assert ws.recv() == "expires"
+        time.sleep(max(0.0, given + 0.9 - time.monotonic()))  # past the first end
+        ws.send("after the first end")
+        assert ws.recv() == "after the first end"
+        assert ws.recv() is None
+        closed_after = time.monotonic() - given
+        assert (ws.close_code, ws.close_reason) == (EXPIRED_CODE, "session expired")
+    assert closed_after >= 1.4
+
+
+def test_session_end_during_a_send_still_closes_4401_after_it(transport: Transport):
+    """The session ends while the handler's send of a 16 MiB message waits
+    for a client that reads nothing yet: the timer may not write into the
+    middle of that frame, nor cut a live client; once the client reads, it
+    gets the whole message, then the 4401 close frame."""
+    if reason := lacks(transport, "raw-frames"):
+        pytest.skip(reason)
+    assert transport.server is not None
+    client = RawClient(transport.server.host, transport.server.port, "/session-busy", timeout=TIMEOUT)
+    try:
+        assert client.status == 101
+        time.sleep(1.0)  # past the end (0.3 s), reading nothing
+        first, second = client._read(2)
+        assert (first & 0x0F, second & 0x7F) == (Opcode.BINARY, 127)
+        (size,) = struct.unpack("!Q", client._read(8))
+        assert size == BUSY_MESSAGE_SIZE
+        payload = bytearray(client.buffer[:size])
+        client.buffer = client.buffer[size:]
+        while len(payload) < size:
+            chunk = client.sock.recv(min(1 << 20, size - len(payload)))
+            assert chunk, "the server cut the connection inside the message"
+            payload += chunk
+        assert client.read_close() == (EXPIRED_CODE, "session expired")
+        client.send_frame(Opcode.CLOSE, struct.pack("!H", EXPIRED_CODE))
     finally:
         client.close()

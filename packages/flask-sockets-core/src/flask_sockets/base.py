@@ -5,6 +5,7 @@ development server's and the test client's): the opcodes (gevent-websocket's
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 from .compression import Deflate
@@ -234,6 +235,42 @@ class EngineSocket:
         (``compression.parameters()``), or ``None``. Known once the socket
         was configured; sent with the ``101``."""
         return self._protocol.deflate
+
+    # -- sessions that end ----------------------------------------------------
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the session of this connection ends, as a Unix timestamp
+        (:func:`time.time`), or ``None`` (never: the default)."""
+        expires_at = self._protocol.expires_at
+        return None if expires_at is None else expires_at - time.monotonic() + time.time()
+
+    def expire_at(self, when: float | None) -> None:
+        """End the session at ``when``, a Unix timestamp (:func:`time.time`;
+        a JWT's ``exp`` claim is one): then the server closes the connection
+        with 4401 ``session expired``
+        (:data:`~flask_sockets.connection.EXPIRED_CODE`), a code that tells
+        a client not to reconnect before it has new credentials; the
+        handler's ``receive()`` returns ``None``. Call it again before then
+        to move the end (after the client sent a fresh token, say); ``None``
+        removes it. A time already past closes the connection at once.
+        Only the server's clock counts: a change of the wall clock after the
+        call moves nothing."""
+        protocol = self._protocol
+        protocol.expires_at = None if when is None else time.monotonic() + (when - time.time())
+        self._expiry_changed()
+
+    def expire_in(self, seconds: float | None) -> None:
+        """End the session ``seconds`` from now (see :meth:`expire_at`);
+        ``None`` removes the end."""
+        self._protocol.expires_at = None if seconds is None else time.monotonic() + seconds
+        self._expiry_changed()
+
+    def _expiry_changed(self) -> None:  # pragma: no cover - abstract
+        """The engine's ``expires_at`` changed: re-arm the socket's timer at
+        the connection's :meth:`~flask_sockets.connection.Connection.next_deadline`
+        (each I/O layer its own way; once accepted)."""
+        raise NotImplementedError
 
     def _configure_engine(self, options: SocketOptions) -> None:
         """Apply the size limit, and answer the client's offer of

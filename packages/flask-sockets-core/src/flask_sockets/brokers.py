@@ -11,6 +11,7 @@ from .exceptions import MessageQueueUnavailable as MessageQueueUnavailable
 from .fanout.broker import DEFAULT_CHANNEL as DEFAULT_CHANNEL
 from .fanout.broker import Broker as Broker
 from .fanout.broker import Deliver as Deliver
+from .fanout.broker import Disconnect as Disconnect
 from .fanout.broker import LocalBroker as LocalBroker
 from .fanout.broker import check_message_queue as check_message_queue
 from .fanout.broker import decode_message as decode_message
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_CHANNEL",
     "Broker",
     "Deliver",
+    "Disconnect",
     "LocalBroker",
     "MessageQueueUnavailable",
     "broker_from_config",

@@ -65,9 +65,12 @@ How an I/O layer drives it:
 - **Time.** :meth:`~Connection.next_deadline` (in the connection's clock,
   :func:`time.monotonic` by default) says when to call
   :meth:`~Connection.handle_timer` next; an I/O layer only sleeps until
-  then and calls it. While ``CLOSING`` it is :attr:`~Connection.close_deadline`,
-  when the close handshake times out: past it, the connection is ``CLOSED``
-  and the I/O layer cuts the transport.
+  then and calls it, then writes :meth:`~Connection.data_to_send` (what the
+  timer queued: a ping, or a close frame). While ``CLOSING`` it is
+  :attr:`~Connection.close_deadline`, when the close handshake times out:
+  past it, the connection is ``CLOSED`` and the I/O layer cuts the
+  transport. While ``OPEN`` it is the earliest of the keepalive's next step
+  and the session's end.
 - **Keepalive.** While ``OPEN`` with :attr:`~Connection.ping_interval` set,
   the connection decides when to ping and when a missed pong is fatal: the
   I/O layer stores the time in :attr:`~Connection.last_heard` whenever it
@@ -80,6 +83,14 @@ How an I/O layer drives it:
   would after a send; a ping it cannot write without waiting may stay
   queued for the next writer (the peer still has ``ping_timeout`` to be
   heard from).
+- **Session expiry.** While ``OPEN``, :attr:`~Connection.expires_at`
+  (``None`` unless the app gave the session an end) is when the connection
+  must be closed with 4401 (:data:`EXPIRED_CODE`, :data:`EXPIRED_REASON`):
+  :meth:`~Connection.next_deadline` includes it, and
+  :meth:`~Connection.handle_timer` past it starts the close handshake (the
+  close frame is queued as after :meth:`~Connection.send_close`). The app
+  may move it at any time before; the I/O layer then re-arms its timer at
+  :meth:`~Connection.next_deadline`.
 - **Flood control.** After :meth:`~Connection.limit_flood`, every message,
   ping and pong is checked against the peer's rates as it is handed over
   (:mod:`flask_sockets.ratelimit`): over one, the connection fails with 1008
@@ -130,6 +141,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_PING_TIMEOUT",
+    "EXPIRED_CODE",
+    "EXPIRED_REASON",
     "KEEPALIVE_REASON",
     "SINGLE_WRITE_LIMIT",
     "Connection",
@@ -147,6 +160,12 @@ DEFAULT_PING_TIMEOUT = 20.0
 SINGLE_WRITE_LIMIT = 16 * 1024
 #: The close reason when a peer did not answer a keepalive ping in time.
 KEEPALIVE_REASON = "keepalive ping timeout"
+#: The close code when a connection's session expired (:attr:`Connection.expires_at`):
+#: 4401, "unauthorized": a client should not reconnect until it has new
+#: credentials (the 4000-4999 range is the application's; 4401 mirrors HTTP 401).
+EXPIRED_CODE = 4401
+#: The close reason that goes with :data:`EXPIRED_CODE`.
+EXPIRED_REASON = "session expired"
 
 _TEXT, _BINARY, _PING, _PONG, _CLOSE = (
     int(opcode) for opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG, Opcode.CLOSE)
@@ -195,6 +214,7 @@ class Connection(ServerProtocol):
         "close_deadline",
         "close_reason",
         "close_timeout",
+        "expires_at",
         "failed",
         "last_heard",
         "ping_interval",
@@ -239,6 +259,12 @@ class Connection(ServerProtocol):
         self.last_heard = clock()
         #: When the outstanding keepalive ping was queued, or ``None``.
         self.ping_sent_at: float | None = None
+        #: When the session of an open connection ends (in the connection's
+        #: clock), or ``None``: from then on :meth:`handle_timer` closes with
+        #: :data:`EXPIRED_CODE`. The app may move it (later after a token
+        #: refresh, or ``None``) at any time before; :meth:`next_deadline`
+        #: includes it.
+        self.expires_at: float | None = None
         self._clock = clock
         # What is queued to send, or None (nothing: no list held by an idle connection).
         self._out: list[bytes] | None = None
@@ -537,20 +563,27 @@ class Connection(ServerProtocol):
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` has something to decide next (in the
         connection's clock), or ``None``: the close deadline while
-        ``CLOSING``; while ``OPEN`` with keepalive, when the peer will have
-        been silent for ``ping_interval`` or, with a ping out, when its
-        answer is due. The peer being heard from meanwhile only makes it
-        later: a timer that fires early just asks again."""
+        ``CLOSING``; while ``OPEN``, the earliest of :attr:`expires_at` (the
+        session's end) and, with keepalive, when the peer will have been
+        silent for ``ping_interval`` or, with a ping out, when its answer is
+        due. The peer being heard from meanwhile only makes it later: a
+        timer that fires early just asks again. The app moving
+        :attr:`expires_at` changes it: the I/O layer re-arms its timer."""
         state = self.state
         if state is CLOSING:
             return self.close_deadline
-        interval = self.ping_interval
-        if state is not OPEN or not interval:
+        if state is not OPEN:
             return None
+        deadline = self.expires_at
+        interval = self.ping_interval
+        if not interval:
+            return deadline
         sent_at = self.ping_sent_at
         if sent_at is not None and self.last_heard < sent_at:
-            return sent_at + self.ping_timeout
-        return self.last_heard + interval
+            keepalive = sent_at + self.ping_timeout
+        else:
+            keepalive = self.last_heard + interval
+        return keepalive if deadline is None or keepalive < deadline else deadline
 
     def handle_timer(self, now: float | None = None) -> None:
         """Tell the connection the time (by default, its clock's) and let it
@@ -559,6 +592,10 @@ class Connection(ServerProtocol):
         - ``CLOSING`` past :attr:`close_deadline`: the close handshake has
           timed out; the connection is ``CLOSED`` (1006 unless it already
           had a code) and the I/O layer cuts the transport.
+        - ``OPEN`` past :attr:`expires_at`: the session has expired; the
+          close handshake starts with :data:`EXPIRED_CODE` and
+          :data:`EXPIRED_REASON` (write :meth:`data_to_send`, as after
+          :meth:`send_close`).
         - ``OPEN``, a keepalive ping out and nothing heard within
           ``ping_timeout`` of it: the connection fails
           (:meth:`fail_keepalive`: 1011; write :meth:`data_to_send`, then
@@ -574,8 +611,15 @@ class Connection(ServerProtocol):
             if deadline is not None and now >= deadline:
                 self._closed()
             return
+        if state is not OPEN:
+            return
+        expires_at = self.expires_at
+        if expires_at is not None and now >= expires_at:
+            self.ping_sent_at = None
+            self.send_close(EXPIRED_CODE, EXPIRED_REASON)
+            return
         interval = self.ping_interval
-        if state is not OPEN or not interval:
+        if not interval:
             return
         sent_at = self.ping_sent_at
         if sent_at is not None:

@@ -24,16 +24,20 @@ from .fanout.history import Position
 from .fanout.history import Recovery
 from .fanout.history import RoomMatcher
 from .fanout.history import history_rule
+from .fanout.membership import CLOSE_REVOKED
 from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
+from .fanout.membership import REVOKED_REASON
 from .fanout.membership import Rooms
 from .fanout.presence import PresenceCallback
 from .options import DEFAULTS
+from .shutdown import ShutdownPolicy
 from .wsgi import is_websocket_upgrade
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Blueprint
     from flask import Flask
 
+    from .metrics import SocketMetrics
     from .typing import Message
     from .typing import SocketHandler
     from .typing import WebSocket
@@ -114,6 +118,7 @@ class Sockets:
             )
         # A setting that cannot work stops the app here, not every socket later.
         check_message_queue(app.config.get("SOCKETS_MESSAGE_QUEUE"))
+        ShutdownPolicy.from_config(app.config)  # (SOCKETS_SHUTDOWN_WINDOW and _CODE)
         app.extensions["sockets"] = self
         app.extensions[ROOMS_KEY] = Rooms(app, self.presence_callbacks, self.history_rules)
         for key, value in DEFAULTS.items():
@@ -126,6 +131,31 @@ class Sockets:
         for blueprint, options in self._blueprints:
             register_socket_blueprint(app, blueprint, options)
         self._apps.add(app)
+        if app.config.get("SOCKETS_METRICS"):
+            self.enable_metrics(app)
+
+    def enable_metrics(self, app: Flask | None = None, registry: t.Any = None) -> SocketMetrics:
+        """Count the app's sockets in Prometheus series (see :doc:`/metrics`),
+        as ``SOCKETS_METRICS = True`` does at ``init_app``. Serve them with
+        ``app.add_url_rule('/metrics', view_func=flask_sockets.metrics.metrics_view)``.
+
+        :param app: The app (see :meth:`rooms_for`).
+        :param registry: The ``prometheus_client`` registry of the series
+            (its default ``REGISTRY`` if ``None``). Under
+            ``PROMETHEUS_MULTIPROC_DIR``, the values are also written there.
+        :returns: The app's :class:`~flask_sockets.metrics.SocketMetrics`.
+        :raises ImportError: If ``prometheus_client`` is not installed.
+        """
+        from . import metrics
+
+        app = self._app_for(app)
+        existing = metrics.metrics_of(app)
+        if existing is not None:
+            return existing
+        made = metrics.SocketMetrics.for_registry(registry)
+        app.extensions[metrics.EXTENSION_KEY] = made
+        app.after_request(metrics.count_refusal)
+        return made
 
     def route(self, rule: str, *, blueprint: Blueprint | None = None, **options: t.Any) -> t.Callable[[F], F]:
         """Decorate a socket handler ``f(ws, **url_variables)`` to serve
@@ -434,6 +464,9 @@ class Sockets:
             messages handed to this process's sockets;
         ``slow_consumers_closed``
             sockets closed with 1008 for not reading;
+        ``disconnected``
+            sockets of this process closed by :meth:`disconnect` (whichever
+            process called it);
         ``broker_connected``
             whether messages published elsewhere reach this process;
         ``broker_last_error``
@@ -472,6 +505,57 @@ class Sockets:
         in every process. Otherwise like :meth:`publish`."""
         self.rooms_for(app).broadcast(message)
 
+    def disconnect(
+        self,
+        room: str,
+        code: int = CLOSE_REVOKED,
+        reason: str = REVOKED_REASON,
+        *,
+        app: Flask | None = None,
+    ) -> None:
+        """Close every socket in ``room``, in every process and on every
+        host that serves the app, with ``code`` and ``reason``: to end a
+        user's sockets when their session ends (log out, password change,
+        ban), keep a room per user (``sockets.join(ws, f"user:{id}")`` when
+        the socket opens) and disconnect that room.
+
+        The order travels through the message queue like a message to the
+        room (with Redis, on the room's channel; on a Redis Cluster, to the
+        room's shard), but no socket ever receives it, no published message
+        is taken for one, and it is never kept in the room's history. Each
+        process closes its sockets of the room next to each socket, as it
+        closes a slow consumer: what was queued for them is dropped, they
+        leave their rooms at once and cannot join one again, and a
+        connection whose client does not take the close frame (or whose
+        handler does not return) within ``SOCKETS_CLOSE_TIMEOUT`` seconds is
+        cut. Each handler's ``receive()`` then returns ``None`` as for any
+        close.
+
+        It returns at once, without a count: the sockets of other
+        processes are closed when the order reaches them, and how many
+        there were is not known here. ``stats()["disconnected"]`` counts
+        the sockets each process closed. A socket that joins the room after
+        the order reached its process is not closed: check the session
+        when a socket opens, too.
+
+        :param code: The close code. The default, 4401, tells
+            ``flask_sockets.js`` to stop and ask for new credentials
+            (its ``unauthorized`` event); use a terminal 4400-4499 code
+            (such as 4403) for a client that must not come back, 1008
+            (policy violation) for a generic client, or any code a server
+            may send: 1000, 1001, 1002, 1003, 1007 to 1014, 3000 to 4999.
+        :param reason: The close reason, at most 123 bytes of UTF-8; the
+            client sees it, so do not put secrets in it.
+        :param app: The app whose sockets to close. By default the current
+            app; out of an app context, the one app this extension was
+            initialised with.
+        :raises ValueError: If ``code`` cannot be sent in a close frame, or
+            ``reason`` is too long.
+        :raises MessageQueueUnavailable: With ``SOCKETS_MESSAGE_QUEUE`` set,
+            if Redis is unreachable; no socket was closed.
+        """
+        self.rooms_for(app).disconnect(room, code, reason)
+
     def rooms_for(self, app: Flask | None = None) -> Rooms:
         """The :class:`~flask_sockets.fanout.membership.Rooms` of ``app`` (by default
         the current app, or out of an app context the one app this extension
@@ -480,6 +564,10 @@ class Sockets:
         :raises RuntimeError: If there is no such app, or it was initialised
             with another :class:`Sockets`.
         """
+        return Rooms.of(self._app_for(app))
+
+    def _app_for(self, app: Flask | None) -> Flask:
+        """``app``, or the current app, or the one app of this extension (see :meth:`rooms_for`)."""
         if app is None:
             if has_app_context():
                 app = t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
@@ -493,7 +581,7 @@ class Sockets:
                 )
         if app.extensions.get("sockets") is not self:
             raise RuntimeError(f"{app!r} was not initialised with this Sockets extension.")
-        return Rooms.of(app)
+        return app
 
 
 def _require_websocket_upgrade() -> None:

@@ -106,6 +106,21 @@ class ForeignSocket(SocketBase):
         finally:
             self.closed = True
 
+    expires_at = None
+
+    def expire_at(self, when: float | None) -> None:
+        """Another server's socket has no session expiry.
+
+        :raises NotImplementedError: Unless ``when`` is ``None``."""
+        if when is not None:
+            raise NotImplementedError(
+                f"{type(self.ws).__name__} has no session expiry: serve the app with a Flask-Sockets server"
+            )
+
+    def expire_in(self, seconds: float | None) -> None:
+        """Another server's socket has no session expiry (see :meth:`expire_at`)."""
+        self.expire_at(seconds)
+
     def abort(self) -> None:
         """End the TCP connection under gevent-websocket's socket (its
         handler's socket), which wakes a blocked ``receive()``. Another

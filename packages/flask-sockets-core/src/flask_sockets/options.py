@@ -153,6 +153,20 @@ DEFAULTS: dict[str, t.Any] = {
     # '/_sockets/flask-sockets.js'``. ``None`` serves nothing (a bundler ships
     # it, or the app serves the file itself). Read by ``init_app``.
     "SOCKETS_CLIENT_URL": "/_sockets/flask-sockets.js",
+    # ``True``: count the app's sockets in Prometheus series (needs
+    # ``flask-sockets-core[metrics]``; see flask_sockets.metrics), read by
+    # ``init_app``. Off by default: an app that does not scrape them pays nothing.
+    "SOCKETS_METRICS": False,
+    # Seconds over which a stopping server (a deploy, a reload, SIGTERM)
+    # spreads the closes of its open sockets, in batches (see
+    # flask_sockets.shutdown), so that its clients do not all reconnect to the
+    # next worker in the same second; ``0``: all at once. Never longer than
+    # the server's grace period (gunicorn's ``--graceful-timeout``,
+    # ``run(shutdown_timeout=...)``) less ``SOCKETS_CLOSE_TIMEOUT``.
+    "SOCKETS_SHUTDOWN_WINDOW": 10.0,
+    # The close code those sockets get: 1012 (service restart), which tells
+    # clients to come back (after their backoff), or 1001 (going away).
+    "SOCKETS_SHUTDOWN_CODE": 1012,
 }
 
 

@@ -174,8 +174,58 @@ class TokenBucket:
         return True
 
 
-def _bucket(rate: float | None, burst: float | None) -> TokenBucket | None:
-    return TokenBucket(rate, burst) if rate else None
+def _bucket(rate: float | None, burst: float | None) -> tuple[float, float]:
+    """A bucket's ``(interval, tolerance)`` (see :class:`TokenBucket`);
+    ``(0.0, 0.0)`` without a rate."""
+    if not rate:
+        return 0.0, 0.0
+    bucket = TokenBucket(rate, burst)
+    return bucket.interval, bucket.tolerance
+
+
+# The full-again time of a bucket nothing was taken from: one float shared
+# by every connection (a connection's own floats are made as it takes).
+_FULL = float("-inf")
+
+
+class _Rates:
+    """What a :class:`Limiter` reads and never changes: each bucket's
+    interval and tolerance (:class:`TokenBucket`'s fields; an interval of
+    ``0.0``: no limit). One object per :class:`FloodControl` and message
+    size limit, shared by all their connections (:func:`_rates`), so that
+    a connection's own state is its four full-again times."""
+
+    __slots__ = (
+        "byte_interval",
+        "byte_tolerance",
+        "control_interval",
+        "control_tolerance",
+        "drop",
+        "error_interval",
+        "error_tolerance",
+        "message_interval",
+        "message_tolerance",
+        "settings",
+    )
+
+    def __init__(self, settings: FloodControl, max_message_size: int | None) -> None:
+        self.settings = settings
+        self.drop = settings.action == "drop"
+        self.message_interval, self.message_tolerance = _bucket(settings.message_rate, settings.message_burst)
+        byte_burst = settings.byte_burst or settings.byte_rate
+        if byte_burst and max_message_size is not None:
+            byte_burst = max(byte_burst, max_message_size)
+        self.byte_interval, self.byte_tolerance = _bucket(settings.byte_rate, byte_burst)
+        self.control_interval, self.control_tolerance = _bucket(settings.control_rate, settings.control_burst)
+        errors = settings.max_errors
+        self.error_interval, self.error_tolerance = _bucket(
+            errors / settings.error_window if errors else None, errors
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _rates(settings: FloodControl, max_message_size: int | None) -> _Rates:
+    return _Rates(settings, max_message_size)
 
 
 class Limiter:
@@ -183,23 +233,22 @@ class Limiter:
     docstring). :meth:`check`, :meth:`control` and :meth:`error` return
     ``None`` when what arrived is within its limit, else the close reason.
 
+    What never changes (the rates) is shared by every connection of the
+    same settings; a connection keeps only each bucket's full-again time:
+    an idle socket's flood control is one small object.
+
     :param max_message_size: The connection's message size limit: the byte
         bucket holds at least that much.
     """
 
     __slots__ = (
         "_byte_full_at",
-        "_byte_interval",
-        "_byte_tolerance",
         "_clock",
-        "_controls",
-        "_errors",
+        "_control_full_at",
+        "_error_full_at",
         "_message_full_at",
-        "_message_interval",
-        "_message_tolerance",
-        "drop",
+        "_rates",
         "dropped",
-        "settings",
     )
 
     def __init__(
@@ -208,30 +257,22 @@ class Limiter:
         max_message_size: int | None = None,
         clock: t.Callable[[], float] = time.monotonic,
     ) -> None:
-        #: The :class:`FloodControl` the buckets were made from.
-        self.settings = settings
-        #: Whether what is over a rate is dropped (``action='drop'``) rather
-        #: than closing the connection.
-        self.drop = settings.action == "drop"
+        self._rates = _rates(settings, max_message_size)
         #: Messages and control frames dropped so far (``action='drop'``).
         self.dropped = 0
         self._clock = clock
-        # The message and byte buckets: TokenBucket's fields, kept here so that
-        # check() is one call per message (an interval of 0.0: no limit).
-        messages = _bucket(settings.message_rate, settings.message_burst)
-        self._message_interval = 0.0 if messages is None else messages.interval
-        self._message_tolerance = 0.0 if messages is None else messages.tolerance
-        self._message_full_at = float("-inf")
-        byte_burst = settings.byte_burst or settings.byte_rate
-        if byte_burst and max_message_size is not None:
-            byte_burst = max(byte_burst, max_message_size)
-        octets = _bucket(settings.byte_rate, byte_burst)
-        self._byte_interval = 0.0 if octets is None else octets.interval
-        self._byte_tolerance = 0.0 if octets is None else octets.tolerance
-        self._byte_full_at = float("-inf")
-        self._controls = _bucket(settings.control_rate, settings.control_burst)
-        errors = settings.max_errors
-        self._errors = TokenBucket(errors / settings.error_window, errors) if errors else None
+        self._message_full_at = self._byte_full_at = self._control_full_at = self._error_full_at = _FULL
+
+    @property
+    def settings(self) -> FloodControl:
+        """The :class:`FloodControl` the buckets were made from."""
+        return self._rates.settings
+
+    @property
+    def drop(self) -> bool:
+        """Whether what is over a rate is dropped (``action='drop'``) rather
+        than closing the connection."""
+        return self._rates.drop
 
     def check(self, event: object) -> str | None:
         """An event arrived: ``None`` if it is within its limits, else the
@@ -239,19 +280,20 @@ class Limiter:
         and byte rates, anything else to the control rate: pass messages,
         pings and pongs only."""
         cls = event.__class__
+        rates = self._rates
         if cls is str or cls is bytes:
             now = self._clock()
             # TokenBucket.take, inlined twice (the per-message path).
-            interval = self._message_interval
+            interval = rates.message_interval
             if interval:
                 full_at = self._message_full_at
                 if full_at < now:
                     full_at = now
                 full_at += interval
-                if full_at - now > self._message_tolerance:
+                if full_at - now > rates.message_tolerance:
                     return MESSAGE_RATE_REASON
                 self._message_full_at = full_at
-            interval = self._byte_interval
+            interval = rates.byte_interval
             if interval:
                 # Its size in bytes; for text, its UTF-8 (isascii() is O(1):
                 # the common case costs no encoding).
@@ -264,19 +306,36 @@ class Limiter:
                 if full_at < now:
                     full_at = now
                 full_at += size * interval
-                if full_at - now > self._byte_tolerance:
+                if full_at - now > rates.byte_tolerance:
                     return BYTE_RATE_REASON
                 self._byte_full_at = full_at
             return None
-        bucket = self._controls
-        if bucket is None or bucket.take(self._clock()):
+        interval = rates.control_interval
+        if not interval:
             return None
-        return CONTROL_RATE_REASON
+        now = self._clock()
+        full_at = self._control_full_at
+        if full_at < now:
+            full_at = now
+        full_at += interval
+        if full_at - now > rates.control_tolerance:
+            return CONTROL_RATE_REASON
+        self._control_full_at = full_at
+        return None
 
     def error(self) -> str | None:
         """The app counted an error: ``None`` while within the error budget,
         else the close reason."""
-        bucket = self._errors
-        if bucket is None or bucket.take(self._clock()):
+        rates = self._rates
+        interval = rates.error_interval
+        if not interval:
             return None
-        return ERROR_LIMIT_REASON
+        now = self._clock()
+        full_at = self._error_full_at
+        if full_at < now:
+            full_at = now
+        full_at += interval
+        if full_at - now > rates.error_tolerance:
+            return ERROR_LIMIT_REASON
+        self._error_full_at = full_at
+        return None

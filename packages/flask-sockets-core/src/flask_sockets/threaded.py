@@ -20,8 +20,10 @@ connection; nothing else takes a thread per connection or per message:
 - One :class:`Connections` per server (gunicorn worker) or app holds the
   open sockets and runs ONE timer thread, started by
   :meth:`Connections.start`, which pings the idle peers, fails the silent
-  ones (1011), cuts connections whose close handshake ran out of time, and
-  closes every socket with 1001 when the server stops.
+  ones (1011), closes sessions at their end (4401), cuts connections whose
+  close handshake ran out of time, and closes the sockets when the server
+  stops (1012, in batches). What to do and when is the connection's
+  (``next_deadline()``, ``handle_timer()``); the thread only acts on it.
 - A send that makes no progress for ``send_timeout`` seconds is cut by the
   sending thread itself (it waits for the socket to take more, bounded).
 - :meth:`ThreadedWebSocket.send_nowait` lets a publisher (rooms,
@@ -68,6 +70,8 @@ from .protocol import PAUSE
 from .protocol import Close
 from .protocol import CloseCode
 from .protocol import Ping
+from .shutdown import ShutdownPolicy
+from .shutdown import drain
 
 __all__ = [
     "CONNECTIONS_KEY",
@@ -76,6 +80,7 @@ __all__ = [
     "Connections",
     "HandshakeRefused",
     "ThreadedWebSocket",
+    "gunicorn_graceful_timeout",
     "gunicorn_worker_stopping",
 ]
 
@@ -87,7 +92,8 @@ GUNICORN_SOCKET_KEY = "gunicorn.socket"
 #: worker of ``flask-sockets-gunicorn`` does); without one, each app has its own.
 CONNECTIONS_KEY = "flask_sockets.connections"
 
-#: The close frame every open socket gets when the server stops.
+#: The close frame of :meth:`Connections.shutdown` before 0.3 (the code is
+#: now the :class:`~flask_sockets.shutdown.ShutdownPolicy`'s, 1012 by default).
 GOING_AWAY = (CloseCode.GOING_AWAY, "Server shutting down")
 
 _DEFAULTS = SocketOptions()
@@ -265,7 +271,17 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             raised and the socket stays usable (nothing read is lost).
         :raises ConnectionClosed: If the socket was already closed.
         """
-        if self._protocol.state is not OPEN:
+        conn = self._protocol
+        if conn.state is not OPEN:
+            with self._lock:
+                pending = conn.state is CLOSING and conn.has_data_to_send
+            if pending:
+                # The timer thread closed it (the session's end) while a
+                # send held the lock: its close frame is still queued. The
+                # reader writes it and finishes the close (a closer thread
+                # waiting for the lock then finds nothing left to write).
+                self._write_close()
+                return None
             if self.closed:
                 raise ConnectionClosed("Connection is already closed")
             self.accept()
@@ -612,51 +628,66 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         if connections is None or not connections.schedule(self, deadline):
             self._shut_down()
 
-    def _fail_nowait(self) -> None:
-        """The connection failed from the timer thread (a keepalive ping not
-        answered): write its close frame without waiting. It goes out if the
-        kernel takes it at once (else the connection is cut), TCP is
-        half-closed, and the reader (or the close deadline) finishes."""
+    def _close_nowait(self) -> None:
+        """The connection started closing from the timer thread (a keepalive
+        ping not answered: failed, 1011; the session's end: 4401; the
+        server stopping): write its close frame without waiting. It goes out
+        if the kernel takes it at once (else the connection is cut), a
+        failed connection is half-closed, and the reader (or the close
+        deadline) finishes. When it cannot go out at once (another thread is
+        sending, the peer reads nothing for now), a failed connection is cut
+        (the peer did not answer anyway; the close code stays 1011), and the
+        close frame of a live peer is written by a thread of its own, which
+        then finishes closing as :meth:`close` does."""
         conn = self._protocol
         if self._send_lock.acquire(blocking=False):
             try:
                 if _wait(self._sock, True, 0):
                     with self._lock:
                         chunks = conn.data_to_send()
-                        deadline = conn.close_deadline
-                    if deadline is not None and self._write_nowait(chunks):
+                        deadline, failed = conn.close_deadline, conn.failed
+                    if deadline is None or not self._write_nowait(chunks):
+                        return  # (closed meanwhile: the reader finishes; or cut)
+                    if failed:
                         self._shut_down(socket.SHUT_WR)
-                        self._close_by(deadline)
-                        return
-            finally:
-                self._send_lock.release()
-        self.abort()  # (the close code stays the connection's 1011)
-
-    def _going_away(self) -> None:
-        """The server stops: close with 1001 without waiting (from the timer
-        thread). A reader gets the peer's close frame and returns ``None``;
-        the close deadline cuts what is left. A socket whose close frame
-        cannot go out at once (another thread is sending, the peer reads
-        nothing) is closed from a thread of its own."""
-        if self.closed or not self.accepted:
-            return  # (an unaccepted socket may still be refused with an HTTP status)
-        conn = self._protocol
-        if self._send_lock.acquire(blocking=False):
-            try:
-                if _wait(self._sock, True, 0):
-                    with self._lock:
-                        if conn.state is not OPEN:
-                            return
-                        conn.send_close(*GOING_AWAY)
-                        chunks = conn.data_to_send()
-                        deadline = t.cast(float, conn.close_deadline)
-                    if self._write_nowait(chunks):
-                        self._close_by(deadline)
+                    self._close_by(deadline)
                     return
             finally:
                 self._send_lock.release()
-        if not self.closed:
-            threading.Thread(target=self.close, args=GOING_AWAY, name="flask-sockets closer", daemon=True).start()
+        with self._lock:
+            failed = conn.failed
+        if failed:
+            self.abort()
+        else:
+            threading.Thread(target=self._write_close, name="flask-sockets closer", daemon=True).start()
+
+    def _write_close(self) -> None:
+        """Write the close frame the connection queued (waiting for a send in
+        progress, at most ``close_timeout``), then finish closing."""
+        if self._flush(self.close_timeout):
+            self._finish_closing(reading=False)
+
+    def _expiry_changed(self) -> None:
+        # The timer thread calls _on_timer by the connection's new next
+        # deadline at the latest (an end moved later: it finds nothing to
+        # do at the old one, and asks again).
+        connections = self._connections
+        if self.accepted and connections is not None:
+            connections.watch(self)
+
+    def _going_away(self, code: int, reason: str) -> None:
+        """The server stops: close with ``code`` and ``reason`` without
+        waiting (from the timer thread, or the thread closing the later
+        batches; see :meth:`_close_nowait`). A reader gets the peer's close
+        frame and returns ``None``; the close deadline cuts what is left."""
+        if self.closed or not self.accepted:
+            return  # (an unaccepted socket may still be refused with an HTTP status)
+        with self._lock:
+            conn = self._protocol
+            if conn.state is not OPEN:
+                return
+            conn.send_close(code, reason)
+        self._close_nowait()
 
     def abort(self) -> None:
         """Cut the TCP connection without a close frame (close code 1006,
@@ -696,14 +727,15 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
 
     def _on_timer(self, now: float) -> float | None:
         """Called by the :class:`Connections` timer thread when this socket's
-        entry is due; never blocks. The connection decides
-        (:meth:`~flask_sockets.connection.Connection.handle_timer`): a ping
-        it queued goes out if it can at once (else it waits for the next
-        writer; the peer still has ``ping_timeout`` to be heard from), a
-        keepalive failure's close frame likewise, a close that ran out of
-        time is cut.
+        entry is due; never blocks. The connection decides, once
+        (:meth:`~flask_sockets.connection.Connection.handle_timer`), and
+        this acts on what it queued: a ping goes out if it can at once (else
+        it waits for the next writer; the peer still has ``ping_timeout`` to
+        be heard from); the close frame of a keepalive failure (1011) or of
+        the session's end (4401) goes out as :meth:`_close_nowait` says; a
+        close that ran out of time is cut.
 
-        :returns: When to be called next, or ``None``.
+        :returns: When to be called next (the connection's next deadline), or ``None``.
         """
         conn = self._protocol
         with self._lock:
@@ -714,9 +746,9 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             if before is CLOSING:  # (the close handshake just timed out)
                 self._shut_down()
             return None
-        if state is CLOSING and before is OPEN:  # the keepalive failed it
-            self._fail_nowait()
-            return None  # (_fail_nowait scheduled the close deadline)
+        if state is CLOSING and before is OPEN:  # the keepalive failed it, or the session ended
+            self._close_nowait()
+            return None  # (_close_nowait scheduled the close deadline, or a closer thread keeps it)
         if queued and self._send_lock.acquire(blocking=False):
             try:
                 if _wait(self._sock, True, 0):
@@ -733,22 +765,31 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
 class Connections:
     """The open :class:`ThreadedWebSocket`\\ s of one server (a gunicorn
     worker) or app, and the ONE timer thread that serves them all: it pings
-    idle peers and fails silent ones, cuts close handshakes that ran out of
-    time, and closes every socket with 1001 when the server stops.
+    idle peers and fails silent ones, closes sessions at their end (4401),
+    cuts close handshakes that ran out of time, and closes the sockets when
+    the server stops (1012, in batches).
 
     :param max_connections: Open sockets allowed at once; :meth:`admit`
         refuses more (Flask-Sockets answers ``503`` before the handshake).
         ``None``: no cap.
     :param stopping: Called by the timer thread every quarter of a second;
-        once it returns true, every open socket is closed with 1001
-        (:meth:`shutdown`) and new ones are refused.
+        once it returns true, the open sockets are closed (:meth:`shutdown`)
+        and new ones are refused.
+    :param shutdown_policy: How :meth:`shutdown` closes them; by default
+        with 1012, all at once (a server that knows its grace period sets
+        one with a window: see :class:`~flask_sockets.shutdown.ShutdownPolicy`).
     """
 
     def __init__(
-        self, max_connections: int | None = None, stopping: t.Callable[[], bool] | None = None
+        self,
+        max_connections: int | None = None,
+        stopping: t.Callable[[], bool] | None = None,
+        shutdown_policy: ShutdownPolicy | None = None,
     ) -> None:
         #: Open sockets allowed at once, or ``None``.
         self.max_connections = max_connections
+        #: How :meth:`shutdown` closes the open sockets (settable until then).
+        self.shutdown_policy = ShutdownPolicy(window=0.0) if shutdown_policy is None else shutdown_policy
         self._stopping = stopping
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -802,7 +843,9 @@ class Connections:
                 self._wakeup.notify()
 
     def watch(self, ws: ThreadedWebSocket) -> None:
-        """Start the keepalive of an accepted socket (its connection says when)."""
+        """Have the timer thread call on an accepted socket by its
+        connection's next deadline (keepalive, the session's end); again
+        when the app moves the end (:meth:`ThreadedWebSocket.expire_at`)."""
         with ws._lock:
             when = ws._protocol.next_deadline()
         if when is not None:
@@ -823,15 +866,34 @@ class Connections:
             return True
 
     def shutdown(self) -> None:
-        """Refuse new sockets and close every open one with 1001 (going
-        away) without waiting: handlers reading get ``None`` once the peer
-        answers; connections still up ``close_timeout`` seconds later are
-        cut."""
+        """Refuse new sockets and close every open one as
+        :attr:`shutdown_policy` says (1012, in batches spread over its
+        window: :func:`flask_sockets.shutdown.drain`), without waiting:
+        handlers reading get ``None`` once the peer answers; connections
+        still up ``close_timeout`` seconds after their close frame are cut.
+        Batches after the first are closed by a thread of their own."""
         with self._lock:
             self.shutting_down = True
             sockets = list(self._open)
-        for ws in sockets:
-            ws._going_away()
+        policy = self.shutdown_policy
+
+        def close(ws: ThreadedWebSocket) -> None:
+            ws._going_away(policy.code, policy.reason)
+
+        if len(policy.batches(len(sockets))) <= 1:
+            drain(sockets, close, policy)
+        else:
+            threading.Thread(
+                target=drain,
+                args=(sockets, close, policy),
+                kwargs={"late": self._open_now},
+                name="flask-sockets shutdown",
+                daemon=True,
+            ).start()
+
+    def _open_now(self) -> list[ThreadedWebSocket]:
+        with self._lock:
+            return list(self._open)
 
     def _run(self) -> None:
         stopping = self._stopping
@@ -879,3 +941,12 @@ def gunicorn_worker_stopping() -> bool:
     imports gunicorn."""
     worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     return worker is not None and getattr(worker, "alive", True) is False
+
+
+def gunicorn_graceful_timeout() -> float | None:
+    """The ``--graceful-timeout`` of the gunicorn worker running this
+    process (found as :func:`gunicorn_worker_stopping` finds it), or
+    ``None`` outside gunicorn."""
+    worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    timeout = getattr(getattr(worker, "cfg", None), "graceful_timeout", None)
+    return None if timeout is None else float(timeout)

@@ -98,6 +98,21 @@ class WebSocket(t.Protocol):
         ``False`` (see :meth:`flask_sockets.base.EngineSocket.count_error`)."""
         ...
 
+    @property
+    def expires_at(self) -> float | None:
+        """When the session ends (a Unix timestamp), or ``None``."""
+        ...
+
+    def expire_at(self, when: float | None) -> None:
+        """End the session at ``when`` (a Unix timestamp; ``None``: never):
+        the server then closes with 4401 ``session expired`` (see
+        :meth:`flask_sockets.base.EngineSocket.expire_at`)."""
+        ...
+
+    def expire_in(self, seconds: float | None) -> None:
+        """End the session ``seconds`` from now (``None``: never)."""
+        ...
+
 
 @t.runtime_checkable
 class BasicWebSocket(t.Protocol):

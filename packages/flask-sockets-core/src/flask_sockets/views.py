@@ -22,16 +22,19 @@ from .exceptions import ConnectionClosed
 from .exceptions import MissingWebSocketError
 from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
 from .foreign import as_socket
+from .metrics import EXTENSION_KEY as METRICS_KEY
 from .options import SocketOptions
 from .protocol import CloseCode
 from .ratelimit import FLOOD_REASON_KEYS
 from .ratelimit import flood_control_from_config
+from .shutdown import ShutdownPolicy
 from .threaded import CONNECTIONS_KEY
 from .threaded import GUNICORN_SOCKET_KEY
 from .threaded import WERKZEUG_SOCKET_KEY
 from .threaded import Connections
 from .threaded import HandshakeRefused
 from .threaded import ThreadedWebSocket
+from .threaded import gunicorn_graceful_timeout
 from .threaded import gunicorn_worker_stopping
 from .wsgi import WSGI_WEBSOCKET_KEY
 from .wsgi import is_origin_allowed
@@ -43,6 +46,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask.typing import ResponseReturnValue
 
     from .fanout.membership import Rooms
+    from .metrics import SocketMetrics
+    from .metrics import SocketTap
     from .typing import BasicWebSocket
     from .typing import SocketHandler
     from .typing import WebSocket
@@ -120,6 +125,7 @@ def websocket_view(
             ws = threaded = _threaded_socket(req, app)
         # Flask-Sockets' own socket, or the server's adapted (flask_sockets.foreign).
         sock = as_socket(ws)
+        tap: SocketTap | None = None
         try:
             _check_origin(req, app)
             sock.configure(
@@ -127,7 +133,11 @@ def websocket_view(
                     app.config, _choose_subprotocol(req, subprotocols), compression, flood_control
                 )
             )
-            _run_handler(app, handler, ws, sock, kwargs, defer_accept)
+            metrics: SocketMetrics | None = app.extensions.get(METRICS_KEY)
+            if metrics is not None:
+                route = req.url_rule.rule if req.url_rule is not None else ""
+                tap = metrics.tap(ws, route, app.extensions.get(ROOMS_KEY))
+            _run_handler(app, handler, ws, sock, kwargs, defer_accept, tap)
             _log_flood(app, req, sock)
         except ConnectionClosed:
             app.logger.debug("%s: the peer closed the socket", req.path)
@@ -138,15 +148,21 @@ def websocket_view(
             if not sock.closed:
                 _end_with_error(sock, e)
                 _end(threaded)
+                if tap is not None:
+                    tap.finish(ws)
                 raise
             app.logger.debug("%s: the peer closed the socket (%r)", req.path, e)
         except BaseException as e:
             if isinstance(e, Exception):
                 _end_with_error(sock, e)
             _end(threaded)
+            if tap is not None:
+                tap.finish(ws)
             raise
         _close(sock, CLOSE_NORMAL)
         _end(threaded)
+        if tap is not None:
+            tap.finish(ws)
         # The handshake already answered the client; this response only feeds
         # after_request hooks, session saving and access logs.
         return app.response_class(status=101)
@@ -161,6 +177,7 @@ def _run_handler(
     sock: SocketBase,
     kwargs: dict[str, t.Any],
     defer_accept: bool,
+    tap: SocketTap | None = None,
 ) -> None:
     """Accept the socket (unless ``defer_accept``) and call the handler
     with ``ws`` (the server's socket; ``sock`` is ``ws`` or its adapter);
@@ -179,6 +196,8 @@ def _run_handler(
                 # connection was opened, nothing to handle (as on 0.2).
                 app.logger.debug("%s: the client left before the handshake was answered", request.path)
                 return
+            if tap is not None:
+                tap.accepted()
         # Without URL variables, a plain call: a ``**`` call re-enters the
         # interpreter's C loop, and the handler's greenlet would keep that
         # deeper C stack saved for the whole life of the connection.
@@ -236,10 +255,16 @@ _CONNECTIONS_KEY = "sockets.connections"
 def _app_connections(app: Flask, gunicorn: bool) -> Connections:
     """The app's :class:`~flask_sockets.threaded.Connections`, for servers
     that bring none: made at the first socket; under gunicorn, it closes the
-    sockets with 1001 when the worker stops."""
+    sockets when the worker stops, spread over ``SOCKETS_SHUTDOWN_WINDOW``
+    within the worker's ``--graceful-timeout``."""
     connections: Connections | None = app.extensions.get(_CONNECTIONS_KEY)
     if connections is None:
-        made = Connections(stopping=gunicorn_worker_stopping if gunicorn else None)
+        made = Connections(
+            stopping=gunicorn_worker_stopping if gunicorn else None,
+            shutdown_policy=ShutdownPolicy.from_config(app.config, gunicorn_graceful_timeout() or 0.0)
+            if gunicorn
+            else None,
+        )
         connections = app.extensions.setdefault(_CONNECTIONS_KEY, made)
     return connections
 

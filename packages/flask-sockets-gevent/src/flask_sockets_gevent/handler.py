@@ -29,6 +29,9 @@ Differences from gevent-websocket 0.10.1:
   with ``bytes`` there and raised ``TypeError``). A client that leaves
   before the ``101`` could be written is logged with status ``499`` (the
   upgrade was not completed), not as an error.
+- Access-log lines show the values of query parameters named like
+  credentials (``token``, ``access_token``, ``auth``, ``jwt``, ``key``,
+  ``password``, ...) as ``[REDACTED]`` (see :mod:`flask_sockets.redaction`).
 - Every request head is read strictly (:mod:`flask_sockets_gevent._http`,
   RFC 9112): malformed request lines and header lines, folded lines,
   control characters, ambiguous body framing and a connection that ends
@@ -63,6 +66,7 @@ from flask_sockets import WSGI_WEBSOCKET_KEY
 from flask_sockets import is_websocket_upgrade
 from flask_sockets.handshake import check_handshake
 from flask_sockets.handshake import handshake_response_headers
+from flask_sockets.redaction import redact_request_line
 
 from ._http import HeadersTooLarge
 from ._http import RequestBody
@@ -508,6 +512,18 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         if isinstance(self.server.log, pywsgi._NoopLog):  # type: ignore[attr-defined]
             return
         super(_BaseHandler, self).log_request()
+
+    def format_request(self) -> str:
+        # pywsgi's line, with credentials in the query redacted (nothing
+        # switches greenlets in between: the request line is put back at once).
+        line = self.requestline
+        if not line or "?" not in line:
+            return str(super().format_request())
+        self.requestline = redact_request_line(line)
+        try:
+            return str(super().format_request())
+        finally:
+            self.requestline = line
 
 
 _FLASK_CALL = Flask.__call__

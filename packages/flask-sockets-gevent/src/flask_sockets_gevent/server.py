@@ -12,11 +12,14 @@ import typing as t
 import warnings
 
 import gevent
+from gevent import Greenlet
 from gevent import monkey
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from flask_sockets.protocol import CloseCode
+from flask_sockets.shutdown import ShutdownPolicy
+from flask_sockets.shutdown import drain
 
 from .handler import DEFAULT_HANDSHAKE_TIMEOUT
 from .handler import DEFAULT_KEEPALIVE_TIMEOUT
@@ -40,7 +43,9 @@ __all__ = [
 
 logger = logging.getLogger("flask_sockets_gevent")
 
-#: Close code and reason every open socket gets when the server stops.
+#: The close code and reason open sockets got when the server stopped,
+#: before 0.3 (now ``SOCKETS_SHUTDOWN_CODE``, 1012 by default: see
+#: :mod:`flask_sockets.shutdown`).
 GOING_AWAY = (CloseCode.GOING_AWAY, "Server shutting down")
 
 
@@ -71,16 +76,25 @@ class GracefulShutdownMixin:
     """Server mixin: keeps the open sockets (``server.websockets``, and
     gevent-websocket's ``server.clients`` view of them: see
     :class:`~flask_sockets_gevent.websocket.Clients`). When the server stops
-    accepting (``close()``), every open WebSocket is closed with 1001 (going
-    away). Frames a handler sent before go out first; its ``receive()`` then
-    returns ``None`` and it can finish.
+    accepting (``close()``), the open WebSockets are closed as the app's
+    :class:`~flask_sockets.shutdown.ShutdownPolicy` says: with 1012
+    (``SOCKETS_SHUTDOWN_CODE``), in batches spread over
+    ``SOCKETS_SHUTDOWN_WINDOW`` seconds, cut to fit in :attr:`shutdown_grace`
+    less ``SOCKETS_CLOSE_TIMEOUT``. Frames a handler sent before go out
+    first; its ``receive()`` then returns ``None`` and it can finish.
     HTTP keep-alive connections waiting for their next request are closed.
     ``stop(timeout)`` (gevent's) then waits for the handlers up to
     ``timeout`` before killing them.
+
+    :param shutdown_grace: Seconds the server gives its handlers once it
+        stops (gunicorn's ``--graceful-timeout``); ``None``: gevent's
+        ``stop_timeout``, which :func:`run` sets to its ``shutdown_timeout``.
     """
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+    def __init__(self, *args: t.Any, shutdown_grace: float | None = None, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
+        self.shutdown_grace = shutdown_grace
+        self._draining = False
         #: The accepted sockets still open; the sockets add and remove themselves.
         self.websockets: set[GeventWebSocket] = set()
         #: The same sockets as gevent-websocket's ``server.clients`` (for
@@ -91,8 +105,21 @@ class GracefulShutdownMixin:
 
     def close(self) -> None:
         super().close()  # type: ignore[misc]
-        for ws in list(self.websockets):
-            gevent.spawn(ws.close, *GOING_AWAY)
+        if not self._draining:  # (stop() closes again)
+            self._draining = True
+            grace = self.shutdown_grace
+            if grace is None:
+                grace = float(self.stop_timeout)  # type: ignore[attr-defined]
+            policy = ShutdownPolicy.for_app(self.application, grace)  # type: ignore[attr-defined]
+
+            def close(ws: GeventWebSocket) -> None:
+                gevent.spawn(ws.close, policy.code, policy.reason)
+
+            sockets = list(self.websockets)
+            if len(policy.batches(len(sockets))) <= 1:
+                drain(sockets, close, policy, gevent.sleep)
+            else:
+                gevent.spawn(drain, sockets, close, policy, gevent.sleep, late=lambda: list(self.websockets))
         for connection in list(self.idle_connections):
             try:
                 connection.shutdown(socket.SHUT_RDWR)
@@ -116,6 +143,18 @@ def default_max_connections() -> int | None:
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return None
     return max(1, soft - max(32, soft // 10))
+
+
+class _ConnectionGreenlet(Greenlet):  # type: ignore[type-arg]
+    """The greenlet of one connection: a :class:`gevent.Greenlet` that
+    does not record the stack it was spawned from. gevent keeps that
+    stack (``spawning_stack``, for ``gevent.util.format_run_info``) as
+    one object per frame, ~230 bytes per connection for as long as a
+    WebSocket is open, and for a connection it is always the same: the
+    server's accept loop."""
+
+    __slots__ = ()
+    spawning_stack_limit = 0
 
 
 class ConnectionLimitsMixin:
@@ -168,7 +207,15 @@ class ConnectionLimitsMixin:
             super().do_handle(*args)  # type: ignore[misc]
             return
         try:
-            spawn(self._serve_connection, *args)
+            pool = self.pool  # type: ignore[attr-defined]
+            if pool is not None and spawn == pool.spawn and pool.greenlet_class is Greenlet:
+                # What pool.spawn does, with our greenlet class (a pool
+                # the app made with a class of its own keeps it).
+                pool.start(_ConnectionGreenlet(self._serve_connection, *args))
+            elif spawn == Greenlet.spawn:
+                _ConnectionGreenlet.spawn(self._serve_connection, *args)
+            else:
+                spawn(self._serve_connection, *args)
         except BaseException:
             self.do_close(*args)  # type: ignore[attr-defined]
             raise
@@ -228,7 +275,8 @@ class ConnectionLimitsMixin:
 
 class WebSocketServer(GracefulShutdownMixin, ConnectionLimitsMixin, WSGIServer):
     """gevent's :class:`~gevent.pywsgi.WSGIServer` that closes open sockets
-    with 1001 when it stops, with the limits of :class:`ConnectionLimitsMixin`."""
+    (1012, in batches: :class:`GracefulShutdownMixin`) when it stops, with
+    the limits of :class:`ConnectionLimitsMixin`."""
 
 
 def make_server(
@@ -296,9 +344,12 @@ def run(
 ) -> None:
     """Serve ``app`` until SIGINT (Ctrl+C) or SIGTERM.
 
-    On either signal the server stops accepting, closes every open
-    WebSocket with 1001 (going away), and gives the handlers up to
-    ``shutdown_timeout`` seconds to finish before it exits.
+    On either signal the server stops accepting, closes the open
+    WebSockets with 1012 (``SOCKETS_SHUTDOWN_CODE``) in batches spread over
+    ``SOCKETS_SHUTDOWN_WINDOW`` seconds (at most ``shutdown_timeout`` less
+    ``SOCKETS_CLOSE_TIMEOUT``: see :mod:`flask_sockets.shutdown`), and gives
+    the handlers up to ``shutdown_timeout`` seconds to finish before it
+    exits.
 
     The process should be monkey-patched by gevent first
     (``from gevent import monkey; monkey.patch_all()`` at the very top of

@@ -41,8 +41,10 @@ gevent-websocket's ``WebSocket``, none of whose code it used:
 - A peer that drops the TCP connection makes ``receive()`` return ``None``
   (close code 1006) instead of raising from the frame reader.
 - Idle peers are pinged; one that does not answer is closed with 1011.
+  A session given an end (``ws.expire_at``) is closed with 4401 at it.
   The connection decides when (:meth:`~flask_sockets.connection.Connection.handle_timer`);
-  the socket sleeps on one hub timer until its next deadline.
+  the socket sleeps on one hub timer until its next deadline, re-armed
+  when the app moves the session's end.
 - Using a closed socket raises :exc:`flask_sockets.ConnectionClosed` (as
   :exc:`GeventConnectionClosed`, a subclass that gevent-websocket's
   ``WebSocketError`` catches too, as 0.2 apps do).
@@ -355,7 +357,18 @@ class GeventWebSocket(EngineSocket, SocketBase):
             raised and the socket stays usable (nothing read is lost).
         :raises ~flask_sockets.ConnectionClosed: If the socket was already closed.
         """
-        if self._protocol.state is not OPEN:
+        conn = self._protocol
+        if conn.state is not OPEN:
+            if conn.state is CLOSING and conn.has_data_to_send:
+                # The timer closed it (the session's end, a keepalive
+                # failure) while a send held the lock: its close frame is
+                # still queued. The reader writes it and finishes the close
+                # (the timer's greenlet only waited for the lock to do so).
+                timer, self._timer = self._timer, None
+                if isinstance(timer, gevent.Greenlet) and timer is not gevent.getcurrent():
+                    timer.kill()
+                self._ended()
+                return None
             if self.closed:
                 raise GeventConnectionClosed("Connection is already closed")
             self.accept()
@@ -401,7 +414,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
                     self._ended()
                     return None
                 # gevent's recv waits without holding a buffer, then reads what is there.
-                chunk = sock.recv(_READ_SIZE)
+                chunk = sock.recv(_READ_SIZE) if sock.__class__ is not GeventSocket else _recv(sock)
                 if chunk:
                     conn.buffer += chunk  # (conn.receive_data, one call less)
                     conn.last_heard = time.monotonic()
@@ -704,11 +717,12 @@ class GeventWebSocket(EngineSocket, SocketBase):
         elif timer is not None:
             timer.close()
 
-    # -- keepalive ------------------------------------------------------------
+    # -- time: keepalive and session expiry ------------------------------------
 
     def _arm_timer(self) -> None:
-        """Sleep until the connection's next deadline (keepalive), on a hub
-        timer: no greenlet per socket while the peer is heard from."""
+        """Sleep until the connection's next deadline (keepalive, the
+        session's end), on a hub timer: no greenlet per socket while the
+        peer is heard from."""
         when = self._protocol.next_deadline()
         if when is None:
             self._timer = None
@@ -717,10 +731,24 @@ class GeventWebSocket(EngineSocket, SocketBase):
         self._timer = timer
         timer.start(self._timer_due)
 
+    def _expiry_changed(self) -> None:
+        """The app moved the session's end: re-arm the one timer at the
+        connection's next deadline. Not before the ``101`` (accepting arms
+        it) nor once closing; a greenlet writing what the timer queued (a
+        ping) re-arms it itself when done."""
+        timer = self._timer
+        if not self.accepted or self._protocol.state is not OPEN or isinstance(timer, gevent.Greenlet):
+            return
+        if timer is not None:
+            timer.close()
+        self._arm_timer()
+
     def _timer_due(self) -> None:
         # Runs in the hub: must not block. The connection decides; writing
-        # what it queued (a ping, a keepalive failure's close frame) is
-        # handed to a greenlet.
+        # what it queued (a ping, the close frame of a keepalive failure or
+        # of the session's end) is handed to a greenlet. (libev's clock may
+        # run a little ahead of time.monotonic: then nothing is due yet and
+        # the timer is armed again.)
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.close()
@@ -728,7 +756,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
         if conn.state is not OPEN:
             return  # (closing: close() and the reader keep the close deadline)
         conn.handle_timer(time.monotonic())
-        if conn.state is not OPEN:  # the keepalive failed it (1011)
+        if conn.state is not OPEN:  # the keepalive failed it (1011), or the session ended (4401)
             self._timer = gevent.spawn(self._ended)
         elif conn.has_data_to_send:  # a ping
             self._timer = gevent.spawn(self._write_ping)
@@ -753,6 +781,35 @@ class GeventWebSocket(EngineSocket, SocketBase):
             return
         if self._timer is gevent.getcurrent():
             self._arm_timer()
+
+
+def _recv(sock: t.Any) -> bytes:
+    """``sock.recv(_READ_SIZE)`` for a plain gevent socket, waiting the
+    same way with fewer C frames under the switch to the hub. A greenlet
+    keeps the C stack under its last switch saved on the heap while it
+    waits, for as long as a WebSocket is idle; gevent's wait (``_wait``,
+    ``wait_on_watcher``, ``Waiter.get``, ``Hub.switch``) adds ~900 bytes
+    of it per connection, starting the socket's own read watcher with
+    this greenlet's ``switch`` and switching to the hub adds none of that.
+    Whatever wakes the greenlet (the watcher, a ``gevent.Timeout``, a
+    kill, ``close()`` from another greenlet: gevent throws into the
+    watcher's greenlet) stops the watcher, and a spurious wake-up only
+    reads again. A socket with a timeout of its own, or whose watcher
+    another greenlet waits on, takes gevent's ``recv``."""
+    raw = sock._sock
+    while True:
+        try:
+            return raw.recv(_READ_SIZE)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            pass
+        watcher = sock._read_event
+        if sock.timeout is not None or watcher.callback is not None:
+            return sock.recv(_READ_SIZE)  # type: ignore[no-any-return]
+        watcher.start(gevent.getcurrent().switch)
+        try:
+            gevent.get_hub().switch()
+        finally:
+            watcher.stop()
 
 
 def _renamed() -> type[GeventWebSocket]:

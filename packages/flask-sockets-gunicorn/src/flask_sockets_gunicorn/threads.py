@@ -24,6 +24,8 @@ import typing as t
 
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
+from flask_sockets.redaction import redact_environ
+from flask_sockets.shutdown import ShutdownPolicy
 from flask_sockets.threaded import CONNECTIONS_KEY
 from flask_sockets.threaded import Connections
 
@@ -38,9 +40,14 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
       handshake (a warning is logged), never left hanging.
     - Keepalive pings, timeouts and the close handshakes are run by one
       timer thread per worker (:class:`flask_sockets.threaded.Connections`).
-    - When the worker stops (SIGTERM, a reload, ``--max-requests``), every
-      open socket is closed with 1001 (``Server shutting down``) and its
-      handler has ``--graceful-timeout`` seconds to return.
+    - When the worker stops (SIGTERM, a reload, ``--max-requests``), the
+      open sockets are closed with 1012 (``SOCKETS_SHUTDOWN_CODE``) in
+      batches spread over ``SOCKETS_SHUTDOWN_WINDOW`` seconds (cut to fit in
+      ``--graceful-timeout`` less ``SOCKETS_CLOSE_TIMEOUT``: see
+      :mod:`flask_sockets.shutdown`), and the handlers have
+      ``--graceful-timeout`` seconds to return.
+    - Access-log lines show credentials in the query (``?token=...``) as
+      ``[REDACTED]`` (:mod:`flask_sockets.redaction`).
     """
 
     #: Threads of each worker that WebSockets may not take: they answer
@@ -63,6 +70,7 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
 
     def init_process(self) -> None:
         # In the worker process, before gunicorn loads the app and runs.
+        self.log = _RedactingLog(self.log)  # type: ignore[has-type]
         self.connections = Connections(
             max_connections=max(0, self.cfg.threads - self.reserved_threads),
             stopping=self._stopping,
@@ -76,9 +84,24 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
         super().load_wsgi()
         app: t.Callable[..., t.Any] = self.wsgi  # type: ignore[has-type]
         connections = self.connections
+        connections.shutdown_policy = ShutdownPolicy.for_app(app, float(self.cfg.graceful_timeout))
 
         def wsgi(environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]) -> t.Any:
             environ[CONNECTIONS_KEY] = connections
             return app(environ, start_response)
 
         self.wsgi = wsgi
+
+
+class _RedactingLog:
+    """gunicorn's logger, whose access-log lines (formatted from the WSGI
+    environ) get the credentials in the query redacted."""
+
+    def __init__(self, log: t.Any) -> None:
+        self._log = log
+
+    def access(self, resp: t.Any, req: t.Any, environ: dict[str, t.Any], request_time: t.Any) -> None:
+        self._log.access(resp, req, redact_environ(environ), request_time)
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(self._log, name)

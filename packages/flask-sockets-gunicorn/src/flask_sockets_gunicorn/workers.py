@@ -9,6 +9,7 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 from gunicorn.workers.ggevent import PyWSGIServer
 
+from flask_sockets.redaction import redact_environ
 from flask_sockets_gevent import ConnectionLimitsMixin
 from flask_sockets_gevent import GracefulShutdownMixin
 from flask_sockets_gevent import WebSocketHandler
@@ -17,7 +18,8 @@ __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSock
 
 
 class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore[misc]
-    """Our WebSocket handler with gunicorn's environ additions and access log."""
+    """Our WebSocket handler with gunicorn's environ additions and access
+    log (credentials in the query redacted: :mod:`flask_sockets.redaction`)."""
 
     def log_request(self) -> None:
         # gunicorn's access log reads the environ and the response headers,
@@ -40,7 +42,14 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore
                 "QUERY_STRING": "",
                 "SERVER_PROTOCOL": self.request_version or "-",
             }
-        super().log_request()
+        # gunicorn's access log formats its line from the environ: give it
+        # one with credentials in the query redacted.
+        environ = self.environ
+        self.__dict__["environ"] = redact_environ(environ)
+        try:
+            super().log_request()
+        finally:
+            self.__dict__["environ"] = environ
 
 
 class _EnvironHeaders:
@@ -63,9 +72,10 @@ class _EnvironHeaders:
 
 
 class GunicornWebSocketServer(GracefulShutdownMixin, ConnectionLimitsMixin, PyWSGIServer):  # type: ignore[misc]
-    """gunicorn's gevent server; on a graceful stop every open socket is
-    closed with 1001. Handshake and keep-alive timeouts as
-    :class:`~flask_sockets_gevent.ConnectionLimitsMixin`."""
+    """gunicorn's gevent server; on a graceful stop the open sockets are
+    closed as :class:`~flask_sockets_gevent.GracefulShutdownMixin` says
+    (1012, in batches, within ``--graceful-timeout``). Handshake and
+    keep-alive timeouts as :class:`~flask_sockets_gevent.ConnectionLimitsMixin`."""
 
 
 class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
@@ -73,7 +83,10 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
 
     Use it with ``gunicorn -k flask_sockets_gunicorn.worker module:app``.
     On a graceful stop (SIGTERM, or SIGHUP reload) open sockets get close
-    1001 and their handlers up to ``--graceful-timeout`` seconds to finish.
+    1012 (``SOCKETS_SHUTDOWN_CODE``), in batches spread over
+    ``SOCKETS_SHUTDOWN_WINDOW`` seconds within ``--graceful-timeout`` less
+    ``SOCKETS_CLOSE_TIMEOUT``, and their handlers up to
+    ``--graceful-timeout`` seconds to finish.
 
     Idle keep-alive connections are closed after ``--keep-alive`` seconds
     (``0``: no keep-alive), and each worker serves at most
@@ -98,9 +111,14 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
         # hand our settings to ours the same way.
         server_class = type(self).server_class
         if isinstance(server_class, type) and issubclass(server_class, ConnectionLimitsMixin):
-            self.server_class = functools.partial(
-                server_class,
-                handshake_timeout=self.handshake_timeout,
-                keepalive_timeout=float(self.cfg.keepalive),
-            )
+            options: dict[str, t.Any] = {
+                "handshake_timeout": self.handshake_timeout,
+                "keepalive_timeout": float(self.cfg.keepalive),
+            }
+            if issubclass(server_class, GracefulShutdownMixin):
+                # The arbiter kills a worker --graceful-timeout seconds after
+                # its SIGTERM, and gunicorn's gevent loop notices the stop up
+                # to a second late (it sleeps 1 s between checks).
+                options["shutdown_grace"] = max(0.0, float(self.cfg.graceful_timeout) - 1.0)
+            self.server_class = functools.partial(server_class, **options)
         super().run()

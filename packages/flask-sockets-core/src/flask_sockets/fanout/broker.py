@@ -23,11 +23,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 import typing as t
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
 from ..base import to_payload
+from ..protocol import is_valid_close_code
 from .history import HistorySettings
 from .history import LocalHistory
 from .history import Position
@@ -41,10 +43,14 @@ if t.TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_CHANNEL",
     "Broker",
+    "Disconnect",
     "Deliver",
     "LocalBroker",
+    "MAX_CLOSE_REASON",
     "check_message_queue",
+    "checked_disconnect",
     "decode_message",
+    "Published",
     "decode_published",
     "encode_message",
     "redacted",
@@ -55,13 +61,30 @@ __all__ = [
 DEFAULT_CHANNEL = "flask-sockets"
 
 
-class Deliver(t.Protocol):
-    """``deliver(room, message, position=None)``: hand a message to this
-    process's sockets; ``room`` is ``None`` for a broadcast to every
-    socket, ``position`` the message's place in the room's history (``None``
-    without history)."""
+class Disconnect(t.NamedTuple):
+    """A control message, not one for the sockets: close every socket of
+    its room in every process with ``code`` and ``reason`` (see
+    :meth:`Sockets.disconnect <flask_sockets.Sockets.disconnect>`).
 
-    def __call__(self, room: str | None, message: Message, position: Position | None = None) -> None: ...
+    It travels on the room's channel like a message, so it reaches the
+    processes (and, on a Redis Cluster, the shard) that hold the room's
+    sockets, but as JSON with a ``"control"`` field that no published
+    message has: a message, whatever its text, is never taken for one. It is
+    never stored in a room's history. A broker hands it to ``deliver`` in
+    place of a message.
+    """
+
+    code: int
+    reason: str
+
+
+class Deliver(t.Protocol):
+    """``deliver(room, message, position=None)``: hand a message (or a
+    :class:`Disconnect`) to this process's sockets; ``room`` is ``None`` for
+    a broadcast to every socket, ``position`` the message's place in the
+    room's history (``None`` without history)."""
+
+    def __call__(self, room: str | None, message: Message | Disconnect, position: Position | None = None) -> None: ...
 
 
 class Broker:
@@ -83,9 +106,15 @@ class Broker:
         nothing. Must not block."""
         raise NotImplementedError
 
-    def publish(self, room: str | None, message: Message, history: HistorySettings | None = None) -> Position | None:
+    def publish(
+        self, room: str | None, message: Message | Disconnect, history: HistorySettings | None = None
+    ) -> Position | None:
         """Send ``message`` to the sockets in ``room`` (every socket if
         ``room`` is ``None``) in every process.
+
+        ``message`` may be a :class:`Disconnect` (always with ``history``
+        ``None``): the broker carries it as it carries a message, and hands
+        it as it is to ``deliver`` in every process.
 
         :param history: The room's history settings, ``None`` if it keeps
             none. A broker that keeps history stores the message, gives it
@@ -143,6 +172,11 @@ class Broker:
     def close(self) -> None:
         """Stop receiving and release connections."""
 
+    #: Called with the seconds from :meth:`publish` (in any process) to this
+    #: process receiving the message, for each message a broker receives
+    #: from elsewhere (:mod:`flask_sockets.metrics` sets it), or ``None``.
+    lag_observer: t.Callable[[float], None] | None = None
+
 
 class LocalBroker(Broker):
     """Delivers within this process, synchronously: :meth:`publish` hands
@@ -160,9 +194,11 @@ class LocalBroker(Broker):
         if self._deliver is None:
             self._deliver = deliver
 
-    def publish(self, room: str | None, message: Message, history: HistorySettings | None = None) -> Position | None:
+    def publish(
+        self, room: str | None, message: Message | Disconnect, history: HistorySettings | None = None
+    ) -> Position | None:
         deliver = self._deliver
-        if history is None or room is None:
+        if history is None or room is None or isinstance(message, Disconnect):
             if deliver is not None:  # else no socket ever opened here: nobody to reach
                 deliver(room, message)
             return None
@@ -180,43 +216,113 @@ class LocalBroker(Broker):
         self._deliver = None
 
 
-def encode_message(room: str | None, message: Message) -> str:
+def encode_message(room: str | None, message: Message | Disconnect) -> str:
     """The JSON a message travels as: ``{"room": ..., "text": ...}`` for
     text, ``{"room": ..., "binary": <base64>}`` for binary; ``room`` is
-    ``null`` for a broadcast. A message of a room with history travels with
-    its ``"offset"`` and ``"epoch"`` too (added by the Redis script)."""
+    ``null`` for a broadcast; ``"ts"`` is when it was published (Unix
+    seconds), for the publish-to-delivery lag. A message of a room with
+    history travels with its ``"offset"`` and ``"epoch"`` too (added by the
+    Redis script). A :class:`Disconnect` travels as ``{"room": ...,
+    "control": "disconnect", "code": ..., "reason": ...}``: no message has a
+    ``"control"`` field (an older process ignores it, as it has neither
+    ``"text"`` nor ``"binary"``)."""
+    if isinstance(message, Disconnect):
+        return json.dumps(
+            {"room": room, "control": "disconnect", "code": message.code, "reason": message.reason, "ts": time.time()}
+        )
     if isinstance(message, str):
-        return json.dumps({"room": room, "text": message})
-    return json.dumps({"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii")})
+        return json.dumps({"room": room, "text": message, "ts": time.time()})
+    return json.dumps(
+        {"room": room, "binary": base64.b64encode(to_payload(message)).decode("ascii"), "ts": time.time()}
+    )
 
 
-def decode_message(data: str | bytes) -> tuple[str | None, Message]:
+def decode_message(data: str | bytes) -> tuple[str | None, Message | Disconnect]:
     """The ``(room, message)`` that :func:`encode_message` encoded.
 
     :raises ValueError: If ``data`` is not such a message.
     """
-    room, message, _ = decode_published(data)
-    return room, message
+    published = decode_published(data)
+    return published.room, published.message
 
 
-def decode_published(data: str | bytes) -> tuple[str | None, Message, Position | None]:
-    """The ``(room, message, position)`` of a message as it travels
-    (``position`` ``None`` without history).
+class Published(t.NamedTuple):
+    """A message as it travelled (see :func:`decode_published`)."""
+
+    #: Its room, or ``None`` for a broadcast.
+    room: str | None
+    #: The message, or a :class:`Disconnect` (a control message).
+    message: Message | Disconnect
+    #: Its position in the room's history, or ``None`` without history.
+    position: Position | None
+    #: When it was published (Unix seconds), or ``None`` (an older publisher's).
+    published_at: float | None
+
+
+def decode_published(data: str | bytes) -> Published:
+    """The :class:`Published` message that travelled as ``data``.
 
     :raises ValueError: If ``data`` is not such a message.
     """
     try:
         payload = json.loads(data)
         room = payload["room"]
-        message: Message = payload["text"] if "text" in payload else base64.b64decode(payload["binary"], validate=True)
-        offset, epoch = payload.get("offset"), payload.get("epoch")
+        control = payload.get("control")
+        message: Message | Disconnect
+        if control is not None:
+            message = _decode_control(control, payload)
+        elif "text" in payload:
+            message = payload["text"]
+        else:
+            message = base64.b64decode(payload["binary"], validate=True)
+        offset, epoch, published_at = payload.get("offset"), payload.get("epoch"), payload.get("ts")
     except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as e:
         raise ValueError(f"not a Flask-Sockets message: {e!r}") from None
-    if not (room is None or isinstance(room, str)) or not isinstance(message, (str, bytes)):
+    if not (room is None or isinstance(room, str)) or not isinstance(message, (str, bytes, Disconnect)):
         raise ValueError("not a Flask-Sockets message: wrong types")
-    if isinstance(offset, int) and isinstance(epoch, str):
-        return room, message, Position(offset, epoch)
-    return room, message, None
+    if isinstance(message, Disconnect):  # never part of a room's history
+        offset = epoch = None
+    position = Position(offset, epoch) if isinstance(offset, int) and isinstance(epoch, str) else None
+    return Published(room, message, position, published_at if isinstance(published_at, (int, float)) else None)
+
+
+#: The most bytes of UTF-8 a close frame's reason holds (125 less the code).
+MAX_CLOSE_REASON = 123
+
+
+def _decode_control(control: t.Any, payload: dict[str, t.Any]) -> Disconnect:
+    """The control message of ``payload``, checked as
+    :func:`checked_disconnect` checks what a publisher sends."""
+    if control != "disconnect":
+        raise ValueError(f"unknown control message {control!r}")
+    code, reason = payload["code"], payload["reason"]
+    if not isinstance(code, int) or isinstance(code, bool) or not isinstance(reason, str):
+        raise TypeError("a disconnect has an int code and a str reason")
+    return checked_disconnect(code, reason)
+
+
+def checked_disconnect(code: int, reason: str) -> Disconnect:
+    """The :class:`Disconnect` that closes with ``code`` and ``reason``.
+
+    :raises ValueError: If ``code`` is not one a server may send in a close
+        frame (1000 to 1003, 1007 to 1014, or 3000 to 4999: RFC 6455,
+        7.4), or ``reason`` is more than 123 bytes of UTF-8 (what a close
+        frame holds).
+    :raises TypeError: If ``code`` is not an ``int`` or ``reason`` not a ``str``.
+    """
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TypeError(f"A close code is an int, not {type(code).__name__}")
+    if not isinstance(reason, str):
+        raise TypeError(f"A close reason is a str, not {type(reason).__name__}")
+    if not is_valid_close_code(code):
+        raise ValueError(
+            f"Cannot close sockets with code {code}: use a code a server may send"
+            " (1000, 1001, 1008, 1011, 1012, 1013, ... or 3000-4999, such as 4401)"
+        )
+    size = len(reason.encode("utf-8"))
+    if size > MAX_CLOSE_REASON:
+        raise ValueError(f"A close reason is at most {MAX_CLOSE_REASON} bytes of UTF-8, not {size}")
+    return Disconnect(int(code), reason)
 
 
 def redacted(url: str) -> str:

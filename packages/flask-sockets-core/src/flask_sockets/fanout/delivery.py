@@ -265,17 +265,37 @@ class Member:
         :data:`CLOSE_SLOW_CONSUMER`, then cut the connection if the close
         frame cannot go out, or the handler has not ended, within
         ``close_timeout`` seconds each."""
-        self.runner.spawn(self._close_slow)
-
-    def _close_slow(self) -> None:
-        ws = self.sock
         logger.warning(
             "Closing a socket whose send queue is full (%d messages): %s %s",
             self.queue_size,
             CLOSE_SLOW_CONSUMER,
             SLOW_CONSUMER_REASON,
         )
-        if not self.runner.call_with_timeout(lambda: _close_quietly(ws), self.close_timeout):
+        self.runner.spawn(self._close, CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+
+    def stop(self) -> bool:
+        """Queue nothing more for the socket and drop its queue, before
+        :meth:`close_with`.
+
+        :returns: ``False`` if the socket was closing or closed already.
+        """
+        with self._lock:
+            if self.closing:
+                return False
+            self.closing = True
+            self._pending = None
+        return not self.sock.closed
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Close the socket with ``code`` and ``reason``, next to it (never
+        in the caller's thread or greenlet), as :meth:`close_slow` does:
+        the connection is cut if the close frame cannot go out, or the
+        handler has not ended, within ``close_timeout`` seconds each."""
+        self.runner.spawn(self._close, code, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        ws = self.sock
+        if not self.runner.call_with_timeout(lambda: _close_quietly(ws, code, reason), self.close_timeout):
             _cut(ws)
             return
         deadline = time.monotonic() + self.close_timeout
@@ -303,13 +323,13 @@ class Member:
             _cut(self.sock)
 
 
-def _close_quietly(ws: SocketBase) -> None:
+def _close_quietly(ws: SocketBase, code: int, reason: str) -> None:
     try:
-        ws.close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+        ws.close(code, reason)
     except (ConnectionClosed, OSError) as e:
-        logger.debug("closing a slow consumer failed: %r", e)
+        logger.debug("closing a socket (%s) failed: %r", code, e)
     except Exception:  # never let a closer die noisily in a thread or greenlet
-        logger.exception("closing a slow consumer failed")
+        logger.exception("closing a socket (%s) failed", code)
 
 
 def _cut(ws: SocketBase) -> None:

@@ -22,6 +22,8 @@ from ..concurrency import current_runner
 from ..exceptions import MessageQueueUnavailable
 from ..options import DEFAULTS
 from .broker import Broker
+from .broker import Disconnect
+from .broker import checked_disconnect
 from .config import broker_from_config
 from .delivery import NO_ROOMS
 from .delivery import Format
@@ -43,12 +45,17 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from ..typing import Message
     from ..typing import WebSocket
 
-__all__ = ["EXTENSION_KEY", "Rooms"]
+__all__ = ["CLOSE_REVOKED", "EXTENSION_KEY", "REVOKED_REASON", "Rooms"]
 
 logger = logging.getLogger("flask_sockets.rooms")
 
 #: Where ``init_app`` stores an app's :class:`Rooms`.
 EXTENSION_KEY = "sockets.rooms"
+#: The close code of :meth:`Rooms.disconnect` by default: 4401, which tells
+#: ``flask_sockets.js`` to get new credentials before it reconnects.
+CLOSE_REVOKED = 4401
+#: The close reason of :meth:`Rooms.disconnect` by default.
+REVOKED_REASON = "Session ended"
 #: Seconds a join waits for the subscription of its room.
 _SUBSCRIBE_TIMEOUT = 5.0
 
@@ -102,6 +109,7 @@ class Rooms:
         self._published = 0
         self._deliveries = 0
         self._slow_closed = 0
+        self._disconnected = 0
 
     @property
     def config(self) -> t.Mapping[str, t.Any]:
@@ -421,9 +429,39 @@ class Rooms:
         self.broker.publish(None, checked_message(message))
         self._published += 1
 
-    def _deliver(self, room: str | None, message: Message, position: Position | None = None) -> None:
+    def disconnect(self, room: str, code: int, reason: str) -> None:
+        """Close every socket in ``room``, in every process, with ``code``
+        and ``reason``. See :meth:`flask_sockets.Sockets.disconnect`."""
+        if not isinstance(room, str):
+            raise TypeError(f"A room is named by a str, not {type(room).__name__}")
+        self.broker.publish(room, checked_disconnect(code, reason))
+
+    def _disconnect(self, room: str | None, control: Disconnect) -> None:
+        """Close this process's sockets in ``room`` (a :class:`Disconnect`
+        from the broker), each next to its socket: never in the broker's
+        thread."""
+        if room is None:  # only rooms are disconnected; an odd publisher's
+            logger.warning("Ignored a disconnect without a room: %r", control)
+            return
+        with self._lock:
+            targets = list(self._rooms.get(room, ()))
+            for member in targets:
+                self._remove_from_rooms(member)
+        closing = [member for member in targets if member.stop()]
+        self._disconnected += len(closing)
+        if closing:
+            logger.info(
+                "Closing %d socket(s) of room %r: %s %s", len(closing), room, control.code, control.reason or "''"
+            )
+        for member in closing:
+            member.close_with(control.code, control.reason)
+
+    def _deliver(self, room: str | None, message: Message | Disconnect, position: Position | None = None) -> None:
         """Queue a message for this process's sockets in ``room`` (all of
         them if ``room`` is ``None``); the broker calls this."""
+        if isinstance(message, Disconnect):
+            self._disconnect(room, message)
+            return
         with self._lock:
             targets = list(self._members.values()) if room is None else list(self._rooms.get(room, ()))
         self._received += 1
@@ -480,6 +518,7 @@ class Rooms:
             broker_published=self._published,
             deliveries=self._deliveries,
             slow_consumers_closed=self._slow_closed,
+            disconnected=self._disconnected,
             broker_connected=broker.connected if broker is not None else False,
             broker_last_error=str(error) if error is not None else None,
         )

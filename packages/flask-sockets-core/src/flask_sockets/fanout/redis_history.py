@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import typing as t
 
+from .broker import Disconnect
 from .broker import decode_published
 from .history import HistorySettings
 from .history import Position
@@ -157,5 +158,8 @@ class RedisHistory:
             raw = data.get(b"d", data.get("d"))
             if raw is None:  # pragma: no cover - not written by the script
                 continue
-            entries.append((offset, decode_published(raw)[1]))
+            message = decode_published(raw).message
+            if isinstance(message, Disconnect):  # pragma: no cover - never stored
+                continue
+            entries.append((offset, message))
         return recover(since, Position(top, epoch), first, lambda start: entries, limit)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import typing as t
 
 from .broker import DEFAULT_CHANNEL
 from .broker import Broker
 from .broker import Deliver
+from .broker import Disconnect
 from .broker import decode_published
 from .broker import encode_message
 from .broker import redacted
@@ -286,9 +288,13 @@ class RedisBroker(Broker):
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, room: str | None, message: Message, history: HistorySettings | None = None) -> Position | None:
+    def publish(
+        self, room: str | None, message: Message | Disconnect, history: HistorySettings | None = None
+    ) -> Position | None:
         channel = broadcast_channel(self.channel) if room is None else room_channel(self.channel, checked_room(room))
         data = encode_message(room, message)
+        if isinstance(message, Disconnect):  # a control message: never in the history
+            history = None
         if history is not None and room is not None:
             history_keys(channel)  # raises ValueError for a name that cannot have history
         try:
@@ -406,10 +412,13 @@ class RedisBroker(Broker):
 
     def _dispatch(self, data: str | bytes) -> None:
         try:
-            room, message, position = decode_published(data)
+            room, message, position, published_at = decode_published(data)
         except ValueError as e:
             logger.warning("%r: ignored a message: %s", self, e)
             return
+        observe = self.lag_observer
+        if observe is not None and published_at is not None:
+            observe(max(0.0, time.time() - published_at))
         deliver = self._deliver
         if deliver is None:  # pragma: no cover - set before a subscriber starts
             return

@@ -1,0 +1,215 @@
+"""Prometheus metrics (flask_sockets.metrics) in one process: the gevent
+server of flask_sockets_gevent.run, scraped through metrics_view."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing as t
+
+import pytest
+from flask import Flask
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from flask_sockets import Sockets
+from tests.conftest import ROOT
+from tests.conftest import TIMEOUT
+from tests.conftest import Server
+from tests.conftest import wait_until
+from tests.gevent.rawclient import RawClient
+from tests.gunicorn.conftest import http_get
+
+prometheus_client = pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from flask_sockets.metrics import FLUSH_EVERY  # noqa: E402
+from flask_sockets.metrics import metrics_view  # noqa: E402
+
+
+def make_app() -> tuple[Flask, Sockets]:
+    app = Flask(__name__)
+    sockets = Sockets(app)
+    # Its own registry: the test process may hold other apps' series.
+    sockets.enable_metrics(registry=prometheus_client.CollectorRegistry())
+    app.add_url_rule("/metrics", view_func=metrics_view)
+
+    @sockets.route("/echo")
+    def echo(ws: t.Any) -> None:
+        while (message := ws.receive()) is not None:
+            if message == "fail":
+                raise RuntimeError("handler failed on purpose")
+            ws.send(message)
+
+    @sockets.route("/room")
+    def room(ws: t.Any) -> None:
+        sockets.join(ws, "lobby")
+        ws.send("joined")
+        while (message := ws.receive()) is not None:
+            sockets.publish("lobby", message)
+
+    @app.route("/http")
+    def http() -> str:
+        return "plain"
+
+    return app, sockets
+
+
+def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, body = http_get(server.http_url + "/metrics")
+    assert status == 200, body
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[t.Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_under_the_gevent_server(serve: t.Callable[..., Server]) -> None:
+    app, _ = make_app()
+    server = serve(app)
+    n = FLUSH_EVERY * 2 + 5  # past two flushes, and a rest flushed at close
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        for i in range(n):
+            ws.send("é" if i == 0 else "x")  # 2 bytes of UTF-8, then 1 byte each
+            ws.recv(timeout=TIMEOUT)
+        # Counted while the socket is open: the flushes every FLUSH_EVERY messages.
+        samples = scrape(server)
+        assert value(samples, "flask_sockets_open_sockets", route="/echo") == 1
+        assert value(samples, "flask_sockets_messages_total", route="/echo", direction="in") >= FLUSH_EVERY
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        ws.send("fail")
+        with pytest.raises(ConnectionClosed) as excinfo:
+            ws.recv(timeout=TIMEOUT)
+        assert excinfo.value.rcvd is not None and excinfo.value.rcvd.code == 1011
+    # Plain HTTP on a socket route: 426; an unknown socket URL: 404; a refused origin: 403.
+    assert http_get(server.http_url + "/echo")[0] == 426
+    for path, headers, status in (("/nope", {}, 404), ("/echo", {"Origin": "http://evil.example"}, 403)):
+        with pytest.raises(InvalidStatus) as excinfo, connect(
+            server.ws_url + path, additional_headers=headers, open_timeout=TIMEOUT
+        ):
+            pass  # pragma: no cover
+        assert excinfo.value.response.status_code == status
+
+    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/echo") == 0)
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_messages_total", route="/echo", direction="in") == n + 1
+    assert value(samples, "flask_sockets_messages_total", route="/echo", direction="out") == n
+    assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction="in") == n + 1 + 4
+    assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction="out") == n + 1
+    assert value(samples, "flask_sockets_handshakes_total", route="/echo", status="101") == 2
+    assert value(samples, "flask_sockets_handshakes_total", route="/echo", status="403") == 1
+    assert value(samples, "flask_sockets_handshakes_total", route="", status="404") == 1
+    assert value(samples, "flask_sockets_handshakes_total", route="", status="426") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/echo", code="1000", side="client") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/echo", code="1011", side="server") == 1
+    # Plain HTTP requests are no handshakes.
+    assert http_get(server.http_url + "/http")[0] == 200
+    assert sum(v for (name, _), v in scrape(server).items() if name == "flask_sockets_handshakes_total") == 5
+
+
+def test_metrics_count_publishes_and_deliveries(serve: t.Callable[..., Server]) -> None:
+    app, _ = make_app()
+    server = serve(app)
+    with connect(server.ws_url + "/room", open_timeout=TIMEOUT) as a, connect(
+        server.ws_url + "/room", open_timeout=TIMEOUT
+    ) as b:
+        assert a.recv(timeout=TIMEOUT) == b.recv(timeout=TIMEOUT) == "joined"
+        for i in range(3):
+            a.send(f"m{i}")
+        for ws in (a, b):
+            assert [ws.recv(timeout=TIMEOUT) for _ in range(3)] == ["m0", "m1", "m2"]
+        samples = scrape(server)  # the scrape moves the rooms' counts in first
+        assert value(samples, "flask_sockets_broker_published_total") == 3
+        assert value(samples, "flask_sockets_broker_received_total") == 3
+        assert value(samples, "flask_sockets_deliveries_total") == 6
+    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_messages_total", route="/room", direction="in") == 3
+    # The greetings and the deliveries (sent by the rooms: send_nowait or send).
+    assert value(samples, "flask_sockets_messages_total", route="/room", direction="out") == 2 + 6
+
+
+def test_metrics_count_a_slow_consumer_cut(serve: t.Callable[..., Server]) -> None:
+    """A client that never reads while its room gets 64 x 256 KiB: its send
+    queue (4) overflows, it is closed with 1008, counted as a slow consumer
+    and as a close by the server."""
+    app, sockets = make_app()
+    app.config.update(SOCKETS_SEND_QUEUE_SIZE=4, SOCKETS_CLOSE_TIMEOUT=0.5, SOCKETS_COMPRESSION=False)
+
+    @sockets.route("/flood")
+    def flood(ws: t.Any) -> None:
+        ws.receive()
+        for _ in range(64):
+            sockets.publish("lobby", b"x" * 256 * 1024)
+
+    server = serve(app)
+    stuck = RawClient(server.host, server.port, "/room")  # joins "lobby", then never reads
+    try:
+        wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 1)
+        with connect(server.ws_url + "/flood", open_timeout=TIMEOUT) as ws:
+            ws.send("go")
+            wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
+    finally:
+        stuck.close()
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_slow_consumers_closed_total", route="/room") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/room", code="1008", side="server") == 1
+
+
+def test_metrics_count_flood_control_closes(serve: t.Callable[..., Server]) -> None:
+    """A client over the message rate is closed with 1008 by flood control:
+    counted in flask_sockets_rate_limited_total and as a server close."""
+    app, _ = make_app()
+    app.config.update(SOCKETS_MESSAGE_RATE=5, SOCKETS_MESSAGE_BURST=5)
+    server = serve(app)
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        with pytest.raises(ConnectionClosed) as excinfo:
+            for i in range(50):
+                ws.send(f"m{i}")
+            while True:
+                ws.recv(timeout=TIMEOUT)
+        assert excinfo.value.rcvd is not None and excinfo.value.rcvd.code == 1008
+    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/echo") == 0)
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_rate_limited_total", route="/echo", limit="messages", action="close") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/echo", code="1008", side="server") == 1
+
+
+def test_metrics_are_off_by_default_and_the_core_works_without_prometheus_client() -> None:
+    """Without prometheus_client: sockets work; SOCKETS_METRICS = True says how to install it."""
+    code = """
+import sys
+sys.modules["prometheus_client"] = None  # as if not installed
+from flask import Flask
+from flask_sockets import Sockets
+from flask_sockets.testing import SocketTestClient
+
+app = Flask(__name__)
+sockets = Sockets(app)
+assert "sockets.metrics" not in app.extensions
+
+@sockets.route("/echo")
+def echo(ws):
+    ws.send(ws.receive())
+
+with SocketTestClient(app).connect("/echo") as ws:
+    ws.send("hi")
+    assert ws.receive() == "hi"
+app2 = Flask(__name__)
+app2.config["SOCKETS_METRICS"] = True
+try:
+    Sockets(app2)
+except ImportError as e:
+    print(e)
+else:
+    raise SystemExit("no ImportError")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "pip install prometheus_client" in result.stdout

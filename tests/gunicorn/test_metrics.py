@@ -1,0 +1,157 @@
+"""Prometheus metrics (flask_sockets.metrics) scraped from a real two-worker
+gunicorn in multiprocess mode: the sums across workers are exact."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import textwrap
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect
+
+from tests.conftest import TIMEOUT
+from tests.conftest import Process
+from tests.conftest import wait_until
+from tests.gunicorn.conftest import http_get
+
+pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+#: The app: each socket says which worker serves it, then echoes; ``close:CODE`` makes the server close.
+APP_SOURCE = textwrap.dedent(
+    """
+    import os
+
+    from flask import Flask
+    from flask_sockets import Sockets
+    from flask_sockets.metrics import metrics_view
+
+    app = Flask(__name__)
+    app.config["SOCKETS_METRICS"] = True
+    sockets = Sockets(app)
+    app.add_url_rule("/metrics", view_func=metrics_view)
+
+
+    @sockets.route("/work/<int:n>")
+    def work(ws, n):
+        ws.send(str(os.getpid()))
+        while (message := ws.receive()) is not None:
+            if message.startswith("close:"):
+                ws.close(int(message[6:]), "bye")
+                break
+            ws.send(message)
+    """
+)
+
+CONF_SOURCE = "from flask_sockets.metrics import child_exit  # noqa: F401\n"
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of ``url``/metrics, parsed with prometheus_client's own parser, by (name, labels)."""
+    status, body = http_get(url + "/metrics")
+    assert status == 200, body
+    samples = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[t.Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.mark.parametrize("worker", ["flask_sockets.worker", "gthread"])
+def test_metrics_sum_across_two_gunicorn_workers(
+    gunicorn: t.Callable[..., Process], app_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: str
+) -> None:
+    (app_dir / "metricsapp.py").write_text(APP_SOURCE)
+    (app_dir / "gunicorn.conf.py").write_text(CONF_SOURCE)
+    prom_dir = tmp_path / "prom"
+    prom_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom_dir))  # inherited by gunicorn (start_process)
+    # gthread: a socket holds a thread; leave some for the scrapes (16 sockets at most).
+    threads = ("--threads", "20") if worker == "gthread" else ()
+    server = gunicorn("-c", str(app_dir / "gunicorn.conf.py"), *threads, worker=worker, workers=2, app="metricsapp:app")
+    url = server.server.http_url
+    ws_url = server.server.ws_url
+    route = "/work/<int:n>"
+
+    # Open sockets until each worker serves 4 (one worker may start, or
+    # accept, first): a socket of a worker that has 4 already is closed at
+    # once and counted as such (bounded: 200 connections, TIMEOUT seconds).
+    sockets: list[ClientConnection] = []
+    per_pid: collections.Counter[str] = collections.Counter()
+    extra = 0
+    deadline = time.monotonic() + TIMEOUT
+    with contextlib.ExitStack() as stack:
+        for n in range(200):
+            if (len(per_pid) == 2 and min(per_pid.values()) >= 4) or time.monotonic() > deadline:
+                break
+            ws = connect(f"{ws_url}/work/{n}", open_timeout=TIMEOUT, close_timeout=TIMEOUT).__enter__()
+            pid = t.cast(str, ws.recv(timeout=TIMEOUT))
+            if per_pid[pid] >= 4:
+                ws.close(1000)
+                extra += 1
+                continue
+            per_pid[pid] += 1
+            sockets.append(ws)
+            stack.callback(ws.close)
+        assert len(per_pid) == 2, f"one worker served all {len(sockets) + extra} sockets"
+        opened = len(sockets)
+        wait_until(lambda: value(scrape(url), "flask_sockets_open_sockets", route=route) == opened)
+
+        samples = scrape(url)
+        assert value(samples, "flask_sockets_open_sockets", route=route) == opened
+        assert value(samples, "flask_sockets_handshakes_total", route=route, status="101") == opened + extra
+
+        # 3 messages each, echoed.
+        for ws in sockets:
+            for i in range(3):
+                ws.send(f"m{i}")
+            for i in range(3):
+                assert ws.recv(timeout=TIMEOUT) == f"m{i}"
+        # Half closed by the clients (1000), half by the server (4001).
+        client_closed = sockets[: opened // 2]
+        server_closed = sockets[opened // 2 :]
+        for ws in client_closed:
+            ws.close(1000)
+        for ws in server_closed:
+            ws.send("close:4001")
+            with pytest.raises(ConnectionClosed) as excinfo:
+                ws.recv(timeout=TIMEOUT)
+            assert excinfo.value.rcvd is not None and excinfo.value.rcvd.code == 4001
+
+    # A refused origin: 403, counted as a refused handshake.
+    with pytest.raises(InvalidStatus) as excinfo, connect(
+        f"{ws_url}/work/0", origin="http://evil.example", open_timeout=TIMEOUT  # type: ignore[arg-type]
+    ):
+        pass  # pragma: no cover
+    assert excinfo.value.response.status_code == 403
+
+    def settled() -> bool:
+        return value(scrape(url), "flask_sockets_open_sockets", route=route) == 0
+
+    wait_until(settled)
+    samples = scrape(url)
+    n_client, n_server = len(client_closed) + extra, len(server_closed)
+    assert value(samples, "flask_sockets_handshakes_total", route=route, status="403") == 1
+    assert value(samples, "flask_sockets_messages_total", route=route, direction="in") == opened * 3 + n_server
+    assert value(samples, "flask_sockets_messages_total", route=route, direction="out") == opened * 4 + extra
+    # Payload bytes: "m0".."m2" (2 bytes) and "close:4001" (10) in; the pid and the echoes out.
+    bytes_in = value(samples, "flask_sockets_payload_bytes_total", route=route, direction="in")
+    assert bytes_in == opened * 6 + n_server * 10
+    assert value(samples, "flask_sockets_closes_total", route=route, code="1000", side="client") == n_client
+    assert value(samples, "flask_sockets_closes_total", route=route, code="4001", side="server") == n_server
+    assert value(samples, "flask_sockets_socket_duration_seconds_count", route=route) == opened + extra
+    # Both workers wrote values: the sums above are across processes.
+    assert len({p.name.rsplit("_", 1)[-1] for p in prom_dir.glob("counter_*.db")}) >= 2
