@@ -11,13 +11,12 @@ them, so there would be nobody to reach: the script refuses.
 """
 
 import argparse
-import json
 import sys
 
 from app import app  # this folder's app.py
-from app import sockets
 
 from flask_sockets import MessageQueueUnavailable
+from flask_sockets.envelope import publish
 
 
 def main(argv=None):
@@ -30,7 +29,7 @@ def main(argv=None):
         parser.error("set SOCKETS_MESSAGE_QUEUE to the chat servers' Redis URL (redis://host:6379/0)")
     event = {"type": "say", "id": "announcer", "name": args.name, "text": args.text}
     try:
-        sockets.publish(args.room, json.dumps(event), app=app)
+        publish(args.room, event, app=app)
     except MessageQueueUnavailable as e:
         print(e, file=sys.stderr)
         return 1

@@ -1,27 +1,39 @@
-"""Chat: rooms, presence and live messages, on one process or many.
+"""Chat: rooms, presence, live messages and history, on one process or many.
 
 A person picks a name (an HTTP form; the name is kept in the Flask session),
-joins a room, sees who is there and chats. Every socket in a room gets the
-room's messages through ``sockets.publish``, and the room's presence (who is
-there) through ``sockets.join(ws, room, presence=...)``,
-``sockets.presence(room)`` and an ``@sockets.on_presence`` callback:
+joins a room, sees who is there and chats. The room page talks to the
+server with ``flask-sockets.js``, the browser client the extension serves,
+over one envelope socket (``/live``, ``sockets.envelope``):
 
+- each room keeps its last 100 messages (``SOCKETS_HISTORY_SIZE``): the page
+  shows the last ones when it opens (it subscribes from a little before the
+  room's position, ``sockets.position(room)``), and a page whose connection
+  drops gets what it missed when it reconnects, or is told it cannot
+  (``unrecovered``);
+- room events are published with ``flask_sockets.envelope.publish`` as JSON
+  values; who is there is the room's presence (``presence=`` of the
+  envelope, ``sockets.presence(room)`` and an ``@sockets.on_presence``
+  callback);
 - in one process (``python examples/chat/app.py``), with the default
-  in-process backend;
-- across gunicorn workers and hosts when ``SOCKETS_MESSAGE_QUEUE`` names a
-  Redis server (``SOCKETS_MESSAGE_QUEUE=redis://127.0.0.1:6379/0 gunicorn -k
+  in-process backend, or across gunicorn workers and hosts when
+  ``SOCKETS_MESSAGE_QUEUE`` names a Redis server
+  (``SOCKETS_MESSAGE_QUEUE=redis://127.0.0.1:6379/0 gunicorn -k
   flask_sockets_gunicorn.worker -w 2 --chdir examples/chat app:app``).
 
 See README.md beside this file.
 
-Messages on the socket are JSON objects with a ``type``:
+On the socket (the envelope's frames, docs/client.rst), the client
+subscribes to rooms (``{"t": "sub", "room": ...}``) and says something with
+``{"t": "msg", "data": {"type": "say", "room": ..., "text": ...}}``. It gets:
 
-- client to server: ``{"type": "say", "text": ...}``;
-- server to client: ``welcome`` (your ``id`` and ``name``, the ``room``, and
-  the ``worker``: the pid of the process serving you), ``presence`` (the
-  room's ``members``, a list of ``{"id", "name"}`` sorted by name, and the
-  ``change`` that caused it: ``{"kind": "join" | "leave", "id", "name"}``),
-  ``say`` (with ``id``, ``name`` and ``text``) and ``error``.
+- ``{"t": "msg", "data": ...}`` for itself: ``welcome`` (its ``id`` and
+  ``name``, and the ``worker``: the pid of the process serving it) and
+  ``error`` (with a ``text``);
+- ``{"t": "msg", "room", "offset", "epoch", "data": ...}`` for each room
+  event: ``presence`` (the room's ``members``, a list of ``{"id", "name"}``
+  sorted by name, and the ``change`` that caused it: ``{"kind": "join" |
+  "leave", "id", "name"}``) and ``say`` (with ``id``, ``name`` and
+  ``text``).
 """
 
 # Served by gevent (python app.py): gevent must patch the standard library
@@ -34,7 +46,6 @@ if __name__ == "__main__":
     monkey.patch_all()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import uuid  # noqa: E402
@@ -50,6 +61,7 @@ from flask import url_for  # noqa: E402
 import flask_sockets_gevent  # noqa: E402
 from flask_sockets import MessageQueueUnavailable  # noqa: E402
 from flask_sockets import Sockets  # noqa: E402
+from flask_sockets.envelope import publish  # noqa: E402
 
 #: Used when the SECRET_KEY environment variable is not set. Not a secret!
 DEV_SECRET_KEY = "dev-only-insecure-chat-key"
@@ -57,6 +69,8 @@ DEV_SECRET_KEY = "dev-only-insecure-chat-key"
 ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: Longest name and message, in characters.
 MAX_NAME, MAX_TEXT = 32, 2000
+#: How many of a room's last messages its page shows when it opens.
+BACKLOG = 50
 #: What a person sees when the message queue is down.
 UNAVAILABLE = "The chat is unavailable right now; try again soon."
 
@@ -69,8 +83,9 @@ app.config["SOCKETS_MESSAGE_QUEUE"] = os.environ.get("SOCKETS_MESSAGE_QUEUE") or
 # vanishes; unset: the default of Flask-Sockets (15).
 if os.environ.get("SOCKETS_PRESENCE_TTL"):
     app.config["SOCKETS_PRESENCE_TTL"] = float(os.environ["SOCKETS_PRESENCE_TTL"])
-# Each room keeps its last 100 messages for 5 minutes, so that a client of
-# /live that reconnects gets what it missed (docs: "Reliable delivery").
+# Each room keeps its last 100 messages for 5 minutes, so that a page that
+# opens shows the last ones and a page that reconnects gets what it missed
+# (docs: "Reliable delivery").
 app.config["SOCKETS_HISTORY_SIZE"] = int(os.environ.get("SOCKETS_HISTORY_SIZE") or 100)
 sockets = Sockets(app)
 
@@ -114,11 +129,18 @@ def room_page(room):
         abort(404)
     if "name" not in session:
         return redirect(url_for("index", next=request.path), code=303)
+    # The page subscribes from a little before the room's position: it shows
+    # the room's last messages, then the live ones.
+    try:
+        position = sockets.position(room)
+    except MessageQueueUnavailable:
+        position = None
+    since = {"offset": max(0, position.offset - BACKLOG), "epoch": position.epoch} if position else None
     return render_template(
         "room.html",
         room=room,
         name=session["name"],
-        socket_url=url_for("ws:room_socket", room=room, _external=True),
+        chat={"socketUrl": url_for("ws:live_socket", _external=True), "room": room, "since": since},
     )
 
 
@@ -130,59 +152,25 @@ def _safe_next(path):
 # -- the socket ----------------------------------------------------------------
 
 
-@sockets.route("/rooms/<room>/socket", defer_accept=True)
-def room_socket(ws, room):
-    # Before the handshake (defer_accept=True: it waits for the first send):
-    # an HTTP 403 or 404, not an opened socket.
-    name = session.get("name")
-    if name is None:
-        abort(403)
-    if not ROOM_NAME.fullmatch(room):
-        abort(404)
-    me = {"id": uuid.uuid4().hex[:12], "name": name}
-    ws.send(json.dumps({"type": "welcome", "room": room, "worker": os.getpid(), **me}))
-    try:
-        # Everyone in the room learns of the join from on_presence below;
-        # leaving (the handler returns, or the process dies) is automatic.
-        sockets.join(ws, room, presence=me)
-    except MessageQueueUnavailable:
-        app.logger.warning("Could not join room %r: the message queue is unavailable", room)
-        ws.send(json.dumps({"type": "error", "text": UNAVAILABLE}))
-        return
-    while True:
-        message = ws.receive()
-        if message is None:
-            break
-        try:
-            event = json.loads(message)
-        except ValueError:
-            continue
-        if not isinstance(event, dict):
-            continue
-        if event.get("type") == "say" and isinstance(event.get("text"), str) and event["text"].strip():
-            _publish(ws, room, {"type": "say", **me, "text": event["text"][:MAX_TEXT]})
-
-
 @sockets.route("/live", defer_accept=True)
 def live_socket(ws):
-    """The same chat in the envelope of flask-sockets.js (one socket, any
-    number of rooms, resumed after a reconnect without losing a message):
-    the client subscribes to rooms (``{"t": "sub", "room": ...}``), gets
-    each room event as ``{"t": "msg", "room", "offset", "epoch", "data"}``,
-    whose ``data`` is the JSON text of the event, and says something with
-    ``{"t": "msg", "data": {"type": "say", "room": ..., "text": ...}}``."""
+    # Before the handshake (defer_accept=True: it waits for the first send):
+    # an HTTP 403, not an opened socket.
     name = session.get("name")
     if name is None:
         abort(403)
     me = {"id": uuid.uuid4().hex[:12], "name": name}
+    # Rooms with a valid name only; in each, present as me. Everyone in a
+    # room learns of the join from on_presence below; leaving (the client
+    # unsubscribes or goes, or the process dies) is automatic.
     envelope = sockets.envelope(ws, authorize=ROOM_NAME.fullmatch, presence=lambda room: me)
     envelope.send({"type": "welcome", "worker": os.getpid(), **me})
-    for event in envelope:
+    for event in envelope:  # the data of the client's {"t": "msg"} frames
         if not isinstance(event, dict) or event.get("type") != "say":
             continue
         room, text = event.get("room"), event.get("text")
         if room in sockets.rooms(ws) and isinstance(text, str) and text.strip():
-            _publish(ws, room, {"type": "say", **me, "text": text[:MAX_TEXT]})
+            _publish(envelope, room, {"type": "say", **me, "text": text[:MAX_TEXT]})
 
 
 @sockets.on_presence
@@ -200,14 +188,15 @@ def presence_changed(change):
     _publish(None, change.room, event)
 
 
-def _publish(ws, room, event):
-    """Publish ``event`` to the room; if the message queue is down, tell ``ws``."""
+def _publish(envelope, room, event):
+    """Publish ``event`` to the room (kept in its history); if the message
+    queue is down, tell ``envelope``'s client."""
     try:
-        sockets.publish(room, json.dumps(event))
+        publish(room, event)
     except MessageQueueUnavailable:
         app.logger.warning("Could not publish to room %r: the message queue is unavailable", room)
-        if ws is not None and not ws.closed:
-            ws.send(json.dumps({"type": "error", "text": UNAVAILABLE}))
+        if envelope is not None:
+            envelope.send({"type": "error", "text": UNAVAILABLE})
 
 
 def main(argv=None):

@@ -1,5 +1,6 @@
 """Fixtures of the browser tests: headless Chromium (Debian's chromium and
-chromium-driver, driven by Selenium; nothing is downloaded) and a real Redis."""
+chromium-driver, driven by Selenium; nothing is downloaded), a real Redis
+and a real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.redisserver import _shared_redis_cluster as _shared_redis_cluster  # noqa: F401
+from tests.redisserver import redis_cluster as redis_cluster  # noqa: F401
 from tests.redisserver import redis_server as redis_server  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"

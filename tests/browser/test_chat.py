@@ -7,6 +7,7 @@ with every message still going through."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import typing as t
@@ -151,3 +152,150 @@ def test_two_people_chat_in_one_room(
     WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)"])
     assert messages(alice).count("Bob left.") == left_before + 1
     print(f"screenshot: {screenshot}")
+
+
+class CuttingProxy:
+    """A TCP proxy on a free loopback port in front of ``upstream``: the
+    test cuts every connection through it (RST to both sides, as a network
+    drop or a dying load balancer does) and refuses new ones for a while."""
+
+    def __init__(self, upstream: int) -> None:
+        import socket
+        import threading
+
+        self.upstream = upstream
+        self.refusing = False
+        self.pairs: list[tuple[t.Any, t.Any]] = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                self._reset(client)
+                continue
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            except OSError:
+                self._reset(client)
+                continue
+            server.settimeout(None)
+            with self.lock:
+                self.pairs.append((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: t.Any, target: t.Any) -> None:
+        import socket
+
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+            target.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _reset(sock: t.Any) -> None:
+        import socket
+        import struct
+
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv() on it
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def cut(self) -> int:
+        """Reset every connection through the proxy; how many."""
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for client, server in pairs:
+            self._reset(server)
+            self._reset(client)
+        return len(pairs)
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        self.cut()
+
+
+def test_a_page_cut_off_gets_what_it_missed_once(
+    spawn: t.Callable[..., Process],
+    browser: t.Callable[[], t.Any],  # after spawn: the browsers quit before the server stops
+) -> None:
+    """Bob's page reaches the chat through a proxy that cuts its connection
+    and refuses it while Alice says five things; when it lets him back, his
+    page resumes the room from its position (``recovered``) and shows each
+    of them once, in order. A page opened later shows the room's last
+    messages (its history) before the live ones."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = spawn([sys.executable, str(CHAT / "app.py"), "--port", str(port)], port=port)
+    proxy = CuttingProxy(port)
+    try:
+        alice, bob = browser(), browser()
+        enter_room(alice, server.server.http_url, "Alice", "tea")
+        enter_room(bob, f"http://127.0.0.1:{proxy.port}", "Bob", "tea")
+        WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)", "Bob"])
+        alice.find_element(By.ID, "text").send_keys("before", Keys.ENTER)
+        WebDriverWait(bob, WAIT).until(lambda d: "Alice: before" in messages(d))
+        bob.execute_script(
+            "window.seen = [];"
+            "for (const k of ['close', 'recovered', 'unrecovered'])"
+            "  window.chat.client.on(k, (d) => window.seen.push([k, d.room ?? d.code]));"
+        )
+
+        proxy.refusing = True
+        assert proxy.cut() >= 1
+        WebDriverWait(bob, WAIT).until(lambda d: d.find_element(By.ID, "status").text == "reconnecting…")
+        WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)"])  # his socket left
+        said = [f"while Bob was away {i}" for i in range(5)]
+        for text in said:
+            alice.find_element(By.ID, "text").send_keys(text, Keys.ENTER)
+        WebDriverWait(alice, WAIT).until(lambda d: f"Alice: {said[-1]}" in messages(d))
+        assert not any(text in messages(bob) for text in said)
+        proxy.refusing = False
+
+        WebDriverWait(bob, WAIT).until(lambda d: f"Alice: {said[-1]}" in messages(d))
+        WebDriverWait(bob, WAIT).until(lambda d: d.find_element(By.ID, "status").text == "connected")
+        shown = messages(bob)
+        for text in ["before", *said]:
+            assert shown.count(f"Alice: {text}") == 1, shown
+        positions = [shown.index(f"Alice: {text}") for text in said]
+        assert positions == sorted(positions), shown
+        seen = bob.execute_script("return window.seen")
+        assert ["recovered", "tea"] in seen and not [k for k, _ in seen if k == "unrecovered"], seen
+        assert seen[0][0] == "close" and seen[0][1] == 1006, seen
+        offsets = [offset for offset, _ in bob.execute_script("return window.chat.events")]
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), offsets
+        assert "Some messages may be missing" not in shown
+        WebDriverWait(alice, WAIT).until(lambda d: members(d) == ["Alice (you)", "Bob"])
+
+        # Someone who comes now sees what was said (the room's history), then the live messages.
+        carol = browser()
+        enter_room(carol, server.server.http_url, "Carol", "tea")
+        WebDriverWait(carol, WAIT).until(lambda d: f"Alice: {said[-1]}" in messages(d))
+        history = messages(carol)
+        assert all(history.count(f"Alice: {text}") == 1 for text in ["before", *said]), history
+        bob.find_element(By.ID, "text").send_keys("back!", Keys.ENTER)
+        WebDriverWait(carol, WAIT).until(lambda d: "Bob: back!" in messages(d))
+        assert messages(carol).index("Bob: back!") > messages(carol).index(f"Alice: {said[-1]}")
+    finally:
+        proxy.close()

@@ -11,8 +11,8 @@ socket route, ``join``, ``publish``) that speaks the envelope's frames by
 hand (docs/client.rst): a hello, the answer to a subscribe with a replay,
 an echo of app messages. Its replay starts one message early on purpose, so
 that the client's duplicate check at the seam is what keeps the list exact.
-The full acceptance test against the envelope routes of the package joins
-it when they land.
+The acceptance test against the package's envelope routes, through Redis,
+is tests/browser/test_reliable.py.
 """
 
 from __future__ import annotations

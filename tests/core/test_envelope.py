@@ -173,6 +173,37 @@ def test_raw_sockets_in_the_same_room_are_untouched(app_server: tuple[Flask, Soc
         sockets.broadcast("everyone", app=app)
         assert raw.recv(TIMEOUT) == "everyone"
         assert frame(env) == {"t": "msg", "room": None, "offset": None, "epoch": None, "data": "everyone"}
+        # Envelope data (any JSON value): the envelope socket gets the value,
+        # the raw one its JSON text, as if published with json.dumps.
+        publish("r", {"n": 1, "text": "héllo"}, app=app)
+        assert json.loads(t.cast(str, raw.recv(TIMEOUT))) == {"n": 1, "text": "héllo"}
+        assert frame(env)["data"] == {"n": 1, "text": "héllo"}
+        publish("r", "a string", app=app)
+        assert raw.recv(TIMEOUT) == '"a string"'
+        assert frame(env)["data"] == "a string"
+
+
+def test_raw_sockets_resuming_get_envelope_data_as_json_text() -> None:
+    """The replay of a raw socket's resume, and the messages held back
+    meanwhile, are without the envelope's mark too."""
+    app, sockets = make_app()
+
+    @sockets.route("/resume/<room>/<int:offset>/<epoch>")
+    def resume(ws: t.Any, room: str, offset: int, epoch: str) -> None:
+        sockets.resume(ws, room, (offset, epoch))
+        while ws.receive() is not None:
+            pass
+
+    try:
+        first = publish("r", {"n": 1}, app=app)
+        assert first is not None
+        publish("r", [2], app=app)
+        with SocketTestClient(app).connect(f"/resume/r/{first.offset}/{first.epoch}") as ws:
+            assert ws.receive(timeout=TIMEOUT) == "[2]"
+            publish("r", "three", app=app)
+            assert ws.receive(timeout=TIMEOUT) == '"three"'
+    finally:
+        Rooms.of(app).close()
 
 
 def test_envelope_with_the_test_client() -> None:

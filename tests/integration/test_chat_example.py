@@ -1,7 +1,9 @@
-"""examples/chat without a browser: the session gate, the socket protocol,
+"""examples/chat without a browser: the session gate, the socket protocol
+(the envelope of flask-sockets.js on ``/live``, spoken here by hand),
 presence (on one process; on two gunicorn workers sharing Redis, one of them
-then killed with SIGKILL), announce.py publishing from outside, and Redis
-going away under the gunicorn workers. (tests/browser drives the pages.)"""
+then killed with SIGKILL), announce.py publishing from outside, Redis going
+away under the gunicorn workers, and a resume after a reconnect.
+(tests/browser drives the pages.)"""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import dataclasses
 import http.cookiejar
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,8 +56,31 @@ def session_cookie(base: str, name: str) -> str:
     return "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
 
 
+def next_event(ws: ClientConnection, timeout: float = TIMEOUT) -> Event:
+    """The next chat event on an envelope socket: the ``data`` of the next
+    ``msg`` frame (a room event, or one for this socket alone); hello,
+    heartbeats and subscribe answers are skipped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = json.loads(ws.recv(max(deadline - time.monotonic(), 0)))
+        if frame["t"] == "msg":
+            return t.cast(Event, frame["data"])
+
+
 def events(ws: ClientConnection, count: int) -> list[Event]:
-    return [json.loads(ws.recv(TIMEOUT)) for _ in range(count)]
+    return [next_event(ws) for _ in range(count)]
+
+
+def subscribe(ws: ClientConnection, room: str, position: tuple[int, str] | None = None) -> Event:
+    """Subscribe to ``room`` (from ``position``); the answer (events before it are dropped)."""
+    frame: Event = {"t": "sub", "room": room}
+    if position is not None:
+        frame.update(offset=position[0], epoch=position[1])
+    ws.send(json.dumps(frame))
+    while True:
+        answer = json.loads(ws.recv(TIMEOUT))
+        if answer["t"] in ("sub", "error"):
+            return t.cast(Event, answer)
 
 
 @dataclasses.dataclass
@@ -65,21 +91,29 @@ class Person:
     ws: ClientConnection
     id: str
     worker: int
+    room: str
 
     @property
     def member(self) -> dict[str, str]:
         """How the room's presence list shows them."""
         return {"id": self.id, "name": self.name}
 
+    def say(self, text: str) -> None:
+        self.ws.send(json.dumps({"t": "msg", "data": {"type": "say", "room": self.room, "text": text}}))
+
 
 def enter(stack: contextlib.ExitStack, server: Process, name: str, room: str = "tea") -> Person:
-    """``name`` picks their name and opens the room's socket (closed with ``stack``)."""
+    """``name`` picks their name, opens the chat's socket (closed with
+    ``stack``) and subscribes to ``room``."""
     cookie = session_cookie(server.server.http_url, name)
-    url = f"{server.server.ws_url}/rooms/{room}/socket"
+    url = f"{server.server.ws_url}/live"
     ws = stack.enter_context(connect(url, additional_headers={"Cookie": cookie}, open_timeout=TIMEOUT))
-    welcome = events(ws, 1)[0]
-    assert (welcome["type"], welcome["room"], welcome["name"]) == ("welcome", room, name)
-    return Person(name, ws, welcome["id"], int(welcome["worker"]))
+    assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 25}
+    welcome = next_event(ws)
+    assert (welcome["type"], welcome["name"]) == ("welcome", name)
+    answer = subscribe(ws, room)
+    assert answer["t"] == "sub" and answer["recovered"] is False, answer
+    return Person(name, ws, welcome["id"], int(welcome["worker"]), room)
 
 
 def room_list(*people: Person) -> list[dict[str, str]]:
@@ -96,7 +130,7 @@ def presence_until(ws: ClientConnection, expected: list[dict[str, str]], timeout
     while True:
         left = deadline - time.monotonic()
         try:
-            event = json.loads(ws.recv(max(left, 0)))
+            event = next_event(ws, max(left, 0))
         except TimeoutError:
             last = seen[-1]["members"] if seen else None
             pytest.fail(f"no presence list {expected} within {timeout}s; the last one: {last}")
@@ -136,7 +170,7 @@ def test_chat_on_one_process(spawn: t.Callable[..., Process]) -> None:
     process with the in-process backend (no Redis)."""
     port = free_port()
     process = spawn([sys.executable, str(CHAT / "app.py"), "--port", str(port)], port=port)
-    url = f"{process.server.ws_url}/rooms/tea/socket"
+    url = f"{process.server.ws_url}/live"
     with pytest.raises(InvalidStatus) as refused:
         connect(url, open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 403  # no name in the session
@@ -153,9 +187,12 @@ def test_chat_on_one_process(spawn: t.Callable[..., Process]) -> None:
             joined = {"type": "presence", "members": room_list(alice, bob), "change": {"kind": "join", **bob.member}}
             assert events(bob.ws, 1) == [joined]
             assert events(alice.ws, 1) == [joined]
-            bob.ws.send("not json")  # ignored
-            bob.ws.send(json.dumps({"type": "here"}))  # ignored: no such message any more
-            bob.ws.send(json.dumps({"type": "say", "text": "Hello Alice"}))
+            bob.ws.send(json.dumps({"t": "msg", "data": "not an event"}))  # ignored
+            bob.ws.send(json.dumps({"t": "msg", "data": {"type": "here"}}))  # ignored: no such event
+            bob.ws.send(json.dumps({"t": "msg", "data": {"type": "say", "room": "elsewhere", "text": "?"}}))  # ignored
+            # A room name the chat refuses.
+            assert subscribe(bob.ws, "no such room!") == {"t": "error", "room": "no such room!", "reason": "refused"}
+            bob.say("Hello Alice")
             said = {"type": "say", **bob.member, "text": "Hello Alice"}
             assert events(alice.ws, 1) == [said]
             assert events(bob.ws, 1) == [said]
@@ -201,7 +238,7 @@ def test_presence_on_two_workers_and_one_killed(redis_server: RedisServer, spawn
             leaves: list[Event] = []
             while len(leaves) < len(dead) and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
-                    event = json.loads(person.ws.recv(max(deadline - time.monotonic(), 0)))
+                    event = next_event(person.ws, max(deadline - time.monotonic(), 0))
                     if event["type"] == "presence":
                         assert event["change"]["kind"] == "leave", event
                         assert event["change"]["id"] not in {e["change"]["id"] for e in leaves}, event
@@ -242,7 +279,7 @@ def test_chat_on_gunicorn_workers_with_redis(redis_server: RedisServer, spawn: t
         assert (said["type"], said["name"], said["text"]) == ("say", "Kettle", "Tea is ready")
 
         redis_server.stop()
-        alice.ws.send(json.dumps({"type": "say", "text": "anyone?"}))
+        alice.say("anyone?")
         error = events(alice.ws, 1)[0]
         assert error == {"type": "error", "text": "The chat is unavailable right now; try again soon."}
         result = announce(redis_server.url, "tea", "lost")
@@ -253,9 +290,9 @@ def test_chat_on_gunicorn_workers_with_redis(redis_server: RedisServer, spawn: t
         def delivered() -> bool:
             # Until the workers' subscribers are back, a message is refused
             # (an error event) or published to nobody (no event at all).
-            alice.ws.send(json.dumps({"type": "say", "text": "back?"}))
+            alice.say("back?")
             try:
-                return json.loads(alice.ws.recv(0.5))["type"] == "say"
+                return next_event(alice.ws, 0.5)["type"] == "say"
             except TimeoutError:
                 return False
 
@@ -267,42 +304,46 @@ def test_chat_on_gunicorn_workers_with_redis(redis_server: RedisServer, spawn: t
         presence_until(alice.ws, room_list(alice, bob))
 
 
-def test_chat_live_envelope_resumes_without_loss(spawn: t.Callable[..., Process]) -> None:
-    """/live, the envelope route of the chat: a client that reconnects with
-    its last position gets what was said while it was away, then live."""
+def test_chat_resumes_without_loss(spawn: t.Callable[..., Process]) -> None:
+    """A socket that reconnects and subscribes again with its last position
+    gets what was said while it was away, once, then the live events; the
+    room page subscribes from a little before the room's position, so that
+    it shows the room's last messages."""
     port = free_port()
     process = spawn([sys.executable, str(CHAT / "app.py"), "--port", str(port)], port=port)
-    base, ws_base = process.server.http_url, process.server.ws_url
-    with pytest.raises(InvalidStatus) as refused:
-        connect(f"{ws_base}/live", open_timeout=TIMEOUT).close()
-    assert refused.value.response.status_code == 403
-    headers = {"Cookie": session_cookie(base, "Ada")}
-
-    def frames(ws: ClientConnection, kind: str) -> t.Iterator[Event]:
-        while True:
-            frame = json.loads(ws.recv(TIMEOUT))
-            if frame.get("t") == kind:
-                yield frame
-
     with contextlib.ExitStack() as stack:
         bob = enter(stack, process, "Bob")
-        with connect(f"{ws_base}/live", additional_headers=headers, open_timeout=TIMEOUT) as ada:
-            assert json.loads(ada.recv(TIMEOUT))["t"] == "hello"
-            assert json.loads(ada.recv(TIMEOUT))["data"]["type"] == "welcome"
-            ada.send(json.dumps({"t": "sub", "room": "bad room!"}))
-            assert next(frames(ada, "error"))["reason"] == "refused"
-            ada.send(json.dumps({"t": "sub", "room": "tea"}))
-            sub = next(frames(ada, "sub"))
-            assert sub["recovered"] is False
-            ada.send(json.dumps({"t": "msg", "data": {"type": "say", "room": "tea", "text": "hello"}}))
-            said = next(m for m in frames(ada, "msg") if json.loads(m["data"])["type"] == "say")
-            assert json.loads(said["data"])["text"] == "hello"
+        with contextlib.ExitStack() as adas:
+            ada = enter(adas, process, "Ada")
+            presence_until(bob.ws, room_list(ada, bob))
+            ada.say("hello")
+            said = json.loads(ada.ws.recv(TIMEOUT))
+            while said.get("t") != "msg" or said["data"]["type"] != "say":
+                said = json.loads(ada.ws.recv(TIMEOUT))
+            assert said["data"]["text"] == "hello"
             position = (said["offset"], said["epoch"])
-        bob.ws.send(json.dumps({"type": "say", "text": "while you were away"}))
         presence_until(bob.ws, room_list(bob))  # Ada's socket has left
-        with connect(f"{ws_base}/live", additional_headers=headers, open_timeout=TIMEOUT) as ada:
-            ada.send(json.dumps({"t": "sub", "room": "tea", "offset": position[0], "epoch": position[1]}))
-            sub = next(frames(ada, "sub"))
-            assert sub["recovered"] is True and sub["epoch"] == position[1]
-            replay = [json.loads(next(frames(ada, "msg"))["data"]) for _ in range(sub["offset"] - position[0])]
-            assert {"type": "say", "id": bob.id, "name": "Bob", "text": "while you were away"} in replay
+        for i in range(3):
+            bob.say(f"while you were away {i}")
+        cookie = session_cookie(process.server.http_url, "Ada")
+        with connect(f"{process.server.ws_url}/live", additional_headers={"Cookie": cookie}) as ws:
+            answer = subscribe(ws, "tea", position)
+            assert answer["recovered"] is True and answer["epoch"] == position[1]
+            missed = answer["offset"] - position[0]
+            replay = [json.loads(ws.recv(TIMEOUT)) for _ in range(missed)]
+            assert [m["offset"] for m in replay] == list(range(position[0] + 1, answer["offset"] + 1))
+            says = [m["data"]["text"] for m in replay if m["data"]["type"] == "say"]
+            assert says == [f"while you were away {i}" for i in range(3)]
+            # Ada's new join comes live, after the replay.
+            live = next_event(ws)
+            assert live["type"] == "presence" and live["change"]["kind"] == "join"
+
+        # The room page subscribes from BACKLOG messages before the room's position.
+        opener = urllib.request.build_opener()
+        opener.addheaders = [("Cookie", cookie)]
+        with opener.open(f"{process.server.http_url}/rooms/tea", timeout=TIMEOUT) as response:
+            page = response.read().decode()
+        match = re.search(r'"since": (\{[^}]*\})', page)
+        assert match, page
+        since = json.loads(match.group(1))
+        assert since["epoch"] == position[1] and since["offset"] >= 0

@@ -314,3 +314,21 @@ def test_bad_positions_and_rooms_are_refused(backend: Backend) -> None:
     if backend.url is not None:
         with pytest.raises(ValueError, match="braces"):
             sockets.publish("a{b}", "m", app=app)
+
+
+def test_position_tells_where_a_room_is(backend: Backend) -> None:
+    """``sockets.position(room)``: (0, epoch) before the first message, then
+    the last message's position; ``None`` without history; after the history
+    is lost, another epoch."""
+    app, sockets = backend.app()
+    sockets.history("quiet:*", size=0)
+    start = sockets.position("p", app=app)
+    assert start is not None and start.offset == 0
+    sockets.publish("p", "m1", app=app)
+    last = sockets.publish("p", "m2", app=app)
+    assert last is not None and last.epoch == start.epoch
+    assert sockets.position("p", app=app) == last
+    assert sockets.position("quiet:1", app=app) is None
+    backend.flush(app)
+    after = sockets.position("p", app=app)
+    assert after is not None and after.epoch != last.epoch and after.offset == 0

@@ -42,6 +42,7 @@ import typing as t
 
 from flask import current_app
 
+from .fanout.delivery import ENVELOPE_JSON
 from .fanout.history import Position
 from .fanout.history import Recovery
 from .fanout.membership import Rooms
@@ -60,9 +61,6 @@ __all__ = ["ENVELOPE_JSON", "Envelope", "envelope", "publish", "room_frame", "su
 
 logger = logging.getLogger("flask_sockets.envelope")
 
-#: The first character of a message published with :func:`publish`: its
-#: rest is the JSON of the data, which envelope sockets get as it is.
-ENVELOPE_JSON = "\x00"
 #: The longest room name a client may subscribe to, in characters.
 _MAX_ROOM = 200
 
@@ -71,9 +69,9 @@ def publish(room: str, data: t.Any, *, app: Flask | None = None) -> Position | N
     """Publish ``data`` (any JSON-serialisable value) to the envelope
     sockets in ``room``, in every process: they get
     ``{"t":"msg","room":room,"offset":...,"epoch":...,"data":data}``.
-    Sockets of the room that do not speak the envelope get the text
-    ``"\\x00"`` + the JSON: publish to them with
-    :meth:`~flask_sockets.Sockets.publish`.
+    Sockets of the room that do not speak the envelope get the JSON text
+    of ``data``, as if it had been published with
+    ``sockets.publish(room, json.dumps(data))``: a room may mix both kinds.
 
     :returns: The message's position, ``None`` if the room keeps no history.
     :raises TypeError: If ``data`` is not JSON-serialisable.

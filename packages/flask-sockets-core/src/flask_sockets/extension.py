@@ -340,6 +340,17 @@ class Sockets:
             ws, room, Position(*position) if position is not None else None, presence, reply
         )
 
+    def position(self, room: str, *, app: Flask | None = None) -> Position | None:
+        """The position of the last message published to ``room`` (``(0,
+        epoch)`` before the first), or ``None`` if the room keeps no
+        history. A page can show a room's recent messages by resuming from
+        a little before it: ``(max(0, offset - 50), epoch)``.
+
+        :raises MessageQueueUnavailable: With ``SOCKETS_MESSAGE_QUEUE`` set,
+            if Redis is unreachable.
+        """
+        return self.rooms_for(app).position(room)
+
     def history(self, rooms: RoomMatcher, *, size: int | None = None, ttl: float | None = None) -> None:
         """Keep the last ``size`` messages of the rooms ``rooms`` matches
         (a glob pattern such as ``'chat:*'``, or a predicate on the room's

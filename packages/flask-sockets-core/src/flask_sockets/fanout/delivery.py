@@ -19,7 +19,10 @@ connection is cut.
 A member may have a *format*: a function that turns each room message into
 the frame this socket gets (the envelope of :mod:`flask_sockets.envelope`
 does so). Members without one (every socket of an app that owns its wire
-format) get the published message as it is.
+format) get the published message as it is, except a message published as
+JSON data for the envelope (:data:`ENVELOPE_JSON` and the JSON, see
+:func:`flask_sockets.envelope.publish`): they get the JSON text alone
+(:func:`raw_message`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,15 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from ..typing import Message
     from ..typing import WebSocket
 
-__all__ = ["CLOSE_SLOW_CONSUMER", "SLOW_CONSUMER_REASON", "Format", "Member", "checked_message"]
+__all__ = [
+    "CLOSE_SLOW_CONSUMER",
+    "ENVELOPE_JSON",
+    "SLOW_CONSUMER_REASON",
+    "Format",
+    "Member",
+    "checked_message",
+    "raw_message",
+]
 
 logger = logging.getLogger("flask_sockets.rooms")
 
@@ -58,8 +69,21 @@ _POLL_INTERVAL = 0.02
 #: message (``room`` is ``None`` for a broadcast; ``position`` ``None``
 #: without history).
 Format = t.Callable[[t.Optional[str], "Message", t.Optional[Position]], "Message"]
+#: The first character of a message published with
+#: :func:`flask_sockets.envelope.publish`: its rest is the JSON of the data,
+#: which envelope sockets get as their ``data`` and other sockets as a text.
+ENVELOPE_JSON = "\x00"
 #: The rooms of a member that has joined none.
 NO_ROOMS: frozenset[str] = frozenset()
+
+
+def raw_message(message: Message) -> Message:
+    """What a socket without a format gets for a published ``message``: the
+    message as it is, or the JSON text of envelope data (without its
+    :data:`ENVELOPE_JSON` mark)."""
+    if isinstance(message, str) and message.startswith(ENVELOPE_JSON):
+        return message[1:]
+    return message
 
 
 class Member:

@@ -29,6 +29,7 @@ from .delivery import NO_ROOMS
 from .delivery import Format
 from .delivery import Member
 from .delivery import checked_message
+from .delivery import raw_message
 from .history import HistoryPolicy
 from .history import HistoryRule
 from .history import Position
@@ -243,6 +244,16 @@ class Rooms:
         presence_id = self._add_presence(member, room, data) if data is not None else None
         return Recovery(recovery.recovered, recovery.position, presence_id=presence_id)
 
+    def position(self, room: str) -> Position | None:
+        """The room's current position, ``None`` without history. See
+        :meth:`flask_sockets.Sockets.position`."""
+        if not isinstance(room, str):
+            raise TypeError(f"A room is named by a str, not {type(room).__name__}")
+        settings = self.history.of(room)
+        if settings is None:
+            return None
+        return self.broker.recover(room, None, 0, settings).position
+
     def _enter(self, ws: WebSocket | BasicWebSocket, room: str, hold: bool) -> Member | None:
         """Put ``ws`` in ``room`` and wait until the broker receives the
         room; with ``hold``, the room's messages are held back from now on
@@ -455,9 +466,10 @@ class Rooms:
             targets = list(self._members.values()) if room is None else list(self._rooms.get(room, ()))
         self._received += 1
         self._deliveries += len(targets)
+        raw = raw_message(message)
         for member in targets:
             if member.format is None and member.held is None and member.floor is None:
-                offered = member.offer(message)  # the common case: raw messages, nothing held
+                offered = member.offer(raw)  # the common case: raw messages, nothing held
             else:
                 with self._lock:
                     offered = self._offer(member, room, message, position)
@@ -485,6 +497,8 @@ class Rooms:
             except Exception:
                 logger.exception("%r: formatting a message failed; not sent", member)
                 return True
+        else:
+            message = raw_message(message)
         return member.offer(message, force)
 
     def stats(self) -> dict[str, t.Any]:
