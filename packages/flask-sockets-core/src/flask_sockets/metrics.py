@@ -20,7 +20,10 @@ counts messages and payload bytes in plain integers on the socket's
 ``receive``, ``send_frame`` and ``send_nowait`` (wrapped for this socket
 only, when metrics are on: nothing changes for an app without them), and
 moves them into the Prometheus counters every :data:`FLUSH_EVERY` messages
-and when the socket closes. The series are listed in :doc:`/metrics`.
+and when the socket closes; a flush also takes the keepalive's latest
+ping round-trip time from the socket's engine
+(:attr:`Connection.ping_rtt <flask_sockets.connection.Connection.ping_rtt>`).
+The series are listed in :doc:`/metrics`.
 """
 
 from __future__ import annotations
