@@ -548,6 +548,26 @@ def test_keepalive_leaves_a_peer_that_answers_alone() -> None:
         clock.now = conn.last_heard
 
 
+def test_keepalive_pong_sets_the_round_trip_time() -> None:
+    """The pong answering a keepalive ping sets ping_rtt (seconds since the
+    ping was queued, in the connection's clock); a pong with no ping out
+    (unsolicited) does not."""
+    clock = Clock()
+    conn = opened(clock=clock, ping_interval=10.0, ping_timeout=4.0)
+    conn.last_heard = clock.now
+    conn.receive_data(client(WsOpcode.PONG, b"unasked"))
+    assert [type(event) for event in events(conn)] == [Pong]
+    assert conn.ping_rtt is None
+    clock.now += 10.0
+    conn.handle_timer()
+    ((opcode, payload),) = sent(conn)
+    assert opcode == Opcode.PING and conn.ping_rtt is None
+    clock.now += 0.25
+    conn.receive_data(client(WsOpcode.PONG, payload))
+    assert [type(event) for event in events(conn)] == [Pong]
+    assert conn.ping_rtt == 0.25
+
+
 def test_keepalive_off() -> None:
     """Without ping_interval (the default of a bare Connection), there is no deadline and no ping."""
     clock = Clock()

@@ -3,8 +3,10 @@ server of flask_sockets_gevent.run, scraped through metrics_view."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 import typing as t
 
 import pytest
@@ -179,6 +181,100 @@ def test_metrics_count_flood_control_closes(serve: t.Callable[..., Server]) -> N
     samples = scrape(server)
     assert value(samples, "flask_sockets_rate_limited_total", route="/echo", limit="messages", action="close") == 1
     assert value(samples, "flask_sockets_closes_total", route="/echo", code="1008", side="server") == 1
+
+
+def test_metrics_ping_round_trip_time(serve: t.Callable[..., Server]) -> None:
+    """A silent client is pinged (SOCKETS_PING_INTERVAL) and its pong
+    answers: flask_sockets_ping_rtt_seconds counts the round trip (moved
+    in at the socket's next flush: here its close)."""
+    app, _ = make_app()
+    app.config.update(SOCKETS_PING_INTERVAL=0.2, SOCKETS_PING_TIMEOUT=5.0)
+    server = serve(app)
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        time.sleep(0.5)  # silent: pinged, and websockets' client answers with a pong
+        ws.send("still here")
+        assert ws.recv(timeout=TIMEOUT) == "still here"
+    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/echo") == 0)
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_ping_rtt_seconds_count", route="/echo") == 1
+    assert 0 < value(samples, "flask_sockets_ping_rtt_seconds_sum", route="/echo") < TIMEOUT
+
+
+def raw_request(server: Server, request: bytes) -> int:
+    """Send ``request`` on a raw connection: the status of the answer."""
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(None, 2)[1])
+
+
+def test_metrics_count_requests_the_gevent_server_refuses_before_the_app(serve: t.Callable[..., Server]) -> None:
+    """Refused by flask_sockets_gevent's handler before Flask runs: an
+    upgrade with a wrong version (426) or a body (400), a request line
+    that does not parse (400), a head too large (431): counted as
+    handshakes of route "unrouted"."""
+    app, _ = make_app()
+    server = serve(app)
+    upgrade = (
+        "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {}\r\n{}\r\n"
+    )
+    assert raw_request(server, upgrade.format(8, "").encode()) == 426
+    assert raw_request(server, upgrade.format(13, "Content-Length: 3\r\n").encode() + b"abc") == 400
+    assert raw_request(server, b"NOT A REQUEST LINE\r\n\r\n") == 400
+    assert raw_request(server, b"GET /echo HTTP/1.1\r\nX-Big: " + b"x" * 70000 + b"\r\n\r\n") == 431
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_handshakes_total", route="unrouted", status="426") == 1
+    assert value(samples, "flask_sockets_handshakes_total", route="unrouted", status="400") == 2
+    assert value(samples, "flask_sockets_handshakes_total", route="unrouted", status="431") == 1
+
+
+def test_metrics_send_queue_depth_and_disconnects(serve: t.Callable[..., Server]) -> None:
+    """A member that never reads while its room gets 32 x 256 KiB: its send
+    queue holds what the socket could not take, which the scrape shows
+    (flask_sockets_send_queue_messages, _longest_messages); then
+    sockets.disconnect closes the room's sockets, counted in
+    flask_sockets_disconnected_total, and the queue is gone."""
+    app, sockets = make_app()
+    app.config.update(SOCKETS_SEND_QUEUE_SIZE=1000, SOCKETS_CLOSE_TIMEOUT=0.5, SOCKETS_COMPRESSION=False)
+
+    @sockets.route("/flood")
+    def flood(ws: t.Any) -> None:
+        ws.receive()
+        for _ in range(32):
+            sockets.publish("lobby", b"x" * 256 * 1024)
+        ws.send("sent")
+        ws.receive()
+        sockets.disconnect("lobby", 4000, "bye")
+        ws.send("disconnected")
+        ws.receive()
+
+    server = serve(app)
+    stuck = RawClient(server.host, server.port, "/room")  # joins "lobby", then never reads
+    try:
+        wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 1)
+        assert value(scrape(server), "flask_sockets_send_queue_messages") == 0
+        with connect(server.ws_url + "/flood", open_timeout=TIMEOUT) as ws:
+            ws.send("go")
+            assert ws.recv(timeout=TIMEOUT) == "sent"
+            samples = scrape(server)
+            queued = value(samples, "flask_sockets_send_queue_messages")
+            assert 0 < queued < 32
+            assert value(samples, "flask_sockets_send_queue_longest_messages") == queued
+            ws.send("disconnect")
+            assert ws.recv(timeout=TIMEOUT) == "disconnected"
+            wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
+    finally:
+        stuck.close()
+    samples = scrape(server)
+    assert value(samples, "flask_sockets_disconnected_total") == 1
+    assert value(samples, "flask_sockets_send_queue_messages") == 0
+    assert value(samples, "flask_sockets_send_queue_longest_messages") == 0
 
 
 def test_metrics_are_off_by_default_and_the_core_works_without_prometheus_client() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import socket
 import textwrap
 import time
 import typing as t
@@ -48,6 +49,14 @@ APP_SOURCE = textwrap.dedent(
             if message.startswith("close:"):
                 ws.close(int(message[6:]), "bye")
                 break
+            ws.send(message)
+
+
+    @sockets.route("/ping")
+    def ping(ws):
+        ws.ping_interval = 0.2
+        ws.expire_in(None)  # (no session end: re-arms the socket's timer for the new interval)
+        while (message := ws.receive()) is not None:
             ws.send(message)
     """
 )
@@ -138,8 +147,26 @@ def test_metrics_sum_across_two_gunicorn_workers(
         pass  # pragma: no cover
     assert excinfo.value.response.status_code == 403
 
+    # Silent sockets are pinged: the pongs' round-trip times are counted (at their close).
+    pinged = [connect(f"{ws_url}/ping", open_timeout=TIMEOUT).__enter__() for _ in range(4)]
+    time.sleep(0.5)
+    for ws in pinged:
+        ws.send("back")
+        assert ws.recv(timeout=TIMEOUT) == "back"
+        ws.close()
+    # Refused by the gevent handler before the app (worker flask_sockets.worker only: gthread is gunicorn's HTTP).
+    refused = 4 if worker == "flask_sockets.worker" else 0
+    for _ in range(refused):
+        with socket.create_connection((server.server.host, server.server.port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                b"GET /work/0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+            )
+            assert sock.recv(4096).startswith(b"HTTP/1.1 426 ")
+
     def settled() -> bool:
-        return value(scrape(url), "flask_sockets_open_sockets", route=route) == 0
+        samples = scrape(url)
+        return sum(value(samples, "flask_sockets_open_sockets", route=r) for r in (route, "/ping")) == 0
 
     wait_until(settled)
     samples = scrape(url)
@@ -153,5 +180,8 @@ def test_metrics_sum_across_two_gunicorn_workers(
     assert value(samples, "flask_sockets_closes_total", route=route, code="1000", side="client") == n_client
     assert value(samples, "flask_sockets_closes_total", route=route, code="4001", side="server") == n_server
     assert value(samples, "flask_sockets_socket_duration_seconds_count", route=route) == opened + extra
+    assert value(samples, "flask_sockets_ping_rtt_seconds_count", route="/ping") == len(pinged)
+    assert 0 < value(samples, "flask_sockets_ping_rtt_seconds_sum", route="/ping") < len(pinged) * TIMEOUT
+    assert value(samples, "flask_sockets_handshakes_total", route="unrouted", status="426") == refused
     # Both workers wrote values: the sums above are across processes.
     assert len({p.name.rsplit("_", 1)[-1] for p in prom_dir.glob("counter_*.db")}) >= 2

@@ -180,6 +180,7 @@ def test_redis_outage_and_recovery(redis_server: RedisServer, spawn: t.Callable[
         after = [stats(process) for process in hosts]
         for old, new in zip(before, after):
             assert new["sockets"] == old["sockets"] == 1
+            assert (old["rooms"]["broker_reconnects"], new["rooms"]["broker_reconnects"]) == (0, 1)
             assert new["greenlets"] <= old["greenlets"], "greenlets leaked during the outage"
     for process in hosts:
         assert process.popen.poll() is None, "a server died"
@@ -374,3 +375,49 @@ def test_metrics_publish_to_delivery_lag_through_redis(
     finally:
         job_sockets.rooms_for(job).close()
         sockets.rooms_for(app).close()
+
+
+def test_metrics_count_broker_reconnects(redis_server: RedisServer, serve: t.Callable[..., t.Any]) -> None:
+    """Redis goes away and comes back: the subscriber's reconnect is counted
+    in Rooms.stats()['broker_reconnects'] and flask_sockets_broker_reconnects_total."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from flask import Flask
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flask_sockets import Sockets
+    from flask_sockets.metrics import metrics_view
+    from tests.gunicorn.conftest import http_get
+
+    app = Flask("server")
+    app.config["SOCKETS_MESSAGE_QUEUE"] = redis_server.url
+    sockets = Sockets(app)
+    sockets.enable_metrics(registry=prometheus_client.CollectorRegistry())
+    app.add_url_rule("/metrics", view_func=metrics_view)
+
+    @sockets.route("/room")
+    def room(ws: t.Any) -> None:
+        sockets.join(ws, "lobby")
+        ws.send("joined")
+        while ws.receive() is not None:
+            pass
+
+    def reconnects() -> float:
+        status, body = http_get(server.http_url + "/metrics")
+        assert status == 200
+        samples = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples if not s.labels}
+        return samples["flask_sockets_broker_reconnects_total"]
+
+    server = serve(app)
+    rooms = sockets.rooms_for(app)
+    try:
+        with connect(server.ws_url + "/room", open_timeout=TIMEOUT) as ws:
+            assert ws.recv(timeout=TIMEOUT) == "joined"
+            assert rooms.broker.connected and reconnects() == 0
+            redis_server.stop()
+            wait_until(lambda: not rooms.broker.connected)
+            redis_server.start()
+            wait_until(lambda: rooms.broker.connected)
+            assert rooms.stats()["broker_reconnects"] == 1
+            assert reconnects() == 1
+    finally:
+        rooms.close()

@@ -126,6 +126,7 @@ from .protocol import Close
 from .protocol import CloseCode
 from .protocol import Opcode
 from .protocol import Ping
+from .protocol import Pong
 from .protocol import ProtocolError
 from .protocol import ServerProtocol
 from .protocol import close_payload
@@ -218,6 +219,7 @@ class Connection(ServerProtocol):
         "failed",
         "last_heard",
         "ping_interval",
+        "ping_rtt",
         "ping_sent_at",
         "ping_timeout",
         "state",
@@ -259,6 +261,10 @@ class Connection(ServerProtocol):
         self.last_heard = clock()
         #: When the outstanding keepalive ping was queued, or ``None``.
         self.ping_sent_at: float | None = None
+        #: Seconds from the last keepalive ping to the pong that answered
+        #: it, or ``None`` (set when the pong arrives; a reader such as
+        #: :mod:`flask_sockets.metrics` takes it and sets it back to ``None``).
+        self.ping_rtt: float | None = None
         #: When the session of an open connection ends (in the connection's
         #: clock), or ``None``: from then on :meth:`handle_timer` closes with
         #: :data:`EXPIRED_CODE`. The app may move it (later after a token
@@ -336,6 +342,8 @@ class Connection(ServerProtocol):
             self._queue_close(CloseCode.NORMAL_CLOSURE if close.code == _NO_STATUS else close.code)
             self.state = CLOSED
             self.close_deadline = None
+        elif cls is Pong and self.ping_sent_at is not None:
+            self.ping_rtt = self._clock() - self.ping_sent_at
         return event  # type: ignore[no-any-return]
 
     # -- flood control ----------------------------------------------------------

@@ -467,6 +467,8 @@ class Sockets:
         ``disconnected``
             sockets of this process closed by :meth:`disconnect` (whichever
             process called it);
+        ``broker_reconnects``
+            times the message queue connection came back after it was lost;
         ``broker_connected``
             whether messages published elsewhere reach this process;
         ``broker_last_error``

@@ -20,7 +20,10 @@ counts messages and payload bytes in plain integers on the socket's
 ``receive``, ``send_frame`` and ``send_nowait`` (wrapped for this socket
 only, when metrics are on: nothing changes for an app without them), and
 moves them into the Prometheus counters every :data:`FLUSH_EVERY` messages
-and when the socket closes. The series are listed in :doc:`/metrics`.
+and when the socket closes; a flush also takes the keepalive's latest
+ping round-trip time from the socket's engine
+(:attr:`Connection.ping_rtt <flask_sockets.connection.Connection.ping_rtt>`).
+The series are listed in :doc:`/metrics`.
 """
 
 from __future__ import annotations
@@ -45,7 +48,16 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
     from .fanout.membership import Rooms
 
-__all__ = ["EXTENSION_KEY", "FLUSH_EVERY", "SocketMetrics", "SocketTap", "child_exit", "metrics_view"]
+__all__ = [
+    "EXTENSION_KEY",
+    "FLUSH_EVERY",
+    "UNROUTED",
+    "SocketMetrics",
+    "SocketTap",
+    "child_exit",
+    "count_early_refusal",
+    "metrics_view",
+]
 
 #: The ``app.extensions`` key of the app's :class:`SocketMetrics`.
 EXTENSION_KEY = "sockets.metrics"
@@ -54,6 +66,9 @@ EXTENSION_KEY = "sockets.metrics"
 #: additions, not a Prometheus update (a locked write, a file write under
 #: ``PROMETHEUS_MULTIPROC_DIR``).
 FLUSH_EVERY = 64
+#: The ``route`` label of a handshake the server refused before the app ran
+#: (see :func:`count_early_refusal`).
+UNROUTED = "unrouted"
 #: The ``limit`` label of ``flask_sockets_rate_limited_total``, by flood control's close reason.
 _FLOOD_LIMITS = {
     MESSAGE_RATE_REASON: "messages",
@@ -171,7 +186,41 @@ class SocketMetrics:
             registry=registry,
             buckets=LATENCY_BUCKETS,
         )
-        # What sync_rooms() already moved into the three above, by Rooms.
+        self.broker_reconnects = pc.Counter(
+            "broker_reconnects",
+            "Times the message queue (Redis) connection of this process came back after it was lost.",
+            namespace=ns,
+            registry=registry,
+        )
+        self.disconnected = pc.Counter(
+            "disconnected",
+            "Sockets of this process closed by sockets.disconnect (a room's sockets, from any process or host).",
+            namespace=ns,
+            registry=registry,
+        )
+        self.send_queue = pc.Gauge(
+            "send_queue_messages",
+            "Published messages queued for sockets, not yet sent (summed over live worker processes).",
+            namespace=ns,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.send_queue_longest = pc.Gauge(
+            "send_queue_longest_messages",
+            "The longest send queue of a socket (the largest over live worker processes).",
+            namespace=ns,
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.ping_rtt = pc.Histogram(
+            "ping_rtt_seconds",
+            "Seconds from a keepalive ping to the pong that answered it, by route.",
+            ["route"],
+            namespace=ns,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        # What sync_rooms() already moved into the counters above, by Rooms.
         self._synced: weakref.WeakKeyDictionary[t.Any, list[float]] = weakref.WeakKeyDictionary()
         self._sync_lock = threading.Lock()
         self.handler_seconds = pc.Histogram(
@@ -207,14 +256,16 @@ class SocketMetrics:
     def sync_rooms(self, rooms: Rooms, force: bool = False) -> None:
         """Move the message queue counts of ``rooms``
         (:meth:`~flask_sockets.fanout.membership.Rooms.stats`: published, received,
-        deliveries) since the last call into the Prometheus counters; at
+        deliveries, broker reconnects, disconnected sockets) since the last
+        call into the Prometheus counters, and set the send queue gauges
+        (:meth:`~flask_sockets.fanout.membership.Rooms.send_queue_depths`); at
         most once a second unless ``force``. Called at the sockets' flushes
         and by :func:`metrics_view`, so the rooms need no hook of their own."""
         now = time.monotonic()
         with self._sync_lock:
             last = self._synced.get(rooms)
             if last is None:
-                last = self._synced[rooms] = [-1.0, 0, 0, 0]
+                last = self._synced[rooms] = [-1.0, 0, 0, 0, 0, 0]
             if not force and now - last[0] < 1.0:
                 return
             last[0] = now
@@ -224,6 +275,8 @@ class SocketMetrics:
                     ("broker_published", self.broker_published),
                     ("broker_received", self.broker_received),
                     ("deliveries", self.deliveries),
+                    ("broker_reconnects", self.broker_reconnects),
+                    ("disconnected", self.disconnected),
                 ),
                 start=1,
             ):
@@ -231,6 +284,9 @@ class SocketMetrics:
                 if value > last[i]:
                     counter.inc(value - last[i])
                     last[i] = value
+            total, longest = rooms.send_queue_depths()
+            self.send_queue.set(total)
+            self.send_queue_longest.set(longest)
 
     def count_handshake(self, route: str, status: int) -> None:
         """Count a handshake answered with ``status``."""
@@ -290,6 +346,11 @@ class SocketTap:
         m = self.metrics
         # The label children, looked up once per socket.
         messages_in, messages_out = m.messages.labels(route, "in"), m.messages.labels(route, "out")
+        ping_rtt = m.ping_rtt.labels(route)
+        # The engine (flask_sockets.connection), which records the keepalive's round-trip time.
+        conn = getattr(ws, "_protocol", None)
+        if conn is not None and not hasattr(conn, "ping_rtt"):
+            conn = None
         bytes_in, bytes_out = m.payload_bytes.labels(route, "in"), m.payload_bytes.labels(route, "out")
         tap = self
         # Counted since the last flush, and when the next flush is due.
@@ -305,6 +366,11 @@ class SocketTap:
                 messages_out.inc(n_out)
                 bytes_out.inc(b_out)
                 n_out = b_out = 0
+            if conn is not None:
+                rtt = conn.ping_rtt
+                if rtt is not None:
+                    conn.ping_rtt = None
+                    ping_rtt.observe(rtt)
             if rooms is not None:
                 m.sync_rooms(rooms)
 
@@ -414,6 +480,26 @@ def count_refusal(response: Response) -> Response:
         if metrics is not None:
             metrics.count_handshake(rule.rule if rule is not None else "", status)
     return response
+
+
+def count_early_refusal(app: t.Any, status: int) -> None:
+    """Count a request the server refused before the app ran, as a
+    handshake with route ``"unrouted"`` and ``status``: for a server
+    (``flask_sockets_gevent``'s handler calls it for an upgrade refused by
+    :func:`~flask_sockets.handshake.check_handshake`, 400 or 426, and for a
+    request it could not parse, 400, or whose head was too large, 431;
+    these may not have been upgrades). ``app`` is the server's WSGI app:
+    a Flask app counts in its own metrics (none if they are off); anything
+    else (a middleware wrapping it) in every :class:`SocketMetrics` of this
+    process, as the app behind it cannot be reached."""
+    extensions = getattr(app, "extensions", None)
+    if isinstance(extensions, dict):
+        metrics = extensions.get(EXTENSION_KEY)
+        targets: t.Iterable[SocketMetrics] = () if metrics is None else (metrics,)
+    else:
+        targets = list(_BY_REGISTRY.values())
+    for metrics in targets:
+        metrics.count_handshake(UNROUTED, status)
 
 
 def metrics_view() -> Response:

@@ -66,6 +66,7 @@ from flask_sockets import WSGI_WEBSOCKET_KEY
 from flask_sockets import is_websocket_upgrade
 from flask_sockets.handshake import check_handshake
 from flask_sockets.handshake import handshake_response_headers
+from flask_sockets.metrics import count_early_refusal
 from flask_sockets.redaction import redact_request_line
 
 from ._http import HeadersTooLarge
@@ -185,6 +186,7 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         rejection = check_handshake(self.environ)
         if rejection is not None:
             self._send_plain_response(*rejection)
+            self._count_refusal(rejection[0])
             return None
         self.websocket = self.websocket_class(self.environ, self)
         self.environ[WSGI_WEBSOCKET_KEY] = self.websocket
@@ -432,8 +434,18 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
             return None
         logger.debug("Bad request from %s: %s", self._client(), str(ex) or type(ex).__name__)
         if isinstance(ex, HeadersTooLarge):
+            self._count_refusal("431")
             return "431", _HEADERS_TOO_LARGE
+        self._count_refusal("400")
         return "400", _BAD_REQUEST
+
+    def _count_refusal(self, status: str) -> None:
+        """Count a request refused before the app ran in the app's metrics
+        (:func:`flask_sockets.metrics.count_early_refusal`), if they are on."""
+        try:
+            count_early_refusal(self.application, int(status.split(None, 1)[0]))
+        except Exception:  # pragma: no cover - counting never breaks the answer
+            logger.exception("Counting a refused request failed")
 
     def _drain_body(self) -> None:
         """Read what is left of a request body the app did not read, as

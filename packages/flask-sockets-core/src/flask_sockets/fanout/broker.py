@@ -176,6 +176,9 @@ class Broker:
     #: process receiving the message, for each message a broker receives
     #: from elsewhere (:mod:`flask_sockets.metrics` sets it), or ``None``.
     lag_observer: t.Callable[[float], None] | None = None
+    #: How many times this broker's connection to the message queue came
+    #: back after it was lost (``0`` for a broker without one).
+    reconnects: int = 0
 
 
 class LocalBroker(Broker):

@@ -370,6 +370,21 @@ class Rooms:
         with self._lock:
             return len(self._members)
 
+    def send_queue_depths(self) -> tuple[int, int]:
+        """``(total, longest)``: the messages queued for this process's
+        sockets (see :class:`~flask_sockets.fanout.delivery.Member`), in all
+        and for the socket with the most. A look at every member: for a
+        scrape or a health check, not per message."""
+        with self._lock:
+            members = list(self._members.values())
+        total = longest = 0
+        for member in members:
+            pending = member.pending
+            total += pending
+            if pending > longest:
+                longest = pending
+        return total, longest
+
     def _remove_from_rooms(self, member: Member) -> None:
         for room in member.rooms:
             self._discard(room, member)
@@ -519,6 +534,7 @@ class Rooms:
             deliveries=self._deliveries,
             slow_consumers_closed=self._slow_closed,
             disconnected=self._disconnected,
+            broker_reconnects=broker.reconnects if broker is not None else 0,
             broker_connected=broker.connected if broker is not None else False,
             broker_last_error=str(error) if error is not None else None,
         )

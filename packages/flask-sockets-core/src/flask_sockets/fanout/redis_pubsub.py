@@ -115,6 +115,8 @@ class _Subscriber:
                         broker._dispatch(item["data"])
                     elif kind in ("subscribe", "ssubscribe"):
                         if not self.connected and failures:
+                            with broker._state:  # (a cluster's subscribers share it)
+                                broker.reconnects += 1
                             logger.warning("%r: reconnected; receiving messages again.", broker)
                         failures, delay = 0, broker.reconnect_delay[0]
                         self._confirmed(_text(item["channel"]), True)
