@@ -58,9 +58,8 @@ def test_an_idle_connection_waits_in_a_small_read_and_big_messages_read_big() ->
         ws.accept()
         big = os.urandom(300_000)
         # The socket pair's buffers are smaller than the burst: a thread sends it.
-        writer = threading.Thread(
-            target=client.sendall, args=(masked_frame(0x1, b"hello") + masked_frame(0x2, big) + masked_frame(0x1, b"again"),)
-        )
+        burst = masked_frame(0x1, b"hello") + masked_frame(0x2, big) + masked_frame(0x1, b"again")
+        writer = threading.Thread(target=client.sendall, args=(burst,))
         writer.start()
         assert ws.receive() == "hello"
         assert sock.sizes == [_WAIT_READ_SIZE]  # the first read waited, small
