@@ -311,7 +311,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         while True:
             if data is None and not conn.buffer and conn.state is OPEN:
                 # Nothing to parse: read first (no lock round for an empty buffer).
-                data = self._recv(deadline)
+                data = self._recv(deadline, self._read_size)
             with lock:
                 if data is not None:
                     if data:
@@ -324,7 +324,8 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
                 if conn.state is not OPEN:
                     self._ended()
                     return None
-                data = self._recv(deadline)
+                # Part of a frame buffered: the rest is coming, read it big.
+                data = self._recv(deadline, _READ_SIZE if conn.buffer else self._read_size)
                 continue
             cls = event.__class__
             if cls is str or cls is bytes:
@@ -335,7 +336,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             if cls is Ping:
                 self._flush(None)  # its pong
 
-    def _recv(self, deadline: float | None) -> bytes:
+    def _recv(self, deadline: float | None, size: int) -> bytes:
         """The next chunk from the network (``b''`` if the stream ended or
         broke).
 
@@ -346,7 +347,6 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not _wait(sock, False, remaining):
                 raise TimeoutError("no message within the timeout")
-        size = self._read_size
         try:
             data = sock.recv(size)
         except OSError:
