@@ -98,6 +98,12 @@ GOING_AWAY = (CloseCode.GOING_AWAY, "Server shutting down")
 
 _DEFAULTS = SocketOptions()
 _READ_SIZE = 64 * 1024
+# The read that waits for the peer (an idle connection spends its life in
+# it): ``recv(n)`` allocates its n-byte buffer before it blocks, and the
+# allocator's pages under a 64 KiB buffer that earlier reads dirtied stay in
+# the RSS of every idle connection (8.3 KiB each, bench/RESULTS.md section
+# 7). A read that fills it is followed by full-size reads.
+_WAIT_READ_SIZE = 512
 _ENDED = frozenset((CLOSING, CLOSED))
 # How often the timer asks its ``stopping`` callable whether the server stops.
 _STOP_POLL_INTERVAL = 0.25
@@ -160,6 +166,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         "_connections",
         "_lock",
         "_protocol",
+        "_read_size",
         "_receive_lock",
         "_send_lock",
         "_sock",
@@ -208,6 +215,8 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         # in the order the connection queued them. One reader at a time.
         self._send_lock = threading.Lock()
         self._receive_lock = threading.Lock()
+        # The size of the next read (the reader's own, under the receive lock).
+        self._read_size = _WAIT_READ_SIZE
         # The timer thread's own (see Connections): when this socket's one
         # timer entry is due.
         self._timer_at: float | None = None
@@ -302,7 +311,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
         while True:
             if data is None and not conn.buffer and conn.state is OPEN:
                 # Nothing to parse: read first (no lock round for an empty buffer).
-                data = self._recv(deadline)
+                data = self._recv(deadline, self._read_size)
             with lock:
                 if data is not None:
                     if data:
@@ -315,7 +324,8 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
                 if conn.state is not OPEN:
                     self._ended()
                     return None
-                data = self._recv(deadline)
+                # Part of a frame buffered: the rest is coming, read it big.
+                data = self._recv(deadline, _READ_SIZE if conn.buffer else self._read_size)
                 continue
             cls = event.__class__
             if cls is str or cls is bytes:
@@ -326,7 +336,7 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             if cls is Ping:
                 self._flush(None)  # its pong
 
-    def _recv(self, deadline: float | None) -> bytes:
+    def _recv(self, deadline: float | None, size: int) -> bytes:
         """The next chunk from the network (``b''`` if the stream ended or
         broke).
 
@@ -338,11 +348,14 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             if remaining <= 0 or not _wait(sock, False, remaining):
                 raise TimeoutError("no message within the timeout")
         try:
-            data = sock.recv(_READ_SIZE)
+            data = sock.recv(size)
         except OSError:
             return b""
         if data:
             self._protocol.last_heard = time.monotonic()
+        # A full buffer: more is waiting, read it in big chunks; else the next
+        # read most likely waits, with a small buffer.
+        self._read_size = _READ_SIZE if len(data) == size else _WAIT_READ_SIZE
         return data
 
     def _ended(self) -> None:
