@@ -51,6 +51,7 @@ def imports_of(name: str) -> set[str]:
     return {module for module in found if module_path(module).exists() or module == "flask_sockets.fanout"}
 
 
+@pytest.mark.slow  # (an interpreter each: the import graph test below is the fast check)
 @pytest.mark.parametrize("name", FANOUT)
 def test_each_fanout_module_imports_alone(name: str) -> None:
     code = f"import {name}; import sys; assert 'redis' not in sys.modules, 'redis-py imported eagerly'"
