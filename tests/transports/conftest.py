@@ -256,9 +256,9 @@ def _servers(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[_Servers]:
     servers.stop()
 
 
-#: The transports in a server process are ``slow`` (the fast suites of the
-#: fast suites of .ci/run skip them); the two in this process run on 3.11 and
-#: on the lowest dependencies.
+#: The transports in a server process are ``slow`` (the fast suites of
+#: .ci/run skip them); the two in this process run on 3.11 and on the
+#: lowest dependencies.
 _PARAMS = [
     pytest.param(name, marks=pytest.mark.slow) if name.startswith(("gevent", "gunicorn")) else name
     for name in TRANSPORTS
