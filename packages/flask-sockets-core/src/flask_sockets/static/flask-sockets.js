@@ -124,7 +124,8 @@ export class SocketClient extends EventTarget {
 
   _timer(name, ms, fn) {
     clearTimeout(this._timers[name]);
-    if (ms != null) this._timers[name] = setTimeout(fn, ms);
+    // Longer than setTimeout's 32 bits (24.8 days) would fire at once.
+    if (ms != null) this._timers[name] = setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
   }
 
   // The browser's "online" (also in workers) and the page's "visibilitychange"; none in node.
