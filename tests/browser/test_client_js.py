@@ -41,7 +41,7 @@ PAGE = """<!doctype html>
 import { SocketClient } from "%(client_url)s";
 const log = (window.log = []);
 const got = (window.got = []);
-const client = (window.client = new SocketClient("/feed", { backoff: { min: 50, max: 300 } }));
+const client = (window.client = new SocketClient("/feed", %(options)s));
 for (const type of ["open", "close", "subscribed", "recovered", "unrecovered", "message", "error"]) {
   client.on(type, (detail) => log.push([type, type == "error" ? String(detail.reason ?? detail.event?.type) : detail]));
 }
@@ -101,13 +101,13 @@ class Feed:
             self.sockets.join(ws, ROOM)
 
 
-def make_app(feed: Feed) -> Flask:
+def make_app(feed: Feed, options: str = "{ backoff: { min: 50, max: 300 } }") -> Flask:
     app = Flask(__name__)
     feed.sockets = sockets = Sockets(app)
 
     @app.route("/")
     def page() -> str:
-        return PAGE % {"client_url": url_for("sockets_client")}
+        return PAGE % {"client_url": url_for("sockets_client"), "options": options}
 
     @sockets.route("/feed")
     def feed_socket(ws: t.Any) -> None:
@@ -207,3 +207,34 @@ def test_the_client_resumes_after_the_server_cuts_it(
     # Refused sockets were accepted first (then closed with 1013): one open each.
     assert [kind for kind, _ in page_state(driver)["log"]].count("open") == 3 + feed.refused
     assert not events(driver, "error")
+
+
+def test_back_online_the_client_reconnects_at_once(
+    serve: t.Callable[..., Server],
+    browser: t.Callable[[], t.Any],
+) -> None:
+    """In a real page: waiting a minute to retry (a long backoff), the
+    client retries within its short window when the window says the browser
+    is back online; after close() it listens no more."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    feed = Feed()
+    server = serve(make_app(feed, "{ backoff: { min: 250, max: 60000 } }"))
+    driver = browser()
+    wait = WebDriverWait(driver, WAIT)
+    driver.get(server.http_url + "/")
+    wait.until(lambda d: events(d, "subscribed"))
+    # As after a long outage: the next delay is 0.99 * 60 s; the window's 0.99 * 1 s.
+    driver.execute_script("Math.random = () => 0.99; window.client.attempt = 12")
+    feed.cuts += 1
+    wait.until(lambda d: events(d, "close"))
+    assert events(driver, "close")[0]["delay"] == pytest.approx(0.99 * 60000)
+    assert driver.execute_script("return window.client.state") == "waiting"
+    driver.execute_script("window.dispatchEvent(new Event('online'))")
+    wait.until(lambda d: len(events(d, "subscribed")) == 2)
+    assert len(events(driver, "open")) == 2
+    # Closed: the listeners are gone.
+    driver.execute_script("window.client.close(); window.dispatchEvent(new Event('online'))")
+    driver.execute_script("document.dispatchEvent(new Event('visibilitychange'))")
+    assert driver.execute_script("return window.client.state") == "closed"
+    assert len(events(driver, "open")) == 2

@@ -5,6 +5,8 @@ against the test client."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import typing as t
 
 import pytest
@@ -14,11 +16,15 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect
 
 from flask_sockets import Sockets
+from flask_sockets.concurrency import current_runner
 from flask_sockets.envelope import publish
 from flask_sockets.rooms import Rooms
 from flask_sockets.testing import SocketTestClient
 from tests.conftest import TIMEOUT
 from tests.conftest import Server
+
+#: The name of the threads that send the envelope's heartbeats on threaded servers.
+HEARTBEAT_THREAD = "flask-sockets timer"
 
 
 def make_app(**config: t.Any) -> tuple[Flask, Sockets]:
@@ -221,5 +227,87 @@ def test_envelope_with_the_test_client() -> None:
             assert json.loads(t.cast(str, ws.receive(timeout=TIMEOUT))) == {"t": "msg", "data": {"echo": 7}}
         with pytest.raises(TypeError, match="JSON"), app.app_context():
             publish("r", object())
+    finally:
+        Rooms.of(app).close()
+
+
+def busy_app() -> tuple[Flask, Sockets]:
+    """An envelope route whose loop body takes ``data["busy"]`` seconds per
+    message (a slow query, in the server's own way of waiting), and one that
+    stops iterating after the first message and keeps the socket a while."""
+    app, sockets = make_app(SOCKETS_ENVELOPE_PING=0.1, SOCKETS_HISTORY_SIZE=0)
+
+    @sockets.route("/busy")
+    def busy(ws: t.Any) -> None:
+        envelope = sockets.envelope(ws)
+        for data in envelope:
+            current_runner().sleep(data["busy"])
+            envelope.send({"done": data["busy"]})
+
+    @sockets.route("/once")
+    def once(ws: t.Any) -> None:
+        envelope = sockets.envelope(ws)
+        for _ in envelope:
+            break
+        envelope.send("stopped")
+        current_runner().sleep(0.6)
+        envelope.send("bye")
+        while ws.receive() is not None:
+            pass
+
+    return app, sockets
+
+
+def frames_until(receive: t.Callable[[], t.Any], last: t.Any) -> list[dict[str, t.Any]]:
+    """The frames received up to the ``msg`` frame whose data is ``last`` (not included)."""
+    frames = []
+    while True:
+        data = json.loads(t.cast(str, receive()))
+        if data == {"t": "msg", "data": last}:
+            return frames
+        frames.append(data)
+
+
+def test_heartbeats_go_on_while_the_loop_body_is_busy(serve: t.Callable[..., Server]) -> None:
+    """The heartbeat comes from a timer of its own, not from the receive
+    loop: a handler busy for ten ping intervals with one message still
+    sends pings meanwhile (before, none: a handler busy for longer than the
+    client's liveness window, ping + 5 s, made every client reconnect), on
+    the gevent server. Once the iteration ends, so do the heartbeats."""
+    app, _ = busy_app()
+    server = serve(app)
+    try:
+        with connect(server.ws_url + "/busy") as ws:
+            assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
+            ws.send(json.dumps({"t": "msg", "data": {"busy": 1.0}}))
+            during = frames_until(lambda: ws.recv(TIMEOUT), {"done": 1.0})
+            assert during and all(frame == {"t": "ping"} for frame in during), during
+            assert len(during) >= 3, f"{len(during)} pings in 1 s of a busy loop body at ping 0.1 s"
+        with connect(server.ws_url + "/once") as ws:
+            assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
+            ws.send(json.dumps({"t": "msg", "data": 1}))
+            frames_until(lambda: ws.recv(TIMEOUT), "stopped")
+            # The iteration has ended: so have the heartbeats.
+            assert frames_until(lambda: ws.recv(TIMEOUT), "bye") == []
+    finally:
+        Rooms.of(app).close()
+
+
+def test_heartbeats_go_on_while_the_loop_body_is_busy_with_the_test_client() -> None:
+    """The same in threads (the test client; the development server): the
+    timer thread ends with the iteration."""
+    app, _ = busy_app()
+    try:
+        with SocketTestClient(app).connect("/busy") as ws:
+            receive = lambda: ws.receive(timeout=TIMEOUT)  # noqa: E731
+            assert json.loads(t.cast(str, receive())) == {"t": "hello", "ping": 0.1}
+            ws.send(json.dumps({"t": "msg", "data": {"busy": 1.0}}))
+            during = frames_until(receive, {"done": 1.0})
+            assert during and all(frame == {"t": "ping"} for frame in during), during
+            assert len(during) >= 3, f"{len(during)} pings in 1 s of a busy loop body at ping 0.1 s"
+        deadline = time.monotonic() + TIMEOUT
+        while any(thread.name == HEARTBEAT_THREAD for thread in threading.enumerate()):
+            assert time.monotonic() < deadline, "the heartbeat thread outlived its socket"
+            time.sleep(0.01)
     finally:
         Rooms.of(app).close()

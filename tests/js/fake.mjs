@@ -32,8 +32,9 @@ export class FakeWebSocket {
   }
 
   close(code, reason) {
-    // As a browser: only 1000 and 3000-4999 may be sent.
+    // As a browser: only 1000 and 3000-4999 may be sent, with a reason of at most 123 bytes.
     if (code !== undefined && code !== 1000 && (code < 3000 || code > 4999)) throw new Error(`InvalidAccessError ${code}`);
+    if (new TextEncoder().encode(reason ?? "").length > 123) throw new Error("SyntaxError: reason too long");
     this.closedWith = { code, reason };
     this.readyState = 2;
   }
@@ -46,6 +47,11 @@ export class FakeWebSocket {
 
   receive(frame) {
     this.onmessage?.({ data: typeof frame == "string" ? frame : JSON.stringify(frame) });
+  }
+
+  /** The server's close frame arrived: CLOSING, the close event comes later (drop()). */
+  closing() {
+    this.readyState = 2;
   }
 
   drop(code = 1006, reason = "") {
@@ -63,17 +69,70 @@ export class FakeWebSocket {
 
 /**
  * Fake time and randomness for one test: setTimeout under node's mock timers,
- * Math.random returning `random` (a number or a function).
+ * Date.now() moving with them (to the end of each tick), Math.random
+ * returning `random` (a number or a function). sleep(ms) moves the wall clock
+ * alone, as a laptop's sleep does (browsers' timers count time awake).
  */
 export function fakeClock(t, random = 0.5) {
   mock.timers.enable({ apis: ["setTimeout"] });
   const randomMock = mock.method(Math, "random", typeof random == "function" ? random : () => random);
+  let now = 1_700_000_000_000;
+  const dateMock = mock.method(Date, "now", () => now);
   FakeWebSocket.reset();
   t.after(() => {
     mock.timers.reset();
     randomMock.mock.restore();
+    dateMock.mock.restore();
   });
-  return { tick: (ms) => mock.timers.tick(ms) };
+  return {
+    tick(ms) {
+      now += ms;
+      mock.timers.tick(ms);
+    },
+    sleep(ms) {
+      now += ms;
+    },
+  };
+}
+
+/**
+ * A browser's globals for one test: addEventListener on the global object
+ * (for "online") and a document with `hidden` and "visibilitychange":
+ * online(), hide(), show(); listening() counts the listeners added and not
+ * removed.
+ */
+export function fakeBrowser(t) {
+  const window = new EventTarget();
+  const document = new EventTarget();
+  const added = new Map(); // "type" -> Set of listeners
+  const methods = (target) => ({
+    addEventListener(type, fn) {
+      if (!added.has(type)) added.set(type, new Set());
+      added.get(type).add(fn);
+      EventTarget.prototype.addEventListener.call(target, type, fn);
+    },
+    removeEventListener(type, fn) {
+      added.get(type)?.delete(fn);
+      EventTarget.prototype.removeEventListener.call(target, type, fn);
+    },
+  });
+  Object.assign(globalThis, methods(window));
+  globalThis.document = Object.assign(document, methods(document), { hidden: false });
+  t.after(() => {
+    delete globalThis.addEventListener;
+    delete globalThis.removeEventListener;
+    delete globalThis.document;
+  });
+  const visibility = (hidden) => {
+    document.hidden = hidden;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+  return {
+    online: () => window.dispatchEvent(new Event("online")),
+    hide: () => visibility(true),
+    show: () => visibility(false),
+    listening: () => [...added.values()].reduce((n, set) => n + set.size, 0),
+  };
 }
 
 /** Every event of the client, in order, as [type, detail]. */

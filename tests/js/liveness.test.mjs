@@ -83,3 +83,11 @@ test("after the timeout the rooms are resubscribed from their positions on the n
   FakeWebSocket.last.open();
   assert.deepEqual(FakeWebSocket.last.take(), [{ t: "sub", room: "news", offset: 4, epoch: "e" }]);
 });
+
+test("a hello with a ping past setTimeout's range (24.8 days) does not fire at once (browsers take it as 0)", (t) => {
+  const { clock, ws, events } = open(t);
+  ws.receive({ t: "hello", ping: 1e7 }); // 116 days: a server that meant "never"
+  clock.tick(3600000);
+  assert.equal(ws.closedWith, null);
+  assert.deepEqual(events, [["open", {}]]);
+});

@@ -201,3 +201,105 @@ test("WebSocket errors are error events", (t) => {
   FakeWebSocket.last.onerror(event);
   assert.deepEqual(events, [["error", { event }]]);
 });
+
+test("a URL function that throws during a retry is a failed attempt: error, close, backoff, the next attempt", (t) => {
+  const clock = fakeClock(t, 0.5);
+  let failure = null;
+  const c = new SocketClient(
+    () => {
+      if (failure) throw failure;
+      return URL;
+    },
+    { WebSocket: FakeWebSocket },
+  );
+  const events = record(c);
+  c.connect();
+  FakeWebSocket.last.open();
+  failure = new Error("no token");
+  FakeWebSocket.last.drop(1006);
+  clock.tick(250);
+  assert.equal(FakeWebSocket.instances.length, 1);
+  assert.deepEqual(events.slice(-2), [
+    ["error", { error: failure }],
+    ["close", { code: 1006, reason: "Error: no token", willRetry: true, delay: 500 }],
+  ]);
+  assert.equal(c.state, "waiting");
+  clock.tick(500); // throws again: backs off further
+  assert.deepEqual(events.at(-1), ["close", { code: 1006, reason: "Error: no token", willRetry: true, delay: 1000 }]);
+  failure = null;
+  clock.tick(1000);
+  assert.equal(FakeWebSocket.instances.length, 2);
+  assert.equal(c.state, "connecting");
+  FakeWebSocket.last.open();
+  assert.equal(c.state, "open");
+});
+
+test("connect() with a URL function that throws does not throw: the same failed attempt", (t) => {
+  const clock = fakeClock(t, 0);
+  let calls = 0;
+  const c = new SocketClient(
+    () => {
+      if (calls++ == 0) throw new TypeError("not yet");
+      return URL;
+    },
+    { WebSocket: FakeWebSocket },
+  );
+  const events = record(c);
+  assert.equal(c.connect(), c);
+  assert.equal(c.state, "waiting");
+  assert.deepEqual(events.map(([type]) => type), ["error", "close"]);
+  assert.ok(events[0][1].error instanceof TypeError);
+  clock.tick(0);
+  assert.equal(FakeWebSocket.last.url, URL);
+  // close() in the error listener: no retry.
+  const d = new SocketClient(() => {
+    throw new Error("never");
+  }, { WebSocket: FakeWebSocket });
+  const closes = [];
+  d.on("error", () => d.close());
+  d.on("close", (detail) => closes.push(detail));
+  d.connect();
+  assert.equal(d.state, "closed");
+  assert.deepEqual(closes, [{ code: 1006, reason: "Error: never", willRetry: false, delay: undefined }]);
+  clock.tick(60000);
+});
+
+test("a WebSocket constructor that throws (a bad URL) is a failed attempt too", (t) => {
+  const clock = fakeClock(t, 0);
+  class Refusing extends FakeWebSocket {
+    constructor(url) {
+      super(url);
+      if (url.startsWith("ftp:")) throw new SyntaxError("bad scheme");
+    }
+  }
+  let url = "ftp://example.test/";
+  const c = new SocketClient(() => url, { WebSocket: Refusing });
+  const events = record(c);
+  c.connect();
+  assert.equal(events[0][0], "error");
+  assert.ok(events[0][1].error instanceof SyntaxError);
+  assert.equal(c.state, "waiting");
+  url = URL;
+  clock.tick(0);
+  assert.equal(c.state, "connecting");
+  assert.equal(FakeWebSocket.last.url, URL);
+});
+
+test("close() with a code or reason the browser refuses still closes the socket", (t) => {
+  fakeClock(t);
+  const reason = "é".repeat(62); // 124 bytes: over the 123 a close frame may carry
+  for (const [code, sent] of [
+    [1000, 1000],
+    [5000, 4000],
+    [1001, 4000],
+  ]) {
+    const c = client();
+    const events = record(c);
+    c.connect();
+    const ws = FakeWebSocket.last;
+    ws.open();
+    c.close(code, reason);
+    assert.equal(ws.closedWith?.code, sent, `close(${code}) left the socket open`);
+    assert.deepEqual(events.at(-1), ["close", { code, reason, willRetry: false, delay: undefined }]);
+  }
+});

@@ -67,3 +67,16 @@ test("the queue is kept across a terminal close and 4401, and emptied by close()
   FakeWebSocket.last.open();
   assert.deepEqual(FakeWebSocket.last.take(), [{ t: "msg", data: "after close: for the next connect" }]);
 });
+
+test("send() after the server's close frame (CLOSING, before the close event) is queued, not lost", (t) => {
+  const clock = fakeClock(t, 0);
+  const c = make();
+  c.connect();
+  FakeWebSocket.last.open();
+  FakeWebSocket.last.closing();
+  assert.equal(c.send("in between"), true);
+  FakeWebSocket.last.drop(1001);
+  clock.tick(0);
+  FakeWebSocket.last.open();
+  assert.deepEqual(FakeWebSocket.last.take(), [{ t: "msg", data: "in between" }]);
+});

@@ -44,6 +44,13 @@ class Runner(t.Protocol):
         after ``timeout`` seconds; ``True`` if it returned in time."""
         ...
 
+    def every(self, seconds: float, function: t.Callable[[], object]) -> t.Callable[[], None]:
+        """Run ``function()`` every ``seconds`` next to the socket, whatever
+        the caller does meanwhile, until the returned function is called.
+        Call it where the socket lives (in its handler); ``function`` handles
+        its own errors and must not block for long."""
+        ...
+
 
 class ThreadRunner:
     """Work in new daemon threads: for sockets that any thread may use (the
@@ -64,6 +71,17 @@ class ThreadRunner:
         worker.start()
         worker.join(timeout)
         return not worker.is_alive()
+
+    def every(self, seconds: float, function: t.Callable[[], object]) -> t.Callable[[], None]:
+        """One daemon thread per call, ended by the returned function at once."""
+        stopped = threading.Event()
+
+        def run() -> None:
+            while not stopped.wait(seconds):
+                function()
+
+        threading.Thread(target=run, name="flask-sockets timer", daemon=True).start()
+        return stopped.set
 
 
 class GeventRunner:
@@ -114,6 +132,21 @@ class GeventRunner:
         finally:
             timer.close()
         return True
+
+    def every(self, seconds: float, function: t.Callable[[], object]) -> t.Callable[[], None]:
+        """A repeating timer of the hub's loop (no greenlet while it waits;
+        it does not keep the loop alive), each tick running ``function`` in
+        a new raw greenlet."""
+        timer = self.hub.loop.timer(seconds, seconds, ref=False)
+        timer.start(self._spawn_raw, function)
+
+        def stop() -> None:
+            if self.here():
+                timer.close()
+            else:
+                self.hub.loop.run_callback_threadsafe(timer.close)
+
+        return stop
 
 
 def current_runner() -> Runner:

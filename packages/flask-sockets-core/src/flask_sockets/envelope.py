@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 import typing as t
 
 from flask import current_app
@@ -63,6 +62,8 @@ logger = logging.getLogger("flask_sockets.envelope")
 
 #: The longest room name a client may subscribe to, in characters.
 _MAX_ROOM = 200
+#: The heartbeat.
+_PING = '{"t":"ping"}'
 
 
 def publish(room: str, data: t.Any, *, app: Flask | None = None) -> Position | None:
@@ -185,25 +186,35 @@ class Envelope:
         self._start().offer(frame, force=True)
 
     def __iter__(self) -> t.Iterator[t.Any]:
-        ws = self._start().sock  # the socket, or the adapter of another server's: receive() takes a timeout
-        next_ping = time.monotonic() + self.ping
-        while True:
-            wait = next_ping - time.monotonic()
-            if wait <= 0:
-                self._queue('{"t":"ping"}')
-                next_ping = time.monotonic() + self.ping
-                continue
-            try:
-                frame = ws.receive(timeout=wait)
-            except TimeoutError:
-                continue
-            if frame is None:
-                return
-            data = self._handle(frame)
-            if data is _CLOSED:
-                return
-            if data is not _NOTHING:
-                yield data
+        """The client's application messages, while a timer sends a
+        ``ping`` every ``ping`` seconds: from the socket's runner (a timer
+        of its gevent hub, or a thread), not from this loop, so the
+        heartbeats go on while the loop body handles a message, however
+        long it takes (as long as it waits the server's way: a gevent
+        server can run nothing while a handler computes without yielding).
+        They stop when the iteration ends (or the socket closes)."""
+        member = self._start()
+        ws = member.sock  # the socket, or the adapter of another server's
+
+        def beat() -> None:  # queued after the frames already queued
+            if ws.closed:
+                stop()  # an iteration the app left unfinished
+            else:
+                member.offer(_PING, force=True)
+
+        stop = member.runner.every(self.ping, beat)
+        try:
+            while True:
+                frame = ws.receive()
+                if frame is None:
+                    return
+                data = self._handle(frame)
+                if data is _CLOSED:
+                    return
+                if data is not _NOTHING:
+                    yield data
+        finally:
+            stop()
 
     def _handle(self, frame: Message) -> t.Any:
         if not isinstance(frame, str):

@@ -10,7 +10,10 @@ export interface Position {
 export interface SocketClientOptions {
   /** Subprotocols offered to the server (the WebSocket constructor's second argument). */
   protocols?: string | string[];
-  /** Reconnect delays in ms: random(0, min(max, min * 2 ** attempt)). Default {min: 500, max: 20000}. */
+  /**
+   * Reconnect delays in ms: random(0, min(max, min * 2 ** attempt)). Default {min: 500, max: 20000}.
+   * Back online or shown again while waiting: random(0, min(max, 4 * min)), if sooner.
+   */
   backoff?: { min?: number; max?: number };
   /** Ms a connection must stay open before the attempt count resets. Default 10000. */
   stable?: number;
@@ -40,7 +43,7 @@ export interface Subscribed extends Position {
 
 export interface SocketClientEvents {
   open: Record<string, never>;
-  /** willRetry: a reconnect is scheduled in `delay` ms. */
+  /** willRetry: a reconnect is scheduled in `delay` ms. An attempt whose URL function or WebSocket constructor threw: 1006. */
   close: { code: number; reason: string; willRetry: boolean; delay?: number };
   /** An application message for this client (a "msg" frame with no room, or a frame that is no envelope). */
   message: { data: unknown };
@@ -53,8 +56,11 @@ export interface SocketClientEvents {
   unrecovered: Subscribed;
   /** Closed with 4401: call connect() again with new credentials. */
   unauthorized: { reason: string };
-  /** A refused subscribe ({room, reason}; the room is dropped) or a WebSocket error ({event}). */
-  error: { room?: string; reason?: string; event?: Event };
+  /**
+   * A refused subscribe ({room, reason}; the room is dropped), a WebSocket error ({event}), or what the URL
+   * function or the WebSocket constructor threw ({error}; a failed attempt: "close" follows).
+   */
+  error: { room?: string; reason?: string; event?: Event; error?: unknown };
 }
 
 export interface Subscription<T = unknown> {
@@ -76,9 +82,9 @@ export declare class SocketClient extends EventTarget {
   readonly attempt: number;
   /** Connect now; also after "unauthorized", a terminal close code or close(). */
   connect(): this;
-  /** Close (code 1000 or 3000-4999) without reconnecting; empties the send queue. */
+  /** Close without reconnecting (other codes than 1000 and 3000-4999 are sent as 4000); empties the send queue. */
   close(code?: number, reason?: string): void;
-  /** Send {"t":"msg","data":data}, or queue it while not open; false if the queue is full (dropped). */
+  /** Send {"t":"msg","data":data}, or queue it while not open (or closing); false if the queue is full (dropped). */
   send(data: unknown): boolean;
   subscribe<T = unknown>(
     room: string,

@@ -1,11 +1,13 @@
 // flask-sockets.js: the browser client of Flask-Sockets' JSON envelope (see
 // docs/client.rst). One dependency-free ES module, no globals: it reconnects
 // with exponential backoff and full jitter, resubscribes every room from its
-// last position, drops duplicates, and declares a silent link dead.
+// last position, drops duplicates, declares a silent link dead, and tries
+// again soon when the browser is back online or the page is shown again.
 
 // Close codes after which the client does not reconnect on its own.
 const terminal = (code) =>
   code == 1003 || code == 1007 || code == 1010 || (code >= 4400 && code < 4500);
+const g = globalThis;
 
 export class SocketClient extends EventTarget {
   /**
@@ -21,7 +23,7 @@ export class SocketClient extends EventTarget {
       grace: 5000,
       stable: 10000,
       queue: 100,
-      WebSocket: globalThis.WebSocket,
+      WebSocket: g.WebSocket,
       ...options,
       backoff: { min: 500, max: 20000, ...options.backoff },
     };
@@ -32,12 +34,28 @@ export class SocketClient extends EventTarget {
     this.queue = []; // data sent while not open
     this._ws = null;
     this._timers = {};
+    // Back online, or the page shown again (perhaps after a sleep: timers
+    // stop then, the wall clock does not). Waiting: try within a short
+    // jittered window, unless the retry is due within it anyway. Connected:
+    // check the liveness window by the wall clock.
+    this._wake = (event) => {
+      if (event.type != "online" && g.document?.hidden) return;
+      const now = Date.now();
+      const ms = this._window();
+      if (this.state == "waiting") {
+        const b = this.options.backoff;
+        const delay = Math.random() * Math.min(b.max, 4 * b.min);
+        const left = this._due - now;
+        if (left > delay || left <= 0) this._retry(delay);
+      } else if (this._ws && ms && now - this._heard > ms) this._dead();
+    };
   }
 
   /** Connect now (also after "unauthorized", a terminal close or close()). */
   connect() {
     if (!this._ws) {
       this.attempt = 0;
+      this._listen("addEventListener");
       this._connect();
     }
     return this;
@@ -48,6 +66,7 @@ export class SocketClient extends EventTarget {
     this.state = "closed";
     this.queue = [];
     this._timer("retry");
+    this._listen("removeEventListener");
     this._end(code, reason, true);
   }
 
@@ -57,7 +76,8 @@ export class SocketClient extends EventTarget {
    * open); returns false when the queue is full and data is dropped.
    */
   send(data) {
-    if (this.state == "open") this._send({ t: "msg", data });
+    // Not after the server's close frame (CLOSING): a browser would drop it.
+    if (this.state == "open" && this._ws.readyState == 1) this._send({ t: "msg", data });
     else if (this.queue.length < this.options.queue) this.queue.push(data);
     else return false;
     return true;
@@ -104,20 +124,41 @@ export class SocketClient extends EventTarget {
 
   _timer(name, ms, fn) {
     clearTimeout(this._timers[name]);
-    if (ms != null) this._timers[name] = setTimeout(fn, ms);
+    // Longer than setTimeout's 32 bits (24.8 days) would fire at once.
+    if (ms != null) this._timers[name] = setTimeout(fn, Math.min(ms, 2 ** 31 - 1));
+  }
+
+  // The browser's "online" (also in workers) and the page's "visibilitychange"; none in node.
+  _listen(method) {
+    g[method]?.("online", this._wake);
+    g.document?.[method]("visibilitychange", this._wake);
+  }
+
+  _retry(delay) {
+    this._due = Date.now() + delay;
+    this._timer("retry", delay, () => this._connect());
   }
 
   _connect() {
     const o = this.options;
-    let url = typeof this.url == "function" ? this.url() : this.url;
-    if (typeof location != "undefined") {
-      url = new URL(url, location.href);
-      url.protocol = url.protocol.replace("http", "ws");
-    }
     this._timer("retry");
     this.state = "connecting";
     this.ping = 25; // seconds, until the server's hello says
-    const ws = (this._ws = new o.WebSocket(String(url), o.protocols));
+    let ws;
+    try {
+      let url = typeof this.url == "function" ? this.url() : this.url;
+      if (typeof location != "undefined") {
+        url = new URL(url, location.href);
+        url.protocol = url.protocol.replace("http", "ws");
+      }
+      ws = new o.WebSocket(String(url), o.protocols);
+    } catch (error) {
+      // The URL function or the WebSocket constructor threw: a failed attempt.
+      this._emit("error", { error });
+      if (!this._ws) this._closed(1006, String(error));
+      return;
+    }
+    this._ws = ws;
     ws.onopen = () => this._open();
     ws.onmessage = (event) => this._frame(event.data);
     ws.onerror = (event) => this._emit("error", { event });
@@ -125,10 +166,20 @@ export class SocketClient extends EventTarget {
     this._alive();
   }
 
-  // Nothing received for ping + grace: the link is dead (also a hung handshake).
+  // Ms of silence after which the link is dead (0: never).
+  _window() {
+    const o = this.options;
+    return o.heartbeat && this.ping ? this.ping * 1000 + o.grace : 0;
+  }
+
+  // Nothing received for the window: the link is dead (also a hung handshake).
   _alive() {
-    const ms = this.options.heartbeat && this.ping ? this.ping * 1000 + this.options.grace : null;
-    this._timer("alive", ms, () => this._end(1006, "heartbeat timeout", true));
+    this._heard = Date.now();
+    this._timer("alive", this._window() || null, () => this._dead());
+  }
+
+  _dead() {
+    this._end(1006, "heartbeat timeout", true);
   }
 
   _open() {
@@ -209,10 +260,19 @@ export class SocketClient extends EventTarget {
     this._ws = null;
     ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
     if (close) {
+      // Browsers send 1000 and 3000-4999 only, and reasons of 123 bytes at most.
+      const c = code == 1000 || (code >= 3000 && code < 5000) ? code : 4000;
       try {
-        ws.close(code == 1000 || code >= 3000 ? code : 4000, reason);
-      } catch {}
+        ws.close(c, reason);
+      } catch {
+        ws.close(c);
+      }
     }
+    this._closed(code, reason);
+  }
+
+  // A connection (or an attempt) ended: retry after the backoff delay, or stay closed.
+  _closed(code, reason) {
     this._timer("alive");
     this._timer("stable");
     const asked = this.state == "closed";
@@ -222,8 +282,11 @@ export class SocketClient extends EventTarget {
       const b = this.options.backoff;
       delay = Math.random() * Math.min(b.max, b.min * 2 ** this.attempt++);
       this.state = "waiting";
-      this._timer("retry", delay, () => this._connect());
-    } else this.state = "closed";
+      this._retry(delay);
+    } else {
+      this.state = "closed";
+      this._listen("removeEventListener");
+    }
     this._emit("close", { code, reason, willRetry, delay });
     if (code == 4401 && !asked) this._emit("unauthorized", { reason });
   }
