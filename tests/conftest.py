@@ -245,6 +245,27 @@ def spawn(tmp_path: Path, request: pytest.FixtureRequest) -> t.Iterator[t.Callab
             sys.stderr.write(f"\n--- output of server {i}: {process.popen.args}\n{process.output()}")
 
 
+#: The longest tests (from ~20 s to a few minutes each, most of them busy on
+#: both CPUs or waiting on a fixed schedule), started first and in this order;
+#: the others keep their order after them. Started last, one of them would be
+#: the whole run's tail, its other worker idle (hatch.toml: --dist worksteal).
+START_FIRST = (
+    "tests/conformance/test_autobahn.py::test_autobahn[ours:12",
+    "tests/browser/test_reliable.py",
+    "tests/conformance/",
+    "tests/test_packaging.py",
+    "tests/hostile/test_http_fuzz.py",
+    "tests/integration/test_redis_cluster.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(START_FIRST) if item.nodeid.startswith(prefix)), len(START_FIRST))
+
+    items.sort(key=rank)  # stable
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> t.Iterator[None]:
     report = yield
