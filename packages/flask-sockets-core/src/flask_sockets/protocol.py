@@ -258,6 +258,9 @@ class ServerProtocol:
         "buffer",
         "deflate",
         "max_message_size",
+        "messages_in",
+        "payload_bytes_in",
+        "wire_bytes_in",
     )
 
     def __init__(self, max_message_size: int | None = None, deflate: Deflate | None = None) -> None:
@@ -283,6 +286,15 @@ class ServerProtocol:
         self._size = 0
         self._fragments = 0
         self._wire_size = 0
+        #: Data messages (text and binary) parsed whole.
+        self.messages_in = 0
+        #: Their payload bytes, after decompression (UTF-8 for text).
+        self.payload_bytes_in = 0
+        #: Bytes of the frames parsed, as they came over the wire: headers,
+        #: masking keys, payloads (compressed, when they were) and control
+        #: frames (ping, pong, close). Bytes still in :attr:`buffer` count
+        #: once parsed; bytes a failed connection discards unparsed do not.
+        self.wire_bytes_in = 0
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the peer."""
@@ -340,6 +352,7 @@ class ServerProtocol:
                 return None
             payload = apply_mask(buffer[6:end], buffer[2:6])
             del buffer[:end]
+            self.wire_bytes_in += end
             return self._control(opcode, payload)
         if opcode > 0x2:
             raise ProtocolError(f"Reserved opcode {opcode:#x}")
@@ -386,12 +399,16 @@ class ServerProtocol:
             # A whole message in one whole frame, the usual case: no assembly.
             payload = self._unmask(header, end, buffer[start:header]) if length else b""
             del buffer[:end]
+            self.wire_bytes_in += end
+            message: str | bytes = payload
             if opcode == _TEXT:
                 try:
-                    return payload.decode("utf-8")
+                    message = payload.decode("utf-8")
                 except UnicodeDecodeError:
                     raise InvalidData("Invalid UTF-8 in text") from None
-            return payload
+            self.messages_in += 1
+            self.payload_bytes_in += length
+            return message
         if self._opcode is None:
             self._opcode, self._compressed, self._fragments = opcode, compressed, 1
             if opcode == _TEXT:
@@ -406,6 +423,7 @@ class ServerProtocol:
         self._mask_offset = 0
         self._frame_fin = bool(fin)
         del buffer[:header]
+        self.wire_bytes_in += header
         if not length:
             self._feed(b"", self._frame_fin)
             return self._end_of_frame()
@@ -447,6 +465,7 @@ class ServerProtocol:
         n = min(available, left)
         data = self._unmask(0, n, _rotate(self._mask, self._mask_offset))
         del buffer[:n]
+        self.wire_bytes_in += n
         self._frame_left = left - n
         self._mask_offset += n
         self._feed(data, self._frame_fin and not self._frame_left)
@@ -485,6 +504,8 @@ class ServerProtocol:
             except UnicodeDecodeError:
                 raise InvalidData("Invalid UTF-8 in text") from None
         result: str | bytes = message.getvalue()
+        self.messages_in += 1
+        self.payload_bytes_in += self._size
         self._opcode, self._message, self._decoder = None, None, None
         self._size = self._fragments = self._wire_size = 0
         return result
