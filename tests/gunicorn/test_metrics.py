@@ -134,7 +134,8 @@ def test_metrics_sum_across_two_gunicorn_workers(
                 assert ws.recv(timeout=TIMEOUT) == f"m{i}"
         # Counted while the sockets are open, on both workers: the one that
         # answers the scrape at once, the other at its flusher's next pass.
-        wait_until(lambda: value(scrape(url), "flask_sockets_messages_total", route=route, direction="in") == 3 * opened)
+        in_ = {"route": route, "direction": "in"}
+        wait_until(lambda: value(scrape(url), "flask_sockets_messages_total", **in_) == 3 * opened)
         wait_until(lambda: wire_bytes() == client_bytes())
         # Half closed by the clients (1000), half by the server (4001).
         client_closed = sockets[: opened // 2]
