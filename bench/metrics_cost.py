@@ -1,9 +1,9 @@
 """The cost of flask_sockets.metrics' flushes, in isolation:
 ``hatch run bench:metrics`` (~10 s).
 
-Messages and bytes are counted by every socket's engine (plain integer
-additions, metrics on or off: ``hatch run bench:metrics-instructions``
-measures a whole round trip). What metrics add is the flush: every
+Messages and bytes are counted by each socket's engine (plain integer
+additions, turned on by metrics: ``hatch run bench:metrics-instructions``
+measures them in a whole round trip, and in the engine alone). What metrics add is the flush: every
 ``FLUSH_INTERVAL`` seconds (and before each scrape), a pass over the
 process's open sockets that moves each one's new counts into the
 Prometheus counters. This times :meth:`SocketMetrics.flush_open` over

@@ -91,14 +91,17 @@ def instructions(metrics: bool, round_trips: int) -> int:
 
 
 #: ``--engine``: the engine alone, no server, no I/O (what every socket runs per
-#: message, metrics on or off): a 32-byte masked text frame parsed, its echo
-#: queued and taken, ``argv[1]`` times.
+#: message): a 32-byte masked text frame parsed, its echo queued and taken,
+#: ``argv[1]`` times; with its counters on if ``argv[3]`` is ``1`` (as
+#: metrics turn them on).
 ENGINE_SCRIPT = """
 import sys
 from flask_sockets.connection import Connection
 frame = bytes.fromhex(sys.argv[2])
 conn = Connection()
 conn.accept()
+if sys.argv[3] == "1":
+    conn.counting = True
 for _ in range(int(sys.argv[1])):
     conn.buffer += frame
     conn.send_text(conn.next_event().encode())
@@ -133,12 +136,20 @@ def engine() -> None:
     from websockets.frames import Frame
     from websockets.frames import Opcode
 
+    from flask_sockets.connection import Connection
+
     frame = Frame(Opcode.TEXT, MESSAGE.encode()).serialize(mask=True).hex()
-    short, long = (
-        callgrind_total([sys.executable, "-c", ENGINE_SCRIPT, str(n), frame]) for n in (ENGINE_SHORT, ENGINE_LONG)
-    )
-    per_message = (long - short) / (ENGINE_LONG - ENGINE_SHORT)
-    print(f"engine alone: {per_message:,.0f} instructions per 32-byte message in and its echo out", flush=True)
+    for counting in ("0", "1") if hasattr(Connection(), "counting") else ("0",):
+        short, long = (
+            callgrind_total([sys.executable, "-c", ENGINE_SCRIPT, str(n), frame, counting])
+            for n in (ENGINE_SHORT, ENGINE_LONG)
+        )
+        per_message = (long - short) / (ENGINE_LONG - ENGINE_SHORT)
+        print(
+            f"engine alone, counters {'on' if counting == '1' else 'off'}: {per_message:,.0f} instructions"
+            " per 32-byte message in and its echo out",
+            flush=True,
+        )
 
 
 def compile_packages() -> None:

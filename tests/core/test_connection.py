@@ -627,12 +627,29 @@ def counters(conn: Connection) -> dict[str, int]:
     return {f"{name}_{way}": getattr(conn, f"{name}_{way}") for name in names for way in ("in", "out")}
 
 
+def counting(**kwargs: t.Any) -> Connection:
+    conn = opened(**kwargs)
+    conn.counting = True
+    return conn
+
+
+def test_counters_count_only_when_turned_on() -> None:
+    conn = opened()
+    assert not conn.counting, "off by default"
+    conn.receive_data(client(WsOpcode.TEXT, b"in") + client(WsOpcode.PING) + client(WsOpcode.BINARY, b"x", fin=False))
+    conn.receive_data(client(WsOpcode.CONT, b"y"))
+    events(conn)
+    conn.send_text(b"out")
+    conn.send_close()
+    assert set(counters(conn).values()) == {0}
+
+
 def test_counters_of_messages_and_bytes_each_way() -> None:
     """Messages and their payload (decoded size, UTF-8 for text), and every
     byte of every frame parsed or queued: headers in each length form,
     masking keys, fragments, control frames. The wire counts are the
     lengths of the bytes fed and of those to send, measured, not computed."""
-    conn = opened()
+    conn = counting()
     assert set(counters(conn).values()) == {0}
     incoming = [
         client(WsOpcode.TEXT, "héllo".encode()),  # one whole frame
@@ -675,7 +692,7 @@ def test_counters_with_compression() -> None:
     offer = "permessage-deflate; client_max_window_bits"
     agreed = negotiate(offer, DEFAULT_COMPRESSION)
     assert agreed is not None
-    conn = opened(deflate=agreed[1])
+    conn = counting(deflate=agreed[1])
     message = b"compress me " * 100
     conn.send_text(message)
     (chunk,) = conn.data_to_send()
@@ -693,7 +710,7 @@ def test_counters_leave_out_what_frame_now_did_not_send_and_count_the_close() ->
     """A frame frame_now dropped (over one write) or the caller could not
     write (not_sent) is taken back; close frames count, ours and the
     echo of the peer's; who started the close is kept (local_close_code)."""
-    conn = opened()
+    conn = counting()
     assert conn.frame_now(b"x" * (SINGLE_WRITE_LIMIT + 1), False) is None
     frame = conn.frame_now(b"hi", True)
     assert frame is not None
@@ -706,10 +723,10 @@ def test_counters_leave_out_what_frame_now_did_not_send_and_count_the_close() ->
     echo = b"".join(conn.data_to_send())
     assert conn.wire_bytes_out == 4 + len(echo) and conn.wire_bytes_in == len(client_close(4000, "bye"))
     assert conn.local_close_code is None, "the peer started the close"
-    ours = opened()
+    ours = counting()
     ours.send_close(4001, "server")
     assert ours.local_close_code == 4001 and ours.wire_bytes_out == len(b"".join(ours.data_to_send()))
-    failed = opened()
+    failed = counting()
     failed.receive_data(b"\x83\x80\x00\x00\x00\x00")  # a reserved opcode: 1002
     events(failed)
     assert failed.local_close_code == 1002

@@ -98,8 +98,10 @@ How an I/O layer drives it:
   protocol error), or, in drop mode, the event is skipped and counted in
   :attr:`~Connection.dropped`. :meth:`~Connection.count_error` spends the
   error budget. Nothing changes for the I/O layer.
-- **Counters.** Plain integers, always kept (a few additions per message,
-  no branch), for :mod:`flask_sockets.metrics` or anyone to read:
+- **Counters.** Plain integers, kept once :attr:`~flask_sockets.protocol.ServerProtocol.counting`
+  is true (:mod:`flask_sockets.metrics` sets it for each socket it counts;
+  off by default, they cost one test per frame instead of three integer
+  additions per message and direction), for anyone to read:
   :attr:`~flask_sockets.protocol.ServerProtocol.messages_in`,
   :attr:`~flask_sockets.protocol.ServerProtocol.payload_bytes_in` and
   :attr:`~flask_sockets.protocol.ServerProtocol.wire_bytes_in` count what
@@ -473,9 +475,10 @@ class Connection(ServerProtocol):
             else:
                 self._queue(header)
                 self._queue(payload)
-            self.messages_out += 1
-            self.payload_bytes_out += size
-            self.wire_bytes_out += len(header) + length
+            if self.counting:
+                self.messages_out += 1
+                self.payload_bytes_out += size
+                self.wire_bytes_out += len(header) + length
         elif opcode == _PING or opcode == _PONG:
             self._send_control(opcode, payload)
         else:
@@ -514,9 +517,10 @@ class Connection(ServerProtocol):
         for a payload of ``payload_size`` bytes was not written at all (the
         transport would have had to wait): take it back out of the counters
         (see the module docstring, "Counters")."""
-        self.messages_out -= 1
-        self.payload_bytes_out -= payload_size
-        self.wire_bytes_out -= frame_size
+        if self.counting:
+            self.messages_out -= 1
+            self.payload_bytes_out -= payload_size
+            self.wire_bytes_out -= frame_size
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload).
@@ -542,7 +546,8 @@ class Connection(ServerProtocol):
             raise ValueError("A control frame carries at most 125 bytes")
         frame = frame_header(opcode, len(payload)) + payload
         self._queue(frame)
-        self.wire_bytes_out += len(frame)
+        if self.counting:
+            self.wire_bytes_out += len(frame)
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: bytes | str = b"") -> None:
         """Start the close handshake: queue a close frame with ``code`` and
@@ -590,7 +595,8 @@ class Connection(ServerProtocol):
         payload = b"" if code == _NO_STATUS else close_payload(code, reason)
         frame = frame_header(_CLOSE, len(payload)) + payload
         self._queue(frame)
-        self.wire_bytes_out += len(frame)
+        if self.counting:
+            self.wire_bytes_out += len(frame)
 
     def _closing(self) -> None:
         self.state = CLOSING

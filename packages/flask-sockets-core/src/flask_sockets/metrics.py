@@ -15,11 +15,12 @@ there, :func:`metrics_view` sums them across workers (open sockets as a
 live sum: a dead worker's sockets drop out with :func:`child_exit`).
 
 How it counts, and what it costs: every socket's engine
-(:class:`~flask_sockets.connection.Connection`) counts messages, payload
-bytes and bytes on the wire in plain integers, metrics on or off (a few
-integer additions per message). With metrics on, the view that runs a
-socket handler (:mod:`flask_sockets.views`) gives each socket a
-:class:`SocketTap`, which moves those counts into the Prometheus counters
+(:class:`~flask_sockets.connection.Connection`) can count messages,
+payload bytes and bytes on the wire in plain integers (a few integer
+additions per message; off, one test). With metrics on, the view that runs
+a socket handler (:mod:`flask_sockets.views`) gives each socket a
+:class:`SocketTap`, which turns its engine's counters on and moves their
+counts into the Prometheus counters
 when the socket closes, before each scrape this process answers, and every
 :data:`FLUSH_INTERVAL` seconds while the process has open sockets (its
 flusher: one greenlet or thread per process, not per socket); a flush also
@@ -383,7 +384,8 @@ class SocketTap:
 
     Messages and bytes are counted by the socket's engine
     (:class:`~flask_sockets.connection.Connection`, whose plain integer
-    counters every socket of Flask-Sockets keeps, metrics on or off);
+    counters the tap turns on:
+    :attr:`~flask_sockets.protocol.ServerProtocol.counting`);
     :meth:`flush` moves what they counted since the last flush into the
     Prometheus counters. Nothing is wrapped on the message path. The
     socket's ``close`` is wrapped (an attribute of this socket only; not on
@@ -418,7 +420,10 @@ class SocketTap:
         self._started = time.monotonic()
         conn = getattr(ws, "_protocol", None)
         #: The socket's engine, whose counters are read, or ``None``.
-        self.conn: Connection | None = conn if isinstance(conn, Connection) else None
+        self.conn: Connection | None = None
+        if isinstance(conn, Connection):
+            self.conn = conn
+            conn.counting = True
         #: The label children of :data:`_COUNTS`, looked up once per socket.
         self.series = tuple(getattr(metrics, family).labels(route, direction) for family, direction, _ in _COUNTS)
         self._counted = () if self.conn is None else _read_counts(self.conn)
