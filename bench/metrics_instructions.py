@@ -141,7 +141,10 @@ def engine() -> None:
     frame = Frame(Opcode.TEXT, MESSAGE.encode()).serialize(mask=True).hex()
     for counting in ("0", "1") if hasattr(Connection(), "counting") else ("0",):
         short, long = (
-            callgrind_total([sys.executable, "-c", ENGINE_SCRIPT, str(n), frame, counting])
+            # (a fixed hash seed: the start-up of both runs is the same to the instruction)
+            callgrind_total(
+                [sys.executable, "-c", ENGINE_SCRIPT, str(n), frame, counting], env=dict(os.environ, PYTHONHASHSEED="0")
+            )
             for n in (ENGINE_SHORT, ENGINE_LONG)
         )
         per_message = (long - short) / (ENGINE_LONG - ENGINE_SHORT)

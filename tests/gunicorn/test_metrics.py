@@ -133,10 +133,15 @@ def test_metrics_sum_across_two_gunicorn_workers(
             for i in range(3):
                 assert ws.recv(timeout=TIMEOUT) == f"m{i}"
         # Counted while the sockets are open, on both workers: the one that
-        # answers the scrape at once, the other at its flusher's next pass.
-        in_ = {"route": route, "direction": "in"}
-        wait_until(lambda: value(scrape(url), "flask_sockets_messages_total", **in_) == 3 * opened)
-        wait_until(lambda: wire_bytes() == client_bytes())
+        # answers the scrape at once, the other by its flusher, which runs
+        # every 0.5 s (one scrape after four times that: a scrape only
+        # flushes the worker that answers it).
+        time.sleep(2.0)
+        samples = scrape(url)
+        assert value(samples, "flask_sockets_messages_total", route=route, direction="in") == 3 * opened
+        wire_in, wire_out = client_bytes()
+        assert value(samples, "flask_sockets_wire_bytes_total", route=route, direction="in") == wire_in
+        assert value(samples, "flask_sockets_wire_bytes_total", route=route, direction="out") == wire_out
         # Half closed by the clients (1000), half by the server (4001).
         client_closed = sockets[: opened // 2]
         server_closed = sockets[opened // 2 :]
