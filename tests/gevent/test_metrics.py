@@ -1,5 +1,6 @@
 """Prometheus metrics (flask_sockets.metrics) in one process: the gevent
-server of flask_sockets_gevent.run, scraped through metrics_view."""
+server of flask_sockets_gevent.run (and, for the exact wire bytes, Werkzeug's
+development server too), scraped through metrics_view."""
 
 from __future__ import annotations
 
@@ -151,14 +152,17 @@ def counted_connect(server: Server, path: str, **options: t.Any) -> tuple[t.Any,
     return connect(server.ws_url + path, sock=sock, open_timeout=TIMEOUT, ping_interval=None, **options), sock
 
 
-def test_metrics_count_wire_bytes_exactly_without_compression(serve: t.Callable[..., Server]) -> None:
+@pytest.mark.parametrize("server_kind", ["gevent", "devserver"])
+def test_metrics_count_wire_bytes_exactly_without_compression(request: pytest.FixtureRequest, server_kind: str) -> None:
     """Uncompressed, the bytes on the wire are the frames' exact sizes:
     every length form of the header (7-bit, 16-bit, 64-bit), masked client
     frames, a ping and its pong, and the close frames both ways; and they
-    are what the client really sent and received."""
+    are what the client really sent and received. On the gevent server and
+    on Werkzeug's development server (the threaded socket of gunicorn's
+    gthread worker and of the test client)."""
     app, _ = make_app()
     app.config.update(SOCKETS_COMPRESSION=False, SOCKETS_PING_INTERVAL=0)
-    server = serve(app)
+    server = request.getfixturevalue("serve" if server_kind == "gevent" else "devserve")(app)
     sizes = [0, 1, 125, 126, 65535, 65536, 70000]
     ws, sock = counted_connect(server, "/echo", compression=None)
     with ws:
