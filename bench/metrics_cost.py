@@ -1,68 +1,74 @@
-"""The cost of flask_sockets.metrics per echoed message, in isolation:
-``hatch run bench:metrics`` (~5 s).
+"""The cost of flask_sockets.metrics' flushes, in isolation:
+``hatch run bench:metrics`` (~10 s).
 
-A socket whose ``receive`` and ``send_frame`` do nothing, echoed 200,000
-times, with and without a :class:`~flask_sockets.metrics.SocketTap` (the
-counting wrappers that metrics put on each socket), best of 9 interleaved
-rounds. What the tap adds to a round trip is then compared with the server
-CPU time of a real 32-byte echo round trip (``hatch run bench:all --servers
-ours-gevent,ours-gevent-metrics --workloads small`` measures that side by
-side, end to end)."""
+Messages and bytes are counted by each socket's engine (plain integer
+additions, turned on by metrics: ``hatch run bench:metrics-instructions``
+measures them in a whole round trip, and in the engine alone). What metrics add is the flush: every
+``FLUSH_INTERVAL`` seconds (and before each scrape), a pass over the
+process's open sockets that moves each one's new counts into the
+Prometheus counters. This times :meth:`SocketMetrics.flush_open` over
+10,000 open sockets (real :class:`~flask_sockets.connection.Connection`
+engines, best of 9 rounds): idle (nothing new since the last pass: a
+tuple comparison per socket) and busy (every socket has new messages
+both ways: six counter updates per socket)."""
 
 from __future__ import annotations
 
 import time
-import typing as t
 
 import prometheus_client
 
+from flask_sockets.connection import Connection
+from flask_sockets.metrics import FLUSH_INTERVAL
 from flask_sockets.metrics import SocketMetrics
 
-N = 200_000
+N = 10_000
 ROUNDS = 9
 
 
-class NullSocket:
-    """The socket methods the tap wraps, doing nothing."""
+class Socket:
+    """What a tap reads from a socket: its engine (and a close it wraps)."""
 
     closed = False
     accepted = True
 
-    def receive(self, timeout: float | None = None) -> str:
-        return "x" * 32
-
-    def send_frame(self, message: t.Any, opcode: int, compress: bool = True) -> None:
-        pass
-
-    def send(self, message: t.Any) -> None:  # SocketBase.send: one call to send_frame
-        self.send_frame(message, 1, True)
-
-    def send_nowait(self, message: t.Any) -> bool:
-        return True
+    def __init__(self) -> None:
+        self._protocol = Connection()
+        self._protocol.accept()
 
     def close(self, code: int = 1000, message: bytes | str = b"") -> None:
         pass
 
 
-def echo(ws: NullSocket, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        ws.send(ws.receive())
-    return time.perf_counter() - start
-
-
 def main() -> None:
     metrics = SocketMetrics(prometheus_client.CollectorRegistry())
-    best = {"off": float("inf"), "on": float("inf")}
+    metrics.flush_interval = 3600.0  # (its flusher sleeps: the passes here are timed one by one)
+    sockets = [Socket() for _ in range(N)]
+    for ws in sockets:
+        metrics.tap(ws, "/echo")
+    best = {"idle": float("inf"), "busy": float("inf")}
     for _ in range(ROUNDS):
         for name in best:
-            ws = NullSocket()
-            if name == "on":
-                metrics.tap(ws, "/echo")
-            best[name] = min(best[name], echo(ws, N))
-    off, on = (best[k] / N * 1e9 for k in ("off", "on"))
-    print(f"null echo round trip (receive + send), best of {ROUNDS} x {N:,}:")
-    print(f"  metrics off {off:.0f} ns, on {on:.0f} ns: the tap adds {on - off:.0f} ns per round trip")
+            if name == "busy":
+                for ws in sockets:
+                    conn = ws._protocol
+                    conn.messages_in += 1
+                    conn.payload_bytes_in += 32
+                    conn.wire_bytes_in += 38
+                    conn.messages_out += 1
+                    conn.payload_bytes_out += 32
+                    conn.wire_bytes_out += 34
+            start = time.perf_counter()
+            metrics.flush_open()
+            best[name] = min(best[name], time.perf_counter() - start)
+    idle, busy = (best[k] / N * 1e9 for k in ("idle", "busy"))
+    print(f"flush_open over {N:,} open sockets, best of {ROUNDS}:")
+    print(f"  idle {idle:,.0f} ns per socket ({best['idle'] * 1e3:.1f} ms per pass)")
+    print(f"  busy {busy:,.0f} ns per socket ({best['busy'] * 1e3:.1f} ms per pass)")
+    print(
+        f"  every {FLUSH_INTERVAL:g} s: {best['idle'] / FLUSH_INTERVAL * 100:.3f}% (idle) to"
+        f" {best['busy'] / FLUSH_INTERVAL * 100:.3f}% (busy) of one CPU for {N:,} sockets"
+    )
 
 
 if __name__ == "__main__":

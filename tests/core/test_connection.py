@@ -32,6 +32,8 @@ from flask_sockets.protocol import CloseCode
 from flask_sockets.protocol import Opcode
 from flask_sockets.protocol import Ping
 from flask_sockets.protocol import Pong
+from tests.core.test_compression import client_for
+from tests.core.test_compression import client_frames
 
 
 class Clock:
@@ -615,3 +617,117 @@ def test_bytes_appended_to_the_buffer_directly_are_discarded_after_a_failure() -
     conn.buffer += client(WsOpcode.TEXT, b"x" * 1000)
     assert conn.next_event() is None
     assert not conn.buffer
+
+
+# -- counters ---------------------------------------------------------------------------
+
+
+def counters(conn: Connection) -> dict[str, int]:
+    names = ("messages", "payload_bytes", "wire_bytes")
+    return {f"{name}_{way}": getattr(conn, f"{name}_{way}") for name in names for way in ("in", "out")}
+
+
+def counting(**kwargs: t.Any) -> Connection:
+    conn = opened(**kwargs)
+    conn.counting = True
+    return conn
+
+
+def test_counters_count_only_when_turned_on() -> None:
+    conn = opened()
+    assert not conn.counting, "off by default"
+    conn.receive_data(client(WsOpcode.TEXT, b"in") + client(WsOpcode.PING) + client(WsOpcode.BINARY, b"x", fin=False))
+    conn.receive_data(client(WsOpcode.CONT, b"y"))
+    events(conn)
+    conn.send_text(b"out")
+    conn.send_close()
+    assert set(counters(conn).values()) == {0}
+
+
+def test_counters_of_messages_and_bytes_each_way() -> None:
+    """Messages and their payload (decoded size, UTF-8 for text), and every
+    byte of every frame parsed or queued: headers in each length form,
+    masking keys, fragments, control frames. The wire counts are the
+    lengths of the bytes fed and of those to send, measured, not computed."""
+    conn = counting()
+    assert set(counters(conn).values()) == {0}
+    incoming = [
+        client(WsOpcode.TEXT, "héllo".encode()),  # one whole frame
+        client(WsOpcode.BINARY, b"b" * 126),  # a 16-bit length
+        client(WsOpcode.BINARY, b"B" * 65536),  # a 64-bit length
+        client(WsOpcode.TEXT, b"frag", fin=False),  # a message in two fragments, a ping between them
+        client(WsOpcode.PING, b"?"),
+        client(WsOpcode.CONT, b"ment"),
+        client(WsOpcode.PONG, b"!"),
+    ]
+    fed = b"".join(incoming)
+    for i in range(0, len(fed), 1000):  # in pieces, as reads come
+        conn.receive_data(fed[i : i + 1000])
+        events(conn)
+    conn.send_text("héllo".encode())
+    conn.send_binary(b"y" * (SINGLE_WRITE_LIMIT + 1))  # two chunks
+    conn.send_ping(b"abc")
+    out = b"".join(conn.data_to_send())  # the pong, the two messages, the ping
+    assert counters(conn) == {
+        "messages_in": 4,
+        "messages_out": 2,
+        "payload_bytes_in": 6 + 126 + 65536 + 8,
+        "payload_bytes_out": 6 + SINGLE_WRITE_LIMIT + 1,
+        "wire_bytes_in": len(fed),
+        "wire_bytes_out": len(out),
+    }
+    conn.send_close(1000)
+    close = b"".join(conn.data_to_send())
+    conn.receive_data(client_close(1000))
+    events(conn)
+    assert conn.state is State.CLOSED
+    assert conn.wire_bytes_out == len(out) + len(close)
+    assert conn.wire_bytes_in == len(fed) + len(client_close(1000))
+    assert (conn.messages_in, conn.messages_out) == (4, 2), "control frames are no messages"
+
+
+def test_counters_with_compression() -> None:
+    """Compressed: the payload counts are the messages' sizes, the wire counts
+    what went over it, compressed."""
+    offer = "permessage-deflate; client_max_window_bits"
+    agreed = negotiate(offer, DEFAULT_COMPRESSION)
+    assert agreed is not None
+    conn = counting(deflate=agreed[1])
+    message = b"compress me " * 100
+    conn.send_text(message)
+    (chunk,) = conn.data_to_send()
+    assert (conn.messages_out, conn.payload_bytes_out, conn.wire_bytes_out) == (1, len(message), len(chunk))
+    assert len(chunk) < len(message)
+    # A compressed message from the peer, in two fragments, by websockets' own permessage-deflate.
+    data = client_frames(client_for(offer, agreed[0]), WsOpcode.TEXT, [message[:500], message[500:]])
+    conn.receive_data(data)
+    assert events(conn) == [message.decode()]
+    assert (conn.messages_in, conn.payload_bytes_in, conn.wire_bytes_in) == (1, len(message), len(data))
+    assert len(data) < len(message)
+
+
+def test_counters_leave_out_what_frame_now_did_not_send_and_count_the_close() -> None:
+    """A frame frame_now dropped (over one write) or the caller could not
+    write (not_sent) is taken back; close frames count, ours and the
+    echo of the peer's; who started the close is kept (local_close_code)."""
+    conn = counting()
+    assert conn.frame_now(b"x" * (SINGLE_WRITE_LIMIT + 1), False) is None
+    frame = conn.frame_now(b"hi", True)
+    assert frame is not None
+    conn.not_sent(len(frame), 2)
+    assert (conn.messages_out, conn.payload_bytes_out, conn.wire_bytes_out) == (0, 0, 0)
+    assert conn.frame_now(b"hi", True) == b"\x81\x02hi"
+    assert (conn.messages_out, conn.payload_bytes_out, conn.wire_bytes_out) == (1, 2, 4)
+    conn.receive_data(client_close(4000, "bye"))
+    events(conn)
+    echo = b"".join(conn.data_to_send())
+    assert conn.wire_bytes_out == 4 + len(echo) and conn.wire_bytes_in == len(client_close(4000, "bye"))
+    assert conn.local_close_code is None, "the peer started the close"
+    ours = counting()
+    ours.send_close(4001, "server")
+    assert ours.local_close_code == 4001 and ours.wire_bytes_out == len(b"".join(ours.data_to_send()))
+    failed = counting()
+    failed.receive_data(b"\x83\x80\x00\x00\x00\x00")  # a reserved opcode: 1002
+    events(failed)
+    assert failed.local_close_code == 1002
+    assert failed.wire_bytes_in == 0, "a header that broke the protocol was not parsed"

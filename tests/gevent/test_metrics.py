@@ -1,5 +1,6 @@
 """Prometheus metrics (flask_sockets.metrics) in one process: the gevent
-server of flask_sockets_gevent.run, scraped through metrics_view."""
+server of flask_sockets_gevent.run (and, for the exact wire bytes, Werkzeug's
+development server too), scraped through metrics_view."""
 
 from __future__ import annotations
 
@@ -16,18 +17,23 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from flask_sockets import Sockets
+from flask_sockets_gevent import WebSocketHandler
+from flask_sockets_gevent.websocket import GeventWebSocket
 from tests.conftest import ROOT
 from tests.conftest import TIMEOUT
 from tests.conftest import Server
 from tests.conftest import wait_until
 from tests.gevent.rawclient import RawClient
 from tests.gunicorn.conftest import http_get
+from tests.scrape import CountingSocket
+from tests.scrape import Samples
+from tests.scrape import value
+from tests.scrape import wait_until_closed
 
 prometheus_client = pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from flask_sockets.metrics import FLUSH_EVERY  # noqa: E402
 from flask_sockets.metrics import metrics_view  # noqa: E402
+from tests import scrape as _scrape  # noqa: E402
 
 
 def make_app() -> tuple[Flask, Sockets]:
@@ -58,32 +64,23 @@ def make_app() -> tuple[Flask, Sockets]:
     return app, sockets
 
 
-def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, body = http_get(server.http_url + "/metrics")
-    assert status == 200, body
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body)
-        for s in family.samples
-    }
-
-
-def value(samples: dict[t.Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def scrape(server: Server) -> Samples:
+    return _scrape.scrape(server.http_url)
 
 
 def test_metrics_under_the_gevent_server(serve: t.Callable[..., Server]) -> None:
     app, _ = make_app()
     server = serve(app)
-    n = FLUSH_EVERY * 2 + 5  # past two flushes, and a rest flushed at close
+    n = 20
     with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
         for i in range(n):
             ws.send("é" if i == 0 else "x")  # 2 bytes of UTF-8, then 1 byte each
             ws.recv(timeout=TIMEOUT)
-        # Counted while the socket is open: the flushes every FLUSH_EVERY messages.
+        # Counted while the socket is open: a scrape moves this process's open sockets' counts in first.
         samples = scrape(server)
         assert value(samples, "flask_sockets_open_sockets", route="/echo") == 1
-        assert value(samples, "flask_sockets_messages_total", route="/echo", direction="in") >= FLUSH_EVERY
+        assert value(samples, "flask_sockets_messages_total", route="/echo", direction="in") == n
+        assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction="out") == n + 1
     with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
         ws.send("fail")
         with pytest.raises(ConnectionClosed) as excinfo:
@@ -98,8 +95,7 @@ def test_metrics_under_the_gevent_server(serve: t.Callable[..., Server]) -> None
             pass  # pragma: no cover
         assert excinfo.value.response.status_code == status
 
-    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/echo") == 0)
-    samples = scrape(server)
+    samples = wait_until_closed(server.http_url, "/echo")
     assert value(samples, "flask_sockets_messages_total", route="/echo", direction="in") == n + 1
     assert value(samples, "flask_sockets_messages_total", route="/echo", direction="out") == n
     assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction="in") == n + 1 + 4
@@ -113,6 +109,158 @@ def test_metrics_under_the_gevent_server(serve: t.Callable[..., Server]) -> None
     # Plain HTTP requests are no handshakes.
     assert http_get(server.http_url + "/http")[0] == 200
     assert sum(v for (name, _), v in scrape(server).items() if name == "flask_sockets_handshakes_total") == 5
+
+
+def test_metrics_flusher_moves_the_counts_of_open_sockets(serve: t.Callable[..., Server]) -> None:
+    """Without a scrape: the process's flusher moves an open socket's counts
+    into the registry every flush_interval seconds, and stops once no
+    socket is open."""
+    app, sockets = make_app()
+    metrics = sockets.enable_metrics()
+    metrics.flush_interval = 0.2
+    server = serve(app)
+
+    def count(direction: str) -> float:
+        sample = metrics.registry.get_sample_value(
+            "flask_sockets_messages_total", {"route": "/echo", "direction": direction}
+        )
+        return sample or 0.0
+
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        for i in range(5):
+            ws.send(f"m{i}")
+            assert ws.recv(timeout=TIMEOUT) == f"m{i}"
+        wait_until(lambda: count("in") == 5 and count("out") == 5)
+        ws.send("more")
+        assert ws.recv(timeout=TIMEOUT) == "more"
+        wait_until(lambda: count("in") == 6)
+    wait_until(lambda: metrics._flusher is None)  # stopped by itself
+    assert count("out") == 6
+
+
+def frame_size(payload: int, masked: bool) -> int:
+    """The bytes of a frame with ``payload`` bytes of payload (RFC 6455, 5.2):
+    a 2-byte header, 2 or 8 more bytes of length past 125 and 65535, and a
+    4-byte masking key on client frames."""
+    length = 0 if payload < 126 else 2 if payload < 1 << 16 else 8
+    return 2 + length + (4 if masked else 0) + payload
+
+
+def counted_connect(server: Server, path: str, **options: t.Any) -> tuple[t.Any, CountingSocket]:
+    """A ``websockets`` client over a :class:`CountingSocket`."""
+    sock = CountingSocket.connect_to(server.host, server.port, TIMEOUT)
+    return connect(server.ws_url + path, sock=sock, open_timeout=TIMEOUT, ping_interval=None, **options), sock
+
+
+@pytest.mark.parametrize("server_kind", ["gevent", "devserver"])
+def test_metrics_count_wire_bytes_exactly_without_compression(request: pytest.FixtureRequest, server_kind: str) -> None:
+    """Uncompressed, the bytes on the wire are the frames' exact sizes:
+    every length form of the header (7-bit, 16-bit, 64-bit), masked client
+    frames, a ping and its pong, and the close frames both ways; and they
+    are what the client really sent and received. On the gevent server and
+    on Werkzeug's development server (the threaded socket of gunicorn's
+    gthread worker and of the test client)."""
+    app, _ = make_app()
+    app.config.update(SOCKETS_COMPRESSION=False, SOCKETS_PING_INTERVAL=0)
+    server = request.getfixturevalue("serve" if server_kind == "gevent" else "devserve")(app)
+    sizes = [0, 1, 125, 126, 65535, 65536, 70000]
+    ws, sock = counted_connect(server, "/echo", compression=None)
+    with ws:
+        for i, size in enumerate(sizes):
+            message: str | bytes = "x" * size if i % 2 else b"\x01" * size
+            ws.send(message)
+            assert ws.recv(timeout=TIMEOUT) == message
+        assert ws.ping(b"abcd").wait(TIMEOUT)
+    samples = wait_until_closed(server.http_url, "/echo")
+    # In: the messages, the ping, the close frame (code 1000: 2 bytes); out: the echoes, the pong, the close's echo.
+    wire_in = sum(frame_size(size, True) for size in sizes) + frame_size(4, True) + frame_size(2, True)
+    wire_out = sum(frame_size(size, False) for size in sizes) + frame_size(4, False) + frame_size(2, False)
+    assert value(samples, "flask_sockets_wire_bytes_total", route="/echo", direction="in") == wire_in
+    assert value(samples, "flask_sockets_wire_bytes_total", route="/echo", direction="out") == wire_out
+    assert (sock.sent, sock.received) == (wire_in, wire_out)
+    for direction in ("in", "out"):
+        assert value(samples, "flask_sockets_messages_total", route="/echo", direction=direction) == len(sizes)
+        assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction=direction) == sum(sizes)
+
+
+def test_metrics_count_wire_bytes_with_permessage_deflate(serve: t.Callable[..., Server]) -> None:
+    """Compressed (permessage-deflate, negotiated by the client as browsers
+    do): compressible messages take fewer bytes on the wire than their
+    payload, both ways, and the wire bytes are what the client really sent
+    and received."""
+    app, _ = make_app()
+    app.config.update(SOCKETS_PING_INTERVAL=0)
+    server = serve(app)
+    messages: list[str | bytes] = ["a" * 10_000, b"\x00" * 10_000, "hi"]
+    ws, sock = counted_connect(server, "/echo")
+    with ws:
+        assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+        for message in messages:
+            ws.send(message)
+            assert ws.recv(timeout=TIMEOUT) == message
+    samples = wait_until_closed(server.http_url, "/echo")
+    payload = sum(len(message) for message in messages)
+    for direction, client_side in (("in", sock.sent), ("out", sock.received)):
+        assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction=direction) == payload
+        wire = value(samples, "flask_sockets_wire_bytes_total", route="/echo", direction=direction)
+        assert wire == client_side
+        assert wire < payload / 10
+
+
+class _Unwrappable(GeventWebSocket):
+    """A socket that takes no attributes named like its methods: metrics can wrap nothing."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: t.Any) -> None:
+        if name in ("close", "receive", "send_frame", "send_nowait"):
+            raise AttributeError(f"{name} cannot be replaced")
+        super().__setattr__(name, value)
+
+
+class _UnwrappableHandler(WebSocketHandler):
+    websocket_class = _Unwrappable
+
+
+def test_metrics_count_a_socket_that_cannot_be_wrapped(serve: t.Callable[..., Server]) -> None:
+    """Messages and bytes are counted by the engine, not by wrappers: a socket
+    that refuses them is counted exactly, and its closes by the engine's
+    word (the client's 1000; the server's 1011 when the handler raised;
+    the server's 4401 at the session's end, which never goes through
+    close())."""
+    app, sockets = make_app()
+
+    @sockets.route("/expiring")
+    def expiring(ws: t.Any) -> None:
+        assert ws.receive() == "expire"
+        ws.expire_in(0.05)
+        while ws.receive() is not None:
+            pass
+
+    server = serve(app, handler_class=_UnwrappableHandler)
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        for i in range(3):
+            ws.send(f"m{i}")
+            assert ws.recv(timeout=TIMEOUT) == f"m{i}"
+    with connect(server.ws_url + "/echo", open_timeout=TIMEOUT) as ws:
+        ws.send("fail")
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=TIMEOUT)
+    with connect(server.ws_url + "/expiring", open_timeout=TIMEOUT) as ws:
+        ws.send("expire")
+        with pytest.raises(ConnectionClosed) as excinfo:
+            ws.recv(timeout=TIMEOUT)
+        assert excinfo.value.rcvd is not None and excinfo.value.rcvd.code == 4401
+    samples = wait_until_closed(server.http_url, "/echo", "/expiring")
+    for direction in ("in", "out"):
+        assert value(samples, "flask_sockets_messages_total", route="/echo", direction=direction) == 3 + (
+            direction == "in"
+        )
+    assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction="in") == 6 + 4
+    assert value(samples, "flask_sockets_payload_bytes_total", route="/echo", direction="out") == 6
+    assert value(samples, "flask_sockets_closes_total", route="/echo", code="1000", side="client") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/echo", code="1011", side="server") == 1
+    assert value(samples, "flask_sockets_closes_total", route="/expiring", code="4401", side="server") == 1
 
 
 def test_metrics_count_publishes_and_deliveries(serve: t.Callable[..., Server]) -> None:
@@ -130,8 +278,7 @@ def test_metrics_count_publishes_and_deliveries(serve: t.Callable[..., Server]) 
         assert value(samples, "flask_sockets_broker_published_total") == 3
         assert value(samples, "flask_sockets_broker_received_total") == 3
         assert value(samples, "flask_sockets_deliveries_total") == 6
-    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
-    samples = scrape(server)
+    samples = wait_until_closed(server.http_url, "/room")
     assert value(samples, "flask_sockets_messages_total", route="/room", direction="in") == 3
     # The greetings and the deliveries (sent by the rooms: send_nowait or send).
     assert value(samples, "flask_sockets_messages_total", route="/room", direction="out") == 2 + 6
@@ -156,7 +303,7 @@ def test_metrics_count_a_slow_consumer_cut(serve: t.Callable[..., Server]) -> No
         wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 1)
         with connect(server.ws_url + "/flood", open_timeout=TIMEOUT) as ws:
             ws.send("go")
-            wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
+            wait_until_closed(server.http_url, "/room")
     finally:
         stuck.close()
     samples = scrape(server)
@@ -177,8 +324,7 @@ def test_metrics_count_flood_control_closes(serve: t.Callable[..., Server]) -> N
             while True:
                 ws.recv(timeout=TIMEOUT)
         assert excinfo.value.rcvd is not None and excinfo.value.rcvd.code == 1008
-    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/echo") == 0)
-    samples = scrape(server)
+    samples = wait_until_closed(server.http_url, "/echo")
     assert value(samples, "flask_sockets_rate_limited_total", route="/echo", limit="messages", action="close") == 1
     assert value(samples, "flask_sockets_closes_total", route="/echo", code="1008", side="server") == 1
 
@@ -194,8 +340,7 @@ def test_metrics_ping_round_trip_time(serve: t.Callable[..., Server]) -> None:
         time.sleep(0.5)  # silent: pinged, and websockets' client answers with a pong
         ws.send("still here")
         assert ws.recv(timeout=TIMEOUT) == "still here"
-    wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/echo") == 0)
-    samples = scrape(server)
+    samples = wait_until_closed(server.http_url, "/echo")
     assert value(samples, "flask_sockets_ping_rtt_seconds_count", route="/echo") == 1
     assert 0 < value(samples, "flask_sockets_ping_rtt_seconds_sum", route="/echo") < TIMEOUT
 
@@ -268,7 +413,7 @@ def test_metrics_send_queue_depth_and_disconnects(serve: t.Callable[..., Server]
             assert value(samples, "flask_sockets_send_queue_longest_messages") == queued
             ws.send("disconnect")
             assert ws.recv(timeout=TIMEOUT) == "disconnected"
-            wait_until(lambda: value(scrape(server), "flask_sockets_open_sockets", route="/room") == 0)
+            wait_until_closed(server.http_url, "/room")
     finally:
         stuck.close()
     samples = scrape(server)

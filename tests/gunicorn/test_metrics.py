@@ -20,10 +20,12 @@ from websockets.sync.client import connect
 from tests.conftest import TIMEOUT
 from tests.conftest import Process
 from tests.conftest import wait_until
-from tests.gunicorn.conftest import http_get
+from tests.scrape import CountingSocket
+from tests.scrape import scrape
+from tests.scrape import value
+from tests.scrape import wait_until_closed
 
 pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +41,7 @@ APP_SOURCE = textwrap.dedent(
     app = Flask(__name__)
     app.config["SOCKETS_METRICS"] = True
     sockets = Sockets(app)
+    sockets.enable_metrics().flush_interval = 0.5  # (the workers' flushers: 5 s by default)
     app.add_url_rule("/metrics", view_func=metrics_view)
 
 
@@ -64,21 +67,6 @@ APP_SOURCE = textwrap.dedent(
 CONF_SOURCE = "from flask_sockets.metrics import child_exit  # noqa: F401\n"
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The samples of ``url``/metrics, parsed with prometheus_client's own parser, by (name, labels)."""
-    status, body = http_get(url + "/metrics")
-    assert status == 200, body
-    samples = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: dict[t.Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 @pytest.mark.parametrize("worker", ["flask_sockets.worker", "gthread"])
 def test_metrics_sum_across_two_gunicorn_workers(
     gunicorn: t.Callable[..., Process], app_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: str
@@ -98,7 +86,20 @@ def test_metrics_sum_across_two_gunicorn_workers(
     # Open sockets until each worker serves 4 (one worker may start, or
     # accept, first): a socket of a worker that has 4 already is closed at
     # once and counted as such (bounded: 200 connections, TIMEOUT seconds).
+    # Each client counts the bytes it sends and receives after its handshake.
     sockets: list[ClientConnection] = []
+    counted: list[CountingSocket] = []
+
+    def client_bytes() -> tuple[int, int]:
+        """What the clients sent and received after their handshakes: the server's wire bytes in and out."""
+        return sum(sock.sent for sock in counted), sum(sock.received for sock in counted)
+
+    def wire_bytes() -> tuple[float, float]:
+        samples = scrape(url)
+        return tuple(  # type: ignore[return-value]
+            value(samples, "flask_sockets_wire_bytes_total", route=route, direction=d) for d in ("in", "out")
+        )
+
     per_pid: collections.Counter[str] = collections.Counter()
     extra = 0
     deadline = time.monotonic() + TIMEOUT
@@ -106,7 +107,9 @@ def test_metrics_sum_across_two_gunicorn_workers(
         for n in range(200):
             if (len(per_pid) == 2 and min(per_pid.values()) >= 4) or time.monotonic() > deadline:
                 break
-            ws = connect(f"{ws_url}/work/{n}", open_timeout=TIMEOUT, close_timeout=TIMEOUT).__enter__()
+            sock = CountingSocket.connect_to(server.server.host, server.server.port, TIMEOUT)
+            ws = connect(f"{ws_url}/work/{n}", sock=sock, open_timeout=TIMEOUT, close_timeout=TIMEOUT).__enter__()
+            counted.append(sock)
             pid = t.cast(str, ws.recv(timeout=TIMEOUT))
             if per_pid[pid] >= 4:
                 ws.close(1000)
@@ -129,6 +132,16 @@ def test_metrics_sum_across_two_gunicorn_workers(
                 ws.send(f"m{i}")
             for i in range(3):
                 assert ws.recv(timeout=TIMEOUT) == f"m{i}"
+        # Counted while the sockets are open, on both workers: the one that
+        # answers the scrape at once, the other by its flusher, which runs
+        # every 0.5 s (one scrape after four times that: a scrape only
+        # flushes the worker that answers it).
+        time.sleep(2.0)
+        samples = scrape(url)
+        assert value(samples, "flask_sockets_messages_total", route=route, direction="in") == 3 * opened
+        wire_in, wire_out = client_bytes()
+        assert value(samples, "flask_sockets_wire_bytes_total", route=route, direction="in") == wire_in
+        assert value(samples, "flask_sockets_wire_bytes_total", route=route, direction="out") == wire_out
         # Half closed by the clients (1000), half by the server (4001).
         client_closed = sockets[: opened // 2]
         server_closed = sockets[opened // 2 :]
@@ -147,7 +160,7 @@ def test_metrics_sum_across_two_gunicorn_workers(
         pass  # pragma: no cover
     assert excinfo.value.response.status_code == 403
 
-    # Silent sockets are pinged: the pongs' round-trip times are counted (at their close).
+    # Silent sockets are pinged: the pongs' round-trip times are counted (at a flush, or their close).
     pinged = [connect(f"{ws_url}/ping", open_timeout=TIMEOUT).__enter__() for _ in range(4)]
     time.sleep(0.5)
     for ws in pinged:
@@ -164,12 +177,7 @@ def test_metrics_sum_across_two_gunicorn_workers(
             )
             assert sock.recv(4096).startswith(b"HTTP/1.1 426 ")
 
-    def settled() -> bool:
-        samples = scrape(url)
-        return sum(value(samples, "flask_sockets_open_sockets", route=r) for r in (route, "/ping")) == 0
-
-    wait_until(settled)
-    samples = scrape(url)
+    samples = wait_until_closed(url, route, "/ping")
     n_client, n_server = len(client_closed) + extra, len(server_closed)
     assert value(samples, "flask_sockets_handshakes_total", route=route, status="403") == 1
     assert value(samples, "flask_sockets_messages_total", route=route, direction="in") == opened * 3 + n_server
@@ -177,10 +185,14 @@ def test_metrics_sum_across_two_gunicorn_workers(
     # Payload bytes: "m0".."m2" (2 bytes) and "close:4001" (10) in; the pid and the echoes out.
     bytes_in = value(samples, "flask_sockets_payload_bytes_total", route=route, direction="in")
     assert bytes_in == opened * 6 + n_server * 10
+    # Wire bytes (frames, compressed with permessage-deflate, and the close frames): what the clients saw.
+    assert wire_bytes() == client_bytes()
     assert value(samples, "flask_sockets_closes_total", route=route, code="1000", side="client") == n_client
     assert value(samples, "flask_sockets_closes_total", route=route, code="4001", side="server") == n_server
     assert value(samples, "flask_sockets_socket_duration_seconds_count", route=route) == opened + extra
-    assert value(samples, "flask_sockets_ping_rtt_seconds_count", route="/ping") == len(pinged)
+    # Each flush observes a socket's latest round trip since the last: with the flusher's 0.5 s, a socket
+    # pinged twice in its 0.5 s of silence (every 0.2 s) may count both.
+    assert len(pinged) <= value(samples, "flask_sockets_ping_rtt_seconds_count", route="/ping") <= 3 * len(pinged)
     assert 0 < value(samples, "flask_sockets_ping_rtt_seconds_sum", route="/ping") < len(pinged) * TIMEOUT
     assert value(samples, "flask_sockets_handshakes_total", route="unrouted", status="426") == refused
     # Both workers wrote values: the sums above are across processes.

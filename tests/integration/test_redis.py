@@ -26,6 +26,8 @@ from tests.conftest import free_port
 from tests.conftest import wait_until
 from tests.integration.gunicorn import gunicorn_argv
 from tests.redisserver import RedisServer
+from tests.scrape import scrape
+from tests.scrape import value
 
 pytestmark = pytest.mark.slow
 
@@ -328,19 +330,23 @@ def test_presence_across_workers_and_a_killed_one(redis_server: RedisServer, spa
     assert "Traceback" not in workers.output(), workers.output()
 
 
-def test_metrics_publish_to_delivery_lag_through_redis(
-    redis_server: RedisServer, serve: t.Callable[..., t.Any]
-) -> None:
-    """A message published by another process (here: another app, as a job
-    would) reaches the server through a real Redis; the server's
-    flask_sockets_broker_lag_seconds counts it, with a plausible lag."""
+class MetricsServer(t.NamedTuple):
+    """A gevent server of an app with metrics and a room socket route, on a real Redis."""
+
+    server: t.Any
+    sockets: t.Any
+    app: t.Any
+
+
+@pytest.fixture
+def metrics_server(redis_server: RedisServer, serve: t.Callable[..., t.Any]) -> t.Iterator[MetricsServer]:
+    """The server of an app whose ``/room`` sockets join ``lobby`` and say
+    ``joined``, with metrics (its own registry) at ``/metrics``."""
     prometheus_client = pytest.importorskip("prometheus_client")
     from flask import Flask
-    from prometheus_client.parser import text_string_to_metric_families
 
     from flask_sockets import Sockets
     from flask_sockets.metrics import metrics_view
-    from tests.gunicorn.conftest import http_get
 
     app = Flask("server")
     app.config["SOCKETS_MESSAGE_QUEUE"] = redis_server.url
@@ -355,69 +361,55 @@ def test_metrics_publish_to_delivery_lag_through_redis(
         while ws.receive() is not None:
             pass
 
+    try:
+        yield MetricsServer(serve(app), sockets, app)
+    finally:
+        sockets.rooms_for(app).close()
+
+
+def test_metrics_publish_to_delivery_lag_through_redis(
+    redis_server: RedisServer, metrics_server: MetricsServer
+) -> None:
+    """A message published by another process (here: another app, as a job
+    would) reaches the server through a real Redis; the server's
+    flask_sockets_broker_lag_seconds counts it, with a plausible lag."""
+    from flask import Flask
+
+    from flask_sockets import Sockets
     job = Flask("job")
     job.config["SOCKETS_MESSAGE_QUEUE"] = redis_server.url
     job_sockets = Sockets(job)
-    server = serve(app)
+    server = metrics_server.server
     try:
         with connect(server.ws_url + "/room", open_timeout=TIMEOUT) as ws:
             assert ws.recv(timeout=TIMEOUT) == "joined"
             for i in range(5):
                 job_sockets.publish("lobby", f"m{i}", app=job)
             assert [ws.recv(timeout=TIMEOUT) for _ in range(5)] == [f"m{i}" for i in range(5)]
-            status, body = http_get(server.http_url + "/metrics")
-            assert status == 200
-            samples = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples if not s.labels}
-            assert samples["flask_sockets_broker_lag_seconds_count"] == 5
-            assert 0 < samples["flask_sockets_broker_lag_seconds_sum"] < 5 * TIMEOUT
-            assert samples["flask_sockets_broker_received_total"] == 5
-            assert samples["flask_sockets_deliveries_total"] == 5
+            samples = scrape(server.http_url)
+            assert value(samples, "flask_sockets_broker_lag_seconds_count") == 5
+            assert 0 < value(samples, "flask_sockets_broker_lag_seconds_sum") < 5 * TIMEOUT
+            assert value(samples, "flask_sockets_broker_received_total") == 5
+            assert value(samples, "flask_sockets_deliveries_total") == 5
     finally:
         job_sockets.rooms_for(job).close()
-        sockets.rooms_for(app).close()
 
 
-def test_metrics_count_broker_reconnects(redis_server: RedisServer, serve: t.Callable[..., t.Any]) -> None:
+def test_metrics_count_broker_reconnects(redis_server: RedisServer, metrics_server: MetricsServer) -> None:
     """Redis goes away and comes back: the subscriber's reconnect is counted
     in Rooms.stats()['broker_reconnects'] and flask_sockets_broker_reconnects_total."""
-    prometheus_client = pytest.importorskip("prometheus_client")
-    from flask import Flask
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from flask_sockets import Sockets
-    from flask_sockets.metrics import metrics_view
-    from tests.gunicorn.conftest import http_get
-
-    app = Flask("server")
-    app.config["SOCKETS_MESSAGE_QUEUE"] = redis_server.url
-    sockets = Sockets(app)
-    sockets.enable_metrics(registry=prometheus_client.CollectorRegistry())
-    app.add_url_rule("/metrics", view_func=metrics_view)
-
-    @sockets.route("/room")
-    def room(ws: t.Any) -> None:
-        sockets.join(ws, "lobby")
-        ws.send("joined")
-        while ws.receive() is not None:
-            pass
+    server = metrics_server.server
+    rooms = metrics_server.sockets.rooms_for(metrics_server.app)
 
     def reconnects() -> float:
-        status, body = http_get(server.http_url + "/metrics")
-        assert status == 200
-        samples = {s.name: s.value for f in text_string_to_metric_families(body) for s in f.samples if not s.labels}
-        return samples["flask_sockets_broker_reconnects_total"]
+        return value(scrape(server.http_url), "flask_sockets_broker_reconnects_total")
 
-    server = serve(app)
-    rooms = sockets.rooms_for(app)
-    try:
-        with connect(server.ws_url + "/room", open_timeout=TIMEOUT) as ws:
-            assert ws.recv(timeout=TIMEOUT) == "joined"
-            assert rooms.broker.connected and reconnects() == 0
-            redis_server.stop()
-            wait_until(lambda: not rooms.broker.connected)
-            redis_server.start()
-            wait_until(lambda: rooms.broker.connected)
-            assert rooms.stats()["broker_reconnects"] == 1
-            assert reconnects() == 1
-    finally:
-        rooms.close()
+    with connect(server.ws_url + "/room", open_timeout=TIMEOUT) as ws:
+        assert ws.recv(timeout=TIMEOUT) == "joined"
+        assert rooms.broker.connected and reconnects() == 0
+        redis_server.stop()
+        wait_until(lambda: not rooms.broker.connected)
+        redis_server.start()
+        wait_until(lambda: rooms.broker.connected)
+        assert rooms.stats()["broker_reconnects"] == 1
+        assert reconnects() == 1

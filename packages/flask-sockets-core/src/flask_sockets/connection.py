@@ -98,6 +98,24 @@ How an I/O layer drives it:
   protocol error), or, in drop mode, the event is skipped and counted in
   :attr:`~Connection.dropped`. :meth:`~Connection.count_error` spends the
   error budget. Nothing changes for the I/O layer.
+- **Counters.** Plain integers, kept once :attr:`~flask_sockets.protocol.ServerProtocol.counting`
+  is true (:mod:`flask_sockets.metrics` sets it for each socket it counts;
+  off by default, they cost one test per frame instead of three integer
+  additions per message and direction), for anyone to read:
+  :attr:`~flask_sockets.protocol.ServerProtocol.messages_in`,
+  :attr:`~flask_sockets.protocol.ServerProtocol.payload_bytes_in` and
+  :attr:`~flask_sockets.protocol.ServerProtocol.wire_bytes_in` count what
+  the parser took from the peer: data messages parsed whole (also those
+  discarded while ``CLOSING`` or dropped by flood control), their payload
+  after decompression, and every byte of every frame parsed, headers,
+  masking keys and control frames included (not the handshake, nor bytes
+  discarded unparsed after a failure). :attr:`messages_out`,
+  :attr:`payload_bytes_out` and :attr:`wire_bytes_out` count the frames
+  queued to send (or handed over by :meth:`frame_now`, unless
+  :meth:`not_sent` takes one back): data messages, their payload before
+  compression, and every byte of every frame, control frames (pongs, pings,
+  close frames) included. A frame is counted when it is queued: one the
+  transport could not finish writing (the peer vanished) still counts.
 - **Threads.** A connection is not thread-safe: an I/O layer serialises the
   calls into it (greenlets need nothing: they only switch on I/O; threads
   hold one lock around each call into the connection, not around blocking
@@ -218,11 +236,15 @@ class Connection(ServerProtocol):
         "expires_at",
         "failed",
         "last_heard",
+        "local_close_code",
+        "messages_out",
+        "payload_bytes_out",
         "ping_interval",
         "ping_rtt",
         "ping_sent_at",
         "ping_timeout",
         "state",
+        "wire_bytes_out",
     )
 
     def __init__(
@@ -252,6 +274,11 @@ class Connection(ServerProtocol):
         self.close_code: int | None = None
         #: The reason that goes with :attr:`close_code`.
         self.close_reason: str | None = None
+        #: The code of the close frame with which this side started the
+        #: close handshake (:meth:`send_close`, :meth:`fail`, the session's
+        #: end), or ``None``: the peer started it, or the connection ended
+        #: without one. (:attr:`close_code` is the peer's answer, if it came.)
+        self.local_close_code: int | None = None
         #: Seconds of peer silence before a keepalive ping, or ``None``.
         self.ping_interval = ping_interval
         #: Seconds a pinged peer has to be heard from before the connection fails (1011).
@@ -276,6 +303,14 @@ class Connection(ServerProtocol):
         self._out: list[bytes] | None = None
         # Flood control (limit_flood()), or None: no limits.
         self._limiter: Limiter | None = None
+        #: Data messages (text and binary) queued to send (see the module
+        #: docstring, "Counters").
+        self.messages_out = 0
+        #: Their payload bytes, before compression (UTF-8 for text).
+        self.payload_bytes_out = 0
+        #: Bytes of the frames queued to send, as they go over the wire:
+        #: headers, payloads (compressed, when they are) and control frames.
+        self.wire_bytes_out = 0
 
     # Also: ``max_message_size`` (largest incoming message in bytes, or
     # ``None``) and ``deflate`` (the permessage-deflate codec, set before
@@ -423,13 +458,15 @@ class Connection(ServerProtocol):
             raise ConnectionClosed("Connection is already closed" if self.state is not CONNECTING else "Not accepted")
         if opcode == _TEXT or opcode == _BINARY:
             # ServerProtocol.data_frame, inlined (the per-message path).
+            size = length = len(payload)
             deflate = self.deflate
-            if compress and deflate is not None and len(payload) >= deflate.settings.threshold:
+            if compress and deflate is not None and length >= deflate.settings.threshold:
                 payload = deflate.compress(payload, message)
-                header = frame_header(opcode, len(payload), True)
+                length = len(payload)
+                header = frame_header(opcode, length, True)
             else:
-                header = frame_header(opcode, len(payload))
-            if len(payload) <= SINGLE_WRITE_LIMIT:
+                header = frame_header(opcode, length)
+            if length <= SINGLE_WRITE_LIMIT:
                 out = self._out  # (self._queue, inlined: the per-message path)
                 if out is None:
                     self._out = [header + payload]
@@ -438,6 +475,10 @@ class Connection(ServerProtocol):
             else:
                 self._queue(header)
                 self._queue(payload)
+            if self.counting:
+                self.messages_out += 1
+                self.payload_bytes_out += size
+                self.wire_bytes_out += len(header) + length
         elif opcode == _PING or opcode == _PONG:
             self._send_control(opcode, payload)
         else:
@@ -457,8 +498,8 @@ class Connection(ServerProtocol):
         usual way: frames are queued (a pong goes first), compressing would
         change the compressor's context (only for a frame sure to go out),
         or the message is over one write (nothing was sent, and dropping its
-        frame changed nothing). The caller writes the frame whole or not at
-        all, or cuts the connection."""
+        frame changed nothing). The caller writes the frame whole, or not at
+        all (then it calls :meth:`not_sent`), or cuts the connection."""
         if self._out is not None:
             return None
         deflate = self.deflate
@@ -466,7 +507,20 @@ class Connection(ServerProtocol):
             return None
         self.send_frame(_TEXT if text else _BINARY, payload, True, message)
         chunks = self.data_to_send()
-        return chunks[0] if len(chunks) == 1 else None
+        if len(chunks) == 1:
+            return chunks[0]
+        self.not_sent(len(chunks[0]) + len(chunks[1]), len(payload))
+        return None
+
+    def not_sent(self, frame_size: int, payload_size: int) -> None:
+        """A frame of ``frame_size`` bytes that :meth:`frame_now` returned
+        for a payload of ``payload_size`` bytes was not written at all (the
+        transport would have had to wait): take it back out of the counters
+        (see the module docstring, "Counters")."""
+        if self.counting:
+            self.messages_out -= 1
+            self.payload_bytes_out -= payload_size
+            self.wire_bytes_out -= frame_size
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping (at most 125 bytes of payload).
@@ -490,7 +544,10 @@ class Connection(ServerProtocol):
             raise ConnectionClosed("Connection is already closed")
         if len(payload) > 125:
             raise ValueError("A control frame carries at most 125 bytes")
-        self._queue(frame_header(opcode, len(payload)) + payload)
+        frame = frame_header(opcode, len(payload)) + payload
+        self._queue(frame)
+        if self.counting:
+            self.wire_bytes_out += len(frame)
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: bytes | str = b"") -> None:
         """Start the close handshake: queue a close frame with ``code`` and
@@ -507,6 +564,7 @@ class Connection(ServerProtocol):
         if self.state is not OPEN:
             raise ConnectionClosed("Connection is already closed")
         self._queue_close(code, reason)
+        self.local_close_code = int(code)
         self._closing()
 
     def fail(self, code: int, reason: str = "") -> None:
@@ -517,7 +575,8 @@ class Connection(ServerProtocol):
         :attr:`close_deadline`. Already closing: only stop reading frames.
         Closed: nothing."""
         if self.state is OPEN:
-            self.close_code, self.close_reason = int(code), reason
+            self.close_code = self.local_close_code = int(code)
+            self.close_reason = reason
             self._queue_close(code, reason)
             self._closing()
         elif self.state is CONNECTING:
@@ -534,7 +593,10 @@ class Connection(ServerProtocol):
 
     def _queue_close(self, code: int, reason: bytes | str = b"") -> None:
         payload = b"" if code == _NO_STATUS else close_payload(code, reason)
-        self._queue(frame_header(_CLOSE, len(payload)) + payload)
+        frame = frame_header(_CLOSE, len(payload)) + payload
+        self._queue(frame)
+        if self.counting:
+            self.wire_bytes_out += len(frame)
 
     def _closing(self) -> None:
         self.state = CLOSING

@@ -14,26 +14,35 @@ empty directory before the workers start: each worker writes its values
 there, :func:`metrics_view` sums them across workers (open sockets as a
 live sum: a dead worker's sockets drop out with :func:`child_exit`).
 
-How it counts, and what it costs: the view that runs a socket handler
-(:mod:`flask_sockets.views`) gives each socket a :class:`SocketTap`, which
-counts messages and payload bytes in plain integers on the socket's
-``receive``, ``send_frame`` and ``send_nowait`` (wrapped for this socket
-only, when metrics are on: nothing changes for an app without them), and
-moves them into the Prometheus counters every :data:`FLUSH_EVERY` messages
-and when the socket closes; a flush also takes the keepalive's latest
-ping round-trip time from the socket's engine
+How it counts, and what it costs: every socket's engine
+(:class:`~flask_sockets.connection.Connection`) can count messages,
+payload bytes and bytes on the wire in plain integers (a few integer
+additions per message; off, one test). With metrics on, the view that runs
+a socket handler (:mod:`flask_sockets.views`) gives each socket a
+:class:`SocketTap`, which turns its engine's counters on and moves their
+counts into the Prometheus counters
+when the socket closes, before each scrape this process answers, and every
+:data:`FLUSH_INTERVAL` seconds while the process has open sockets (its
+flusher: one greenlet or thread per process, not per socket); a flush also
+takes the keepalive's latest ping round-trip time from the engine
 (:attr:`Connection.ping_rtt <flask_sockets.connection.Connection.ping_rtt>`).
 The series are listed in :doc:`/metrics`.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import operator
 import os
 import threading
 import time
 import typing as t
 import weakref
 
+from .concurrency import GeventRunner
+from .concurrency import current_runner
+from .connection import Connection
 from .fanout.delivery import SLOW_CONSUMER_REASON
 from .protocol import CloseCode
 from .ratelimit import BYTE_RATE_REASON
@@ -50,7 +59,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "EXTENSION_KEY",
-    "FLUSH_EVERY",
+    "FLUSH_INTERVAL",
     "UNROUTED",
     "SocketMetrics",
     "SocketTap",
@@ -61,11 +70,12 @@ __all__ = [
 
 #: The ``app.extensions`` key of the app's :class:`SocketMetrics`.
 EXTENSION_KEY = "sockets.metrics"
-#: A socket's message counts move into the Prometheus counters after this
-#: many messages (and when it closes): the per-message cost is two integer
-#: additions, not a Prometheus update (a locked write, a file write under
-#: ``PROMETHEUS_MULTIPROC_DIR``).
-FLUSH_EVERY = 64
+#: Seconds between two passes of a process's flusher over its open sockets
+#: (:meth:`SocketMetrics.flush_open`; :attr:`SocketMetrics.flush_interval`
+#: per registry): how stale the counts of an open socket may be in a scrape
+#: answered by another worker process. A pass costs about 0.5 us per open
+#: socket with nothing new, 7 us per socket with new counts (``bench:metrics``).
+FLUSH_INTERVAL = 5.0
 #: The ``route`` label of a handshake the server refused before the app ran
 #: (see :func:`count_early_refusal`).
 UNROUTED = "unrouted"
@@ -79,7 +89,21 @@ _FLOOD_LIMITS = {
 #: Bucket bounds (seconds) of the latency histograms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-_BINARY = 2
+#: The engine's counters a flush moves in: the :class:`SocketMetrics`
+#: series, its ``direction`` label, and the :class:`~flask_sockets.connection.Connection`
+#: attribute.
+_COUNTS = (
+    ("messages", "in", "messages_in"),
+    ("messages", "out", "messages_out"),
+    ("payload_bytes", "in", "payload_bytes_in"),
+    ("payload_bytes", "out", "payload_bytes_out"),
+    ("wire_bytes", "in", "wire_bytes_in"),
+    ("wire_bytes", "out", "wire_bytes_out"),
+)
+# The counters of _COUNTS, read from a Connection in one call.
+_read_counts: t.Callable[[Connection], tuple[int, ...]] = operator.attrgetter(*(name for _, _, name in _COUNTS))
+
+logger = logging.getLogger("flask_sockets.metrics")
 
 
 def _import_prometheus() -> t.Any:
@@ -109,128 +133,108 @@ class SocketMetrics:
         if registry is None:
             registry = pc.REGISTRY
         self.registry = registry
-        ns = "flask_sockets"
-        self.open_sockets = pc.Gauge(
+        # Every series is named flask_sockets_* and lives in ``registry``.
+        counter = functools.partial(pc.Counter, namespace="flask_sockets", registry=registry)
+        gauge = functools.partial(pc.Gauge, namespace="flask_sockets", registry=registry)
+        histogram = functools.partial(pc.Histogram, namespace="flask_sockets", registry=registry)
+        self.open_sockets = gauge(
             "open_sockets",
             "Sockets whose handler is running, by route (summed over live worker processes).",
             ["route"],
-            namespace=ns,
-            registry=registry,
             multiprocess_mode="livesum",
         )
-        self.handshakes = pc.Counter(
+        self.handshakes = counter(
             "handshakes",
             "WebSocket handshakes by route and HTTP status (101 accepted; 4xx/5xx refused).",
             ["route", "status"],
-            namespace=ns,
-            registry=registry,
         )
-        self.messages = pc.Counter(
+        self.messages = counter(
             "messages",
             "Data messages (text and binary) by route and direction (in: from clients; out: to clients).",
             ["route", "direction"],
-            namespace=ns,
-            registry=registry,
         )
-        self.payload_bytes = pc.Counter(
+        self.payload_bytes = counter(
             "payload_bytes",
             "Bytes of message payload (before compression, UTF-8 for text) by route and direction.",
             ["route", "direction"],
-            namespace=ns,
-            registry=registry,
         )
-        self.closes = pc.Counter(
+        self.wire_bytes = counter(
+            "wire_bytes",
+            "Bytes of WebSocket frames on the wire (headers, masking keys, control frames; payloads as sent,"
+            " compressed or not) by route and direction.",
+            ["route", "direction"],
+        )
+        self.closes = counter(
             "closes",
             "Closed sockets by route, close code and the side that closed (server or client).",
             ["route", "code", "side"],
-            namespace=ns,
-            registry=registry,
         )
-        self.slow_consumers = pc.Counter(
+        self.slow_consumers = counter(
             "slow_consumers_closed",
             "Sockets closed with 1008 because their send queue (SOCKETS_SEND_QUEUE_SIZE) overflowed.",
             ["route"],
-            namespace=ns,
-            registry=registry,
         )
-        self.rate_limited = pc.Counter(
+        self.rate_limited = counter(
             "rate_limited",
             "Flood control decisions by route, limit (messages, bytes, control, errors; 'any' for drops)"
             " and action (close, drop).",
             ["route", "limit", "action"],
-            namespace=ns,
-            registry=registry,
         )
-        self.broker_published = pc.Counter(
+        self.broker_published = counter(
             "broker_published",
             "Messages this process published (sockets.publish, broadcast) through the message queue.",
-            namespace=ns,
-            registry=registry,
         )
-        self.broker_received = pc.Counter(
+        self.broker_received = counter(
             "broker_received",
             "Messages this process received from the message queue (its own publishes too, without Redis).",
-            namespace=ns,
-            registry=registry,
         )
-        self.deliveries = pc.Counter(
-            "deliveries",
-            "Published messages handed to sockets (one per socket reached).",
-            namespace=ns,
-            registry=registry,
-        )
-        self.broker_lag = pc.Histogram(
+        self.deliveries = counter("deliveries", "Published messages handed to sockets (one per socket reached).")
+        self.broker_lag = histogram(
             "broker_lag_seconds",
             "Seconds from publish (in any process or host) to this process receiving the message from Redis.",
-            namespace=ns,
-            registry=registry,
             buckets=LATENCY_BUCKETS,
         )
-        self.broker_reconnects = pc.Counter(
+        self.broker_reconnects = counter(
             "broker_reconnects",
             "Times the message queue (Redis) connection of this process came back after it was lost.",
-            namespace=ns,
-            registry=registry,
         )
-        self.disconnected = pc.Counter(
+        self.disconnected = counter(
             "disconnected",
             "Sockets of this process closed by sockets.disconnect (a room's sockets, from any process or host).",
-            namespace=ns,
-            registry=registry,
         )
-        self.send_queue = pc.Gauge(
+        self.send_queue = gauge(
             "send_queue_messages",
             "Published messages queued for sockets, not yet sent (summed over live worker processes).",
-            namespace=ns,
-            registry=registry,
             multiprocess_mode="livesum",
         )
-        self.send_queue_longest = pc.Gauge(
+        self.send_queue_longest = gauge(
             "send_queue_longest_messages",
             "The longest send queue of a socket (the largest over live worker processes).",
-            namespace=ns,
-            registry=registry,
             multiprocess_mode="livemax",
         )
-        self.ping_rtt = pc.Histogram(
+        self.ping_rtt = histogram(
             "ping_rtt_seconds",
             "Seconds from a keepalive ping to the pong that answered it, by route.",
             ["route"],
-            namespace=ns,
-            registry=registry,
             buckets=LATENCY_BUCKETS,
         )
-        # What sync_rooms() already moved into the counters above, by Rooms.
-        self._synced: weakref.WeakKeyDictionary[t.Any, list[float]] = weakref.WeakKeyDictionary()
-        self._sync_lock = threading.Lock()
-        self.handler_seconds = pc.Histogram(
+        self.handler_seconds = histogram(
             "socket_duration_seconds",
             "How long sockets stayed open (handler start to close), by route.",
             ["route"],
-            namespace=ns,
-            registry=registry,
             buckets=(1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0),
         )
+        #: Seconds between two passes of this process's flusher over its
+        #: open sockets (see :meth:`flush_open`).
+        self.flush_interval = FLUSH_INTERVAL
+        # What sync_rooms() already moved into the counters above, by Rooms.
+        self._synced: weakref.WeakKeyDictionary[t.Any, list[float]] = weakref.WeakKeyDictionary()
+        self._sync_lock = threading.Lock()
+        # The open sockets of this process, and its flusher: (pid, token) and when it last ran.
+        self._open: set[SocketTap] = set()
+        self._lock = threading.Lock()
+        self._flusher: tuple[int, object] | None = None
+        self._flusher_ran = 0.0
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry | None = None) -> SocketMetrics:
@@ -245,13 +249,83 @@ class SocketMetrics:
 
     def tap(self, ws: t.Any, route: str, rooms: Rooms | None = None) -> SocketTap:
         """Start counting a socket of ``route`` (its URL rule): see
-        :class:`SocketTap`. Its flushes also :meth:`sync_rooms` ``rooms``,
-        and the broker of ``rooms`` reports its lag here."""
+        :class:`SocketTap`. The flushes also :meth:`sync_rooms` ``rooms``,
+        and the broker of ``rooms`` reports its lag here. Starts this
+        process's flusher if it is not running (see :meth:`flush_open`)."""
         if rooms is not None:
             broker = rooms.broker
             if broker.lag_observer is None:
                 broker.lag_observer = self.broker_lag.observe
-        return SocketTap(self, ws, route, rooms)
+        tap = SocketTap(self, ws, route, rooms)
+        with self._lock:
+            self._open.add(tap)
+            start = self._flusher_gone()
+            if start:
+                token = object()
+                self._flusher = (os.getpid(), token)
+                self._flusher_ran = time.monotonic()
+        if start:
+            runner = current_runner()
+            if isinstance(runner, GeventRunner):
+                runner.spawn(self._flush_open_sockets, token, runner.sleep)
+            else:
+                thread = threading.Thread(
+                    target=self._flush_open_sockets, args=(token, time.sleep), name="flask-sockets metrics", daemon=True
+                )
+                thread.start()
+        return tap
+
+    def flush_open(self) -> None:
+        """Move the counts of this process's open sockets (their engines'
+        counters, :class:`~flask_sockets.connection.Connection`) into the
+        Prometheus series now, and :meth:`sync_rooms` their rooms. Done by
+        :func:`metrics_view` before each scrape, and every
+        :attr:`flush_interval` seconds by the process's flusher (a greenlet
+        in the sockets' gevent hub, or a daemon thread), which runs while
+        the process has open sockets: a scrape answered by another worker
+        process shows this one's open sockets as of its last pass."""
+        with self._lock:
+            rooms = {tap.rooms for tap in self._open}
+            for tap in self._open:
+                tap.flush()
+        for each in rooms:
+            if each is not None:
+                self.sync_rooms(each)
+
+    def _flusher_gone(self) -> bool:
+        """Whether this process has no flusher running (none started, the
+        one started before a fork, or one whose hub or thread is gone: it
+        missed two passes). With the lock held."""
+        flusher = self._flusher
+        return (
+            flusher is None
+            or flusher[0] != os.getpid()
+            or time.monotonic() - self._flusher_ran > 2 * self.flush_interval + 1.0
+        )
+
+    def _flush_open_sockets(self, token: object, sleep: t.Callable[[float], None]) -> None:
+        """The flusher: :meth:`flush_open` every :attr:`flush_interval`
+        seconds until no socket is open (or another flusher took over)."""
+        while True:
+            sleep(self.flush_interval)
+            with self._lock:
+                flusher = self._flusher
+                if flusher is None or flusher[1] is not token:
+                    return
+                if not self._open:
+                    self._flusher = None
+                    return
+                self._flusher_ran = time.monotonic()
+            try:
+                self.flush_open()
+            except Exception:  # (a flusher that died would leave the values stale until the sockets close)
+                logger.exception("Moving the sockets' counts into the metrics failed")
+
+    def _finished(self, tap: SocketTap) -> None:
+        """``tap``'s socket is closed: its last flush, and it is no longer open."""
+        with self._lock:
+            tap.flush()
+            self._open.discard(tap)
 
     def sync_rooms(self, rooms: Rooms, force: bool = False) -> None:
         """Move the message queue counts of ``rooms``
@@ -303,121 +377,96 @@ class SocketMetrics:
 _BY_REGISTRY: weakref.WeakKeyDictionary[t.Any, SocketMetrics] = weakref.WeakKeyDictionary()
 
 
-def _nothing() -> None:
-    pass
-
-
-def _utf8_size(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
 class SocketTap:
-    """Counts one socket: made when its handler starts, :meth:`finish`\\ ed
-    after it ends and the socket is closed.
+    """Counts one socket: made when its handler starts (by
+    :meth:`SocketMetrics.tap`), :meth:`finish`\\ ed after it ends and the
+    socket is closed.
 
-    It replaces the socket's ``receive``, ``send_frame``, ``send_nowait``
-    and ``close`` with counting versions, as attributes of this socket
-    only (sockets without a ``__dict__``, such as gevent-websocket's own,
-    are not counted message by message; their opening, handshake and close
-    are). The counts live in the closures' cells (the cheapest variables
-    Python has) and move into the Prometheus counters at :meth:`flush`.
+    Messages and bytes are counted by the socket's engine
+    (:class:`~flask_sockets.connection.Connection`, whose plain integer
+    counters the tap turns on:
+    :attr:`~flask_sockets.protocol.ServerProtocol.counting`);
+    :meth:`flush` moves what they counted since the last flush into the
+    Prometheus counters. Nothing is wrapped on the message path. The
+    socket's ``close`` is wrapped (an attribute of this socket only; not on
+    the message path) to learn the code a close was asked with, even if its
+    close frame never goes out (a slow consumer's), and to count slow
+    consumers; without it (a socket that takes no attributes) the engine
+    still says who started the close and with which code
+    (:attr:`~flask_sockets.connection.Connection.local_close_code`).
+    Sockets without an engine (a server's own, such as gevent-websocket's)
+    are counted at open, handshake and close only.
     """
 
-    __slots__ = ("_closed_by_server", "_counted_101", "_started", "flush", "metrics", "route")
+    __slots__ = (
+        "_closed_by_server",
+        "_counted",
+        "_counted_101",
+        "_started",
+        "conn",
+        "metrics",
+        "rooms",
+        "route",
+        "series",
+    )
 
     def __init__(self, metrics: SocketMetrics, ws: t.Any, route: str, rooms: Rooms | None = None) -> None:
         self.metrics = metrics
         self.route = route
+        #: The rooms whose counts the flushes move in too.
+        self.rooms = rooms
         self._closed_by_server: int | None = None
         self._counted_101 = False
         self._started = time.monotonic()
-        #: Move the counts since the last flush into the Prometheus counters.
-        self.flush: t.Callable[[], None] = _nothing
+        conn = getattr(ws, "_protocol", None)
+        #: The socket's engine, whose counters are read, or ``None``.
+        self.conn: Connection | None = None
+        if isinstance(conn, Connection):
+            self.conn = conn
+            conn.counting = True
+        #: The label children of :data:`_COUNTS`, looked up once per socket.
+        self.series = tuple(getattr(metrics, family).labels(route, direction) for family, direction, _ in _COUNTS)
+        self._counted = () if self.conn is None else _read_counts(self.conn)
         metrics.open_sockets.labels(route).inc()
         try:
-            self._wrap(ws, rooms)
-        except (AttributeError, TypeError):  # no __dict__: counted at open and close only
-            self.flush = _nothing
+            self._wrap_close(ws)
+        except (AttributeError, TypeError):  # no __dict__: the engine's word on the close only
+            pass
 
-    def _wrap(self, ws: t.Any, rooms: Rooms | None) -> None:
-        receive, send_frame, close = ws.receive, ws.send_frame, ws.close
-        send_nowait = getattr(ws, "send_nowait", None)
-        route = self.route
-        m = self.metrics
-        # The label children, looked up once per socket.
-        messages_in, messages_out = m.messages.labels(route, "in"), m.messages.labels(route, "out")
-        ping_rtt = m.ping_rtt.labels(route)
-        # The engine (flask_sockets.connection), which records the keepalive's round-trip time.
-        conn = getattr(ws, "_protocol", None)
-        if conn is not None and not hasattr(conn, "ping_rtt"):
-            conn = None
-        bytes_in, bytes_out = m.payload_bytes.labels(route, "in"), m.payload_bytes.labels(route, "out")
+    def flush(self) -> None:
+        """Move the counts since the last flush into the Prometheus
+        counters, and the keepalive's latest ping round-trip time
+        (:attr:`Connection.ping_rtt <flask_sockets.connection.Connection.ping_rtt>`)
+        into its histogram. Called by :meth:`SocketMetrics.flush_open` and
+        at :meth:`finish`, with the metrics' lock held."""
+        conn = self.conn
+        if conn is None:
+            return
+        counts = _read_counts(conn)
+        counted = self._counted
+        if counts != counted:
+            for child, now, before in zip(self.series, counts, counted):
+                if now != before:
+                    child.inc(now - before)
+            self._counted = counts
+        rtt = conn.ping_rtt
+        if rtt is not None:
+            conn.ping_rtt = None
+            self.metrics.ping_rtt.labels(self.route).observe(rtt)
+
+    def _wrap_close(self, ws: t.Any) -> None:
+        close = ws.close
         tap = self
-        # Counted since the last flush, and when the next flush is due.
-        n_in = n_out = b_in = b_out = 0
-
-        def flush() -> None:
-            nonlocal n_in, n_out, b_in, b_out
-            if n_in:
-                messages_in.inc(n_in)
-                bytes_in.inc(b_in)
-                n_in = b_in = 0
-            if n_out:
-                messages_out.inc(n_out)
-                bytes_out.inc(b_out)
-                n_out = b_out = 0
-            if conn is not None:
-                rtt = conn.ping_rtt
-                if rtt is not None:
-                    conn.ping_rtt = None
-                    ping_rtt.observe(rtt)
-            if rooms is not None:
-                m.sync_rooms(rooms)
-
-        def counted_receive(timeout: float | None = None) -> t.Any:
-            nonlocal n_in, b_in
-            message = receive(timeout)
-            if message is not None:
-                n_in += 1
-                b_in += len(message) if message.__class__ is not str or message.isascii() else _utf8_size(message)
-                if n_in >= FLUSH_EVERY:
-                    flush()
-            return message
-
-        def counted_send_frame(message: t.Any, opcode: int, compress: bool = True) -> None:
-            nonlocal n_out, b_out
-            send_frame(message, opcode, compress)
-            if opcode <= _BINARY:  # text or binary, not ping or pong
-                n_out += 1
-                b_out += len(message) if message.__class__ is not str or message.isascii() else _utf8_size(message)
-                if n_out >= FLUSH_EVERY:
-                    flush()
 
         def counted_close(code: int = CloseCode.NORMAL_CLOSURE, message: bytes | str = b"") -> None:
             if tap._closed_by_server is None and not ws.closed:
                 tap._closed_by_server = int(code)
                 reason = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
                 if code == CloseCode.POLICY_VIOLATION and reason == SLOW_CONSUMER_REASON:
-                    tap.metrics.slow_consumers.labels(route).inc()
+                    tap.metrics.slow_consumers.labels(tap.route).inc()
             close(code, message)
 
-        ws.receive = counted_receive
-        ws.send_frame = counted_send_frame
         ws.close = counted_close
-        if send_nowait is not None:
-
-            def counted_send_nowait(message: t.Any) -> bool:
-                nonlocal n_out, b_out
-                sent: bool = send_nowait(message)
-                if sent:
-                    n_out += 1
-                    b_out += len(message) if message.__class__ is not str or message.isascii() else _utf8_size(message)
-                    if n_out >= FLUSH_EVERY:
-                        flush()
-                return sent
-
-            ws.send_nowait = counted_send_nowait
-        self.flush = flush
 
     def accepted(self) -> None:
         """The ``101`` went out: count the handshake."""
@@ -427,17 +476,18 @@ class SocketTap:
 
     def finish(self, ws: t.Any) -> None:
         """The handler ended and the socket is closed (or was never
-        accepted): flush, count the close, and the socket is no longer open."""
+        accepted): the last flush, count the close, and the socket is no
+        longer open."""
         m, route = self.metrics, self.route
-        self.flush()
+        m._finished(self)
         if getattr(ws, "accepted", True):
             self.accepted()  # (a deferred handshake, answered by the handler)
+            # The server closed if it was asked to (close(), even if its close frame never went out: a
+            # slow consumer's), or if its engine started the close (failed it, the session's end).
             code = self._closed_by_server
-            protocol = getattr(ws, "_protocol", None)
-            if code is not None or getattr(protocol, "failed", False):
-                side = "server"
-            else:
-                side = "client"
+            if code is None:
+                code = getattr(getattr(ws, "_protocol", None), "local_close_code", None)
+            side = "client" if code is None else "server"
             if code is None:
                 code = getattr(ws, "close_code", None) or int(CloseCode.ABNORMAL_CLOSURE)
             m.closes.labels(route, str(code), side).inc()
@@ -509,7 +559,10 @@ def metrics_view() -> Response:
 
     With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker processes), the
     values of every worker, read from that directory; otherwise this
-    process's, from the app's registry (the default one).
+    process's, from the app's registry (the default one). The counts of
+    this process's open sockets are moved in first
+    (:meth:`SocketMetrics.flush_open`); another worker's are as of its
+    flusher's last pass, at most :data:`FLUSH_INTERVAL` seconds old.
     """
     from flask import current_app
 
@@ -525,6 +578,7 @@ def metrics_view() -> Response:
     if metrics is not None:
         from .fanout.membership import EXTENSION_KEY as ROOMS_KEY
 
+        metrics.flush_open()  # (this process's open sockets: exact; other workers' as of their last flush)
         rooms = current_app.extensions.get(ROOMS_KEY)
         if rooms is not None:
             metrics.sync_rooms(rooms, force=True)

@@ -256,8 +256,12 @@ class ServerProtocol:
         "_size",
         "_wire_size",
         "buffer",
+        "counting",
         "deflate",
         "max_message_size",
+        "messages_in",
+        "payload_bytes_in",
+        "wire_bytes_in",
     )
 
     def __init__(self, max_message_size: int | None = None, deflate: Deflate | None = None) -> None:
@@ -283,6 +287,20 @@ class ServerProtocol:
         self._size = 0
         self._fragments = 0
         self._wire_size = 0
+        #: Whether the counters below (and a connection's ``*_out`` ones)
+        #: count: ``False`` unless turned on (metrics turn it on for each
+        #: socket they count). Off, they cost one test per frame; on, a few
+        #: integer additions per message.
+        self.counting = False
+        #: Data messages (text and binary) parsed whole.
+        self.messages_in = 0
+        #: Their payload bytes, after decompression (UTF-8 for text).
+        self.payload_bytes_in = 0
+        #: Bytes of the frames parsed, as they came over the wire: headers,
+        #: masking keys, payloads (compressed, when they were) and control
+        #: frames (ping, pong, close). Bytes still in :attr:`buffer` count
+        #: once parsed; bytes a failed connection discards unparsed do not.
+        self.wire_bytes_in = 0
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the peer."""
@@ -340,6 +358,8 @@ class ServerProtocol:
                 return None
             payload = apply_mask(buffer[6:end], buffer[2:6])
             del buffer[:end]
+            if self.counting:
+                self.wire_bytes_in += end
             return self._control(opcode, payload)
         if opcode > 0x2:
             raise ProtocolError(f"Reserved opcode {opcode:#x}")
@@ -386,6 +406,10 @@ class ServerProtocol:
             # A whole message in one whole frame, the usual case: no assembly.
             payload = self._unmask(header, end, buffer[start:header]) if length else b""
             del buffer[:end]
+            if self.counting:
+                self.messages_in += 1
+                self.payload_bytes_in += length
+                self.wire_bytes_in += end
             if opcode == _TEXT:
                 try:
                     return payload.decode("utf-8")
@@ -406,6 +430,8 @@ class ServerProtocol:
         self._mask_offset = 0
         self._frame_fin = bool(fin)
         del buffer[:header]
+        if self.counting:
+            self.wire_bytes_in += header
         if not length:
             self._feed(b"", self._frame_fin)
             return self._end_of_frame()
@@ -447,6 +473,8 @@ class ServerProtocol:
         n = min(available, left)
         data = self._unmask(0, n, _rotate(self._mask, self._mask_offset))
         del buffer[:n]
+        if self.counting:
+            self.wire_bytes_in += n
         self._frame_left = left - n
         self._mask_offset += n
         self._feed(data, self._frame_fin and not self._frame_left)
@@ -485,6 +513,9 @@ class ServerProtocol:
             except UnicodeDecodeError:
                 raise InvalidData("Invalid UTF-8 in text") from None
         result: str | bytes = message.getvalue()
+        if self.counting:
+            self.messages_in += 1
+            self.payload_bytes_in += self._size
         self._opcode, self._message, self._decoder = None, None, None
         self._size = self._fragments = self._wire_size = 0
         return result

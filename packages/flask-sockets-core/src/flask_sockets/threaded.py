@@ -430,6 +430,8 @@ class ThreadedWebSocket(EngineSocket, SocketBase):
             try:
                 sent = sock.send(data, socket.MSG_DONTWAIT)
             except BlockingIOError:
+                with self._lock:
+                    conn.not_sent(len(data), len(payload))
                 return False
             except OSError as e:
                 self.abort()

@@ -185,8 +185,9 @@ class WebSocketHandler(_Slots, _BaseHandler):  # type: ignore[misc]
         self.wsgi_input = pywsgi.Input(self.rfile, 0)
         rejection = check_handshake(self.environ)
         if rejection is not None:
-            self._send_plain_response(*rejection)
+            # Counted first: a client that got the answer finds it counted.
             self._count_refusal(rejection[0])
+            self._send_plain_response(*rejection)
             return None
         self.websocket = self.websocket_class(self.environ, self)
         self.environ[WSGI_WEBSOCKET_KEY] = self.websocket

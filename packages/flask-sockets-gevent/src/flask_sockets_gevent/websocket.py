@@ -511,6 +511,7 @@ class GeventWebSocket(EngineSocket, SocketBase):
                 # gevent.socket.send(data, flags, timeout): with timeout 0.0 it raises instead of waiting.
                 sent = sock.send(data, 0, 0.0)  # type: ignore[call-arg]
             except BlockingIOError:
+                conn.not_sent(len(data), len(payload))
                 return False
             except OSError as e:
                 self._protocol.abort()
