@@ -11,13 +11,16 @@ virtualenv that has only pip, runs ``pip install --find-links DIR
 virtualenv, imports every module the install promises, checks that each
 module it does not promise (a server, redis-py) is absent, and that every
 Flask-Sockets distribution installed is the version of the checkout.
-Prints one line per install; exits 1 if any is wrong.
+Prints one line per install; exits 1 if any is wrong. The installs run side
+by side (``--jobs``, one more than the CPUs by default: pip mostly waits).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -93,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "--find-links", type=Path, default=ROOT / "dist", help="the built distributions (default: %(default)s)"
     )
     parser.add_argument("installs", nargs="*", metavar="INSTALL", help=f"of {', '.join(INSTALLS)} (default: all)")
+    parser.add_argument(
+        "--jobs", type=int, default=(os.cpu_count() or 1) + 1, help="installs at once (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     unknown = [i for i in args.installs if i not in INSTALLS]
     if unknown:
@@ -102,15 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     if not any(find_links.glob(f"flask_sockets_core-{version}-*.whl")):
         print(f"error: no flask-sockets-core {version} wheel in {find_links}: build it first", file=sys.stderr)
         return 2
-    failed = 0
-    for requirement in args.installs or INSTALLS:
+
+    def check_in_new_directory(requirement: str) -> list[str]:
         with tempfile.TemporaryDirectory(prefix="flask-sockets-install-") as workdir:
-            problems = check(requirement, find_links, str(version), Path(workdir))
-        if problems:
-            failed += 1
-            print(f"FAIL pip install '{requirement}':\n  " + "\n  ".join(problems), flush=True)
-        else:
-            print(f"ok   pip install '{requirement}': {', '.join(INSTALLS[requirement][0])}", flush=True)
+            return check(requirement, find_links, str(version), Path(workdir))
+
+    requirements = args.installs or list(INSTALLS)
+    failed = 0
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        results = pool.map(check_in_new_directory, requirements)
+        for requirement, problems in zip(requirements, results):  # in order, as they are done
+            if problems:
+                failed += 1
+                print(f"FAIL pip install '{requirement}':\n  " + "\n  ".join(problems), flush=True)
+            else:
+                print(f"ok   pip install '{requirement}': {', '.join(INSTALLS[requirement][0])}", flush=True)
     return 1 if failed else 0
 
 
