@@ -93,6 +93,26 @@ def test_drain_sleeps_between_batches_and_closes_each_socket_once() -> None:
     assert {when for when, _ in closed} == {0.0, 0.5, 1.0}
 
 
+def test_a_late_batch_moves_the_next_ones_instead_of_a_burst_to_catch_up() -> None:
+    """10 batches 0.2 s apart over 2 s; the process gets no CPU for 0.7 s
+    after the second: the batches after it keep their spacing (not four at
+    once), up to the window's end, where the rest go."""
+    clock = [0.0]
+    closed: list[tuple[float, int]] = []
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+        if round(clock[0], 6) == 0.2:  # the second batch is due: stalled
+            clock[0] += 0.7
+
+    drain(range(1000), lambda ws: closed.append((clock[0], ws)), ShutdownPolicy(window=2.0), sleep, lambda: clock[0])
+    assert [ws for _, ws in closed] == list(range(1000))
+    times = sorted({round(when, 6) for when, _ in closed})
+    assert times == [0.0, 0.9, 1.1, 1.3, 1.5, 1.7, 1.9, 2.0]
+    at_end = [ws for when, ws in closed if round(when, 6) == 2.0]
+    assert len(at_end) == 300, "the three batches the window had no room left for go at its end"
+
+
 def test_drain_closes_the_sockets_accepted_meanwhile_after_the_last_batch() -> None:
     closed: list[int] = []
     open_now = list(range(200))

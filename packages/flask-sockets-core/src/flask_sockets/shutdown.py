@@ -139,15 +139,24 @@ def drain(
     in a thread) between them. ``close`` must not block: it starts the
     close of one socket (sends its close frame, or hands it to a greenlet
     or thread). An exception from one ``close`` does not stop the others.
-    After the last batch, ``late()`` (the server's open sockets then) gives
-    the sockets accepted meanwhile (a handshake under way when the server
-    stopped): they are closed too. Returns then."""
+    A batch that comes late (the process had no CPU for a while) moves
+    the ones after it: they keep their spacing rather than go out together
+    to catch up (a burst of reconnects is what this avoids), up to the end
+    of the window, where whatever is left goes. After the last batch,
+    ``late()`` (the server's open sockets then) gives the sockets accepted
+    meanwhile (a handshake under way when the server stopped): they are
+    closed too. Returns then."""
     sockets = list(sockets)
     started = clock()
-    for delay, start, stop in policy.batches(len(sockets)):
-        wait = started + delay - clock()
+    end = started + policy.window
+    batches = policy.batches(len(sockets))
+    spacing = policy.window / len(batches) if batches else 0.0
+    not_before = started
+    for delay, start, stop in batches:
+        wait = max(started + delay, min(not_before, end)) - clock()
         if wait > 0:
             sleep(wait)
+        not_before = clock() + spacing
         _close_each(sockets[start:stop], close)
     if late is not None:
         seen = set(map(id, sockets))
