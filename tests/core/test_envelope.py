@@ -4,6 +4,7 @@ against the test client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -348,27 +349,31 @@ def test_envelope_sockets_on_a_threaded_server_share_one_timer_thread(
     def timers() -> int:
         return sum(thread.name == HEARTBEAT_THREAD for thread in threading.enumerate())
 
+    def server_threads() -> int:
+        # All but the client's (websockets' sync client: a reader, and in newer versions a keepalive thread).
+        client = ("(recv_events)", "(keepalive)")
+        return sum(not thread.name.endswith(client) for thread in threading.enumerate())
+
     clients: list[ClientConnection] = []
     try:
-        # One socket first: the server's own threads (its keepalive timer among them) are up.
-        clients.append(connect(server.ws_url + "/busy"))
-        assert json.loads(clients[0].recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
-        assert json.loads(clients[0].recv(TIMEOUT)) == {"t": "ping"}
-        before = threading.active_count()
-        for _ in range(n):
-            ws = connect(server.ws_url + "/busy")
-            clients.append(ws)
-            assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
-        for ws in clients:
-            for _ in range(3):
-                assert json.loads(ws.recv(TIMEOUT)) == {"t": "ping"}
-        # Per socket: the server's handler thread and the client's reader thread.
-        added = threading.active_count() - before
-        assert added <= 2 * n + 1, f"{added} threads for {n} envelope sockets (2 each expected, +1 at most)"
-        # The app's keepalive timer (Connections) and the process's timer: not one per socket.
-        assert timers() <= 2, f"{timers()} timer threads for {n + 1} envelope sockets"
+        with contextlib.ExitStack() as stack:
+            # One socket first: the server's own threads (its keepalive timer among them) are up.
+            clients.append(stack.enter_context(connect(server.ws_url + "/busy")))
+            assert json.loads(clients[0].recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
+            assert json.loads(clients[0].recv(TIMEOUT)) == {"t": "ping"}
+            before = server_threads()
+            for _ in range(n):
+                ws = stack.enter_context(connect(server.ws_url + "/busy"))
+                clients.append(ws)
+                assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
+            for ws in clients:
+                for _ in range(3):
+                    assert json.loads(ws.recv(TIMEOUT)) == {"t": "ping"}
+            # Per socket: the server's handler thread, no more.
+            added = server_threads() - before
+            assert added <= n + 1, f"{added} server threads for {n} envelope sockets (1 each expected, +1 at most)"
+            # The app's keepalive timer (Connections) and the process's timer: not one per socket.
+            assert timers() <= 2, f"{timers()} timer threads for {n + 1} envelope sockets"
     finally:
-        for ws in clients:
-            ws.close()
         Rooms.of(app).close()
     wait_until(lambda: timers() == 0)

@@ -40,7 +40,7 @@ def test_many_periodic_calls_share_one_thread_which_ends_when_idle() -> None:
     def tick(i: int) -> None:
         counts[i] += 1
 
-    cancels = [timer.every(0.01, lambda i=i: tick(i)) for i in range(len(counts))]  # type: ignore[misc]
+    cancels = [timer.every(0.01, lambda i=i: tick(i)) for i in range(len(counts))]
     assert threads() == 1
     wait_until(lambda: min(counts) >= 3)
     assert threads() == 1
@@ -65,7 +65,7 @@ def test_stop_from_another_thread_and_from_a_call() -> None:
     timer, threads = named_timer()
     calls: list[int] = []
     for i in range(10):
-        timer.every(0.01, lambda i=i: calls.append(i))  # type: ignore[misc]
+        timer.every(0.01, lambda i=i: calls.append(i))
     wait_until(lambda: len(calls) >= 30)
     stopper = threading.Thread(target=timer.stop)
     stopper.start()
@@ -109,7 +109,7 @@ def test_calls_come_in_time_order_never_early() -> None:
     order: list[tuple[str, float]] = []
     start = time.monotonic()
     for name, delay in (("c", 0.06), ("a", 0.02), ("b", 0.04), ("cancelled", 0.03)):
-        cancel = timer.call_later(delay, lambda name=name: order.append((name, time.monotonic())))  # type: ignore[misc]
+        cancel = timer.call_later(delay, lambda name=name: order.append((name, time.monotonic())))
     cancel()
     wait_until(lambda: len(order) == 3)
     assert [name for name, _ in order] == ["a", "b", "c"]
@@ -145,7 +145,7 @@ def test_thread_runner_every_shares_the_process_timer() -> None:
     def tick(i: int) -> None:
         counts[i] += 1
 
-    stops = [ThreadRunner().every(0.05, lambda i=i: tick(i)) for i in range(len(counts))]  # type: ignore[misc]
+    stops = [ThreadRunner().every(0.05, lambda i=i: tick(i)) for i in range(len(counts))]
     try:
         assert process_timer().running
         assert threading.active_count() <= before + 1

@@ -38,8 +38,8 @@ logger = logging.getLogger("flask_sockets.timers")
 
 
 class _Call:
-    """One registered call: when it is due next, how often it repeats
-    (``None``: once), and whether it was cancelled."""
+    """One registered call (its time is its heap entry's): the function,
+    how often it repeats (``None``: once), whether it was cancelled."""
 
     __slots__ = ("cancelled", "done", "function", "generation", "interval")
 
@@ -75,6 +75,9 @@ class Timer:
         self._counter = itertools.count()
         self._live = 0  # calls registered and not cancelled (nor run, if once)
         self._thread: threading.Thread | None = None
+        # The last thread started (it may still be ending after it was told
+        # to, or went idle): what stop(wait=True) waits for.
+        self._last: threading.Thread | None = None
         # Renewed by stop() and in a forked child: calls registered before are gone.
         self._generation = object()
 
@@ -89,14 +92,20 @@ class Timer:
         """
         if not seconds > 0:
             raise ValueError(f"The interval must be positive, not {seconds!r}")
-        return self._add(float(seconds), function, float(seconds))
+        return self._add(time.monotonic() + seconds, function, float(seconds))
 
     def call_later(self, seconds: float, function: t.Callable[[], object]) -> t.Callable[[], None]:
         """Call ``function()`` once, ``seconds`` from now; the returned
         function cancels it (if it has not run yet)."""
-        return self._add(max(0.0, float(seconds)), function, None)
+        return self._add(time.monotonic() + max(0.0, float(seconds)), function, None)
 
-    def _add(self, delay: float, function: t.Callable[[], object], interval: float | None) -> t.Callable[[], None]:
+    def call_at(self, when: float, function: t.Callable[[], object]) -> t.Callable[[], None]:
+        """Call ``function()`` once, at ``when`` (:func:`time.monotonic`
+        time; at once if that has passed); the returned function cancels
+        it (if it has not run yet)."""
+        return self._add(float(when), function, None)
+
+    def _add(self, when: float, function: t.Callable[[], object], interval: float | None) -> t.Callable[[], None]:
         with self._lock:
             if self._pid != os.getpid():  # pragma: no cover - the fork hook did it already
                 self._heap.clear()
@@ -105,12 +114,11 @@ class Timer:
                 self._pid = os.getpid()
                 self._generation = object()
             call = _Call(function, interval, self._generation)
-            when = time.monotonic() + delay
             heapq.heappush(self._heap, (when, next(self._counter), call))
             self._live += 1
             if self._thread is None:
                 # Started by the first call (in this process), ended when idle.
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread = self._last = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
             elif self._heap[0][2] is call:
                 self._wakeup.notify()
@@ -127,19 +135,27 @@ class Timer:
 
         return cancel
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = False) -> None:
         """Cancel every call and end the thread, from any thread (the
-        timer's own included); returns at once. No call starts after this
-        returns (one running meanwhile finishes). A later registration
-        starts a new thread."""
+        timer's own included). No call starts after this returns (one
+        running meanwhile finishes). A later registration starts a new
+        thread.
+
+        :param wait: Wait for the thread to end (the call it is running,
+            if any, to return; a thread that went idle just now, to be
+            gone), unless the caller is that thread; else return at once.
+        """
         with self._lock:
+            thread = self._last  # (the running one, or the last one, ending)
             for _, _, call in self._heap:
                 call.cancelled = True
             self._heap.clear()
             self._live = 0
             self._thread = None
             self._generation = object()
-            self._wakeup.notify()
+            self._wakeup.notify_all()
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     @property
     def running(self) -> bool:
@@ -173,7 +189,9 @@ class Timer:
                             # The next one (before this one runs, so that
                             # it may cancel itself).
                             later = when + call.interval
-                            heapq.heappush(heap, (later if later > now else now + call.interval, next(self._counter), call))
+                            if later <= now:
+                                later = now + call.interval
+                            heapq.heappush(heap, (later, next(self._counter), call))
                     if due:
                         break
                     self._wakeup.wait(heap[0][0] - now if heap else None)
