@@ -350,9 +350,9 @@ def test_envelope_sockets_on_a_threaded_server_share_one_timer_thread(
         return sum(thread.name == HEARTBEAT_THREAD for thread in threading.enumerate())
 
     def server_threads() -> int:
-        # All but the client's (websockets' sync client: a reader, and in newer versions a keepalive thread).
-        client = ("(recv_events)", "(keepalive)")
-        return sum(not thread.name.endswith(client) for thread in threading.enumerate())
+        # All but the clients' (websockets' sync client: a reader, and in newer versions a keepalive thread).
+        client = {getattr(ws, name, None) for ws in clients for name in ("recv_events_thread", "keepalive_thread")}
+        return sum(thread not in client for thread in threading.enumerate())
 
     clients: list[ClientConnection] = []
     try:
