@@ -4,6 +4,7 @@ against the test client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -22,8 +23,10 @@ from flask_sockets.rooms import Rooms
 from flask_sockets.testing import SocketTestClient
 from tests.conftest import TIMEOUT
 from tests.conftest import Server
+from tests.conftest import wait_until
 
-#: The name of the threads that send the envelope's heartbeats on threaded servers.
+#: The name of the thread that sends the envelope's heartbeats on threaded
+#: servers (the process's timer: :mod:`flask_sockets.timers`).
 HEARTBEAT_THREAD = "flask-sockets timer"
 
 
@@ -311,3 +314,66 @@ def test_heartbeats_go_on_while_the_loop_body_is_busy_with_the_test_client() -> 
             time.sleep(0.01)
     finally:
         Rooms.of(app).close()
+
+
+def test_heartbeats_go_on_while_the_loop_body_is_busy_on_the_development_server(
+    devserve: t.Callable[..., Server],
+) -> None:
+    """The same on Werkzeug's threaded development server (the threaded
+    socket of gunicorn ``gthread`` too): the heartbeats come from the
+    process's timer thread while the handler's thread sleeps."""
+    app, _ = busy_app()
+    server = devserve(app)
+    try:
+        with connect(server.ws_url + "/busy") as ws:
+            assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
+            ws.send(json.dumps({"t": "msg", "data": {"busy": 1.0}}))
+            during = frames_until(lambda: ws.recv(TIMEOUT), {"done": 1.0})
+            assert during and all(frame == {"t": "ping"} for frame in during), during
+            assert len(during) >= 3, f"{len(during)} pings in 1 s of a busy loop body at ping 0.1 s"
+    finally:
+        Rooms.of(app).close()
+
+
+def test_envelope_sockets_on_a_threaded_server_share_one_timer_thread(
+    devserve: t.Callable[..., Server],
+) -> None:
+    """N envelope sockets on the development server (in this process) take
+    their N handler threads and no more: their heartbeats come from ONE
+    timer thread (before: a thread per socket, twice the threads and
+    their memory). Each still gets its pings."""
+    n = 20
+    app, _ = busy_app()
+    server = devserve(app)
+
+    def timers() -> int:
+        return sum(thread.name == HEARTBEAT_THREAD for thread in threading.enumerate())
+
+    def server_threads() -> int:
+        # All but the clients' (websockets' sync client: a reader, and in newer versions a keepalive thread).
+        client = {getattr(ws, name, None) for ws in clients for name in ("recv_events_thread", "keepalive_thread")}
+        return sum(thread not in client for thread in threading.enumerate())
+
+    clients: list[ClientConnection] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            # One socket first: the server's own threads (its keepalive timer among them) are up.
+            clients.append(stack.enter_context(connect(server.ws_url + "/busy")))
+            assert json.loads(clients[0].recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
+            assert json.loads(clients[0].recv(TIMEOUT)) == {"t": "ping"}
+            before = server_threads()
+            for _ in range(n):
+                ws = stack.enter_context(connect(server.ws_url + "/busy"))
+                clients.append(ws)
+                assert json.loads(ws.recv(TIMEOUT)) == {"t": "hello", "ping": 0.1}
+            for ws in clients:
+                for _ in range(3):
+                    assert json.loads(ws.recv(TIMEOUT)) == {"t": "ping"}
+            # Per socket: the server's handler thread, no more.
+            added = server_threads() - before
+            assert added <= n + 1, f"{added} server threads for {n} envelope sockets (1 each expected, +1 at most)"
+            # The app's keepalive timer (Connections) and the process's timer: not one per socket.
+            assert timers() <= 2, f"{timers()} timer threads for {n + 1} envelope sockets"
+    finally:
+        Rooms.of(app).close()
+    wait_until(lambda: timers() == 0)

@@ -19,6 +19,8 @@ import time
 import typing as t
 import weakref
 
+from .timers import process_timer
+
 __all__ = ["GeventRunner", "Runner", "ThreadRunner", "current_runner"]
 
 
@@ -53,8 +55,9 @@ class Runner(t.Protocol):
 
 
 class ThreadRunner:
-    """Work in new daemon threads: for sockets that any thread may use (the
-    development server's, the test client's). In a process gevent has
+    """Work in new daemon threads, periodic work in the process's one timer
+    thread: for sockets that any thread may use (the development server's,
+    gunicorn ``gthread``'s, the test client's). In a process gevent has
     monkey-patched, these threads are greenlets."""
 
     def here(self) -> bool:
@@ -73,15 +76,12 @@ class ThreadRunner:
         return not worker.is_alive()
 
     def every(self, seconds: float, function: t.Callable[[], object]) -> t.Callable[[], None]:
-        """One daemon thread per call, ended by the returned function at once."""
-        stopped = threading.Event()
-
-        def run() -> None:
-            while not stopped.wait(seconds):
-                function()
-
-        threading.Thread(target=run, name="flask-sockets timer", daemon=True).start()
-        return stopped.set
+        """A call of the process's shared :class:`~flask_sockets.timers.Timer`:
+        one thread for every socket's periodic work (not one per call),
+        started by the first call in the process, gone when no call is
+        left. The returned function cancels this one at once. ``function``
+        runs in the timer's thread: it must not block (queue the work)."""
+        return process_timer().every(seconds, function)
 
 
 class GeventRunner:

@@ -18,8 +18,10 @@ The handler runs in the server's thread for the whole life of the
 connection; nothing else takes a thread per connection or per message:
 
 - One :class:`Connections` per server (gunicorn worker) or app holds the
-  open sockets and runs ONE timer thread, started by
-  :meth:`Connections.start`, which pings the idle peers, fails the silent
+  open sockets and runs ONE timer thread (a
+  :class:`~flask_sockets.timers.Timer`, the one implementation of timers
+  for threaded code), started by :meth:`Connections.start`, which pings
+  the idle peers, fails the silent
   ones (1011), closes sessions at their end (4401), cuts connections whose
   close handshake ran out of time, and closes the sockets when the server
   stops (1012, in batches). What to do and when is the connection's
@@ -44,8 +46,7 @@ which would affect every thread using it.
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import functools
 import select
 import signal
 import socket
@@ -72,6 +73,7 @@ from .protocol import CloseCode
 from .protocol import Ping
 from .shutdown import ShutdownPolicy
 from .shutdown import drain
+from .timers import Timer
 
 __all__ = [
     "CONNECTIONS_KEY",
@@ -807,12 +809,12 @@ class Connections:
         self.shutdown_policy = ShutdownPolicy(window=0.0) if shutdown_policy is None else shutdown_policy
         self._stopping = stopping
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
         self._open: set[ThreadedWebSocket] = set()
-        # (when, tie-breaker, weak reference to the socket): one live entry per socket.
-        self._heap: list[tuple[float, int, weakref.ref[ThreadedWebSocket]]] = []
-        self._counter = itertools.count()
-        self._thread: threading.Thread | None = None
+        # The timer: a call per socket at its deadline (a weak reference to
+        # the socket; the socket's _timer_at says which of its calls is live),
+        # and the stopping poll. Its thread runs while it has calls.
+        self._timer = Timer("flask-sockets timer")
+        self._started = False
         self._stopped = False
         #: ``True`` once :meth:`shutdown` ran: new sockets are refused.
         self.shutting_down = False
@@ -822,23 +824,24 @@ class Connections:
             return len(self._open)
 
     def start(self) -> None:
-        """Start the timer thread (a daemon) if it is not running yet. It
-        runs while sockets are open (:meth:`admit` them first), and ends
-        when the last one is gone."""
+        """Start the timer (a :class:`~flask_sockets.timers.Timer` of its
+        own, whose daemon thread runs while it has something to do) if it
+        is not running yet. It runs while sockets are open (:meth:`admit`
+        them first), and stops when the last one is gone."""
         with self._lock:
-            if self._thread is not None or self._stopped:
+            if self._started or self._stopped:
                 return
-            self._thread = threading.Thread(target=self._run, name="flask-sockets timer", daemon=True)
-            self._thread.start()
+            self._started = True
+            if self._stopping is not None:
+                self._timer.every(_STOP_POLL_INTERVAL, self._check_stopping)
 
     def stop(self) -> None:
-        """Stop the timer thread (open sockets are left as they are)."""
+        """Stop the timer and wait for its thread to end (open sockets are
+        left as they are)."""
         with self._lock:
             self._stopped = True
-            self._wakeup.notify()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            self._started = False
+        self._timer.stop(wait=True)
 
     def admit(self, ws: ThreadedWebSocket) -> bool:
         """Count ``ws`` as open; ``False`` (not counted) if the server is
@@ -854,8 +857,10 @@ class Connections:
         ends; :meth:`start` makes a new one for the next socket."""
         with self._lock:
             self._open.discard(ws)
-            if not self._open:
-                self._wakeup.notify()
+            if not self._open and self._started:
+                # Idle: no thread lingers (start() makes one for the next socket).
+                self._started = False
+                self._timer.stop()
 
     def watch(self, ws: ThreadedWebSocket) -> None:
         """Have the timer thread call on an accepted socket by its
@@ -870,14 +875,12 @@ class Connections:
         """Have the timer thread call ``ws._on_timer`` at ``when`` at the
         latest; ``False`` if there is no timer thread to do it."""
         with self._lock:
-            if self._thread is None or self._stopped:
+            if not self._started:
                 return False
             current = ws._timer_at
             if current is None or when < current:
                 ws._timer_at = when
-                heapq.heappush(self._heap, (when, next(self._counter), weakref.ref(ws)))
-                if self._heap[0][0] == when:
-                    self._wakeup.notify()
+                self._timer.call_at(when, functools.partial(self._due, weakref.ref(ws), when))
             return True
 
     def shutdown(self) -> None:
@@ -910,41 +913,31 @@ class Connections:
         with self._lock:
             return list(self._open)
 
-    def _run(self) -> None:
+    def _due(self, ref: weakref.ref[ThreadedWebSocket], when: float) -> None:
+        """A socket's call, in the timer's thread: if it is the socket's
+        live one (an earlier deadline replaces a later one), the socket acts
+        on its deadlines (:meth:`ThreadedWebSocket._on_timer`, which never
+        blocks) and says when to come again."""
+        ws = ref()
+        if ws is None:
+            return
+        with self._lock:
+            if ws._timer_at != when:
+                return
+            ws._timer_at = None
+        try:
+            next_at = ws._on_timer(time.monotonic())
+        except Exception:  # pragma: no cover - a bug; keep serving the others
+            ws.abort()
+            return
+        if next_at is not None:
+            self.schedule(ws, next_at)
+
+    def _check_stopping(self) -> None:
+        """The stopping poll (every quarter of a second, in the timer's thread)."""
         stopping = self._stopping
-        while True:
-            due: list[ThreadedWebSocket] = []
-            with self._lock:
-                if self._stopped:
-                    return
-                now = time.monotonic()
-                heap = self._heap
-                while heap and heap[0][0] <= now:
-                    when, _, ref = heapq.heappop(heap)
-                    ws = ref()
-                    if ws is not None and ws._timer_at == when:
-                        ws._timer_at = None
-                        due.append(ws)
-                if not due and not self._open:
-                    # Idle: no thread lingers (start() makes one for the next socket).
-                    self._thread = None
-                    self._heap.clear()
-                    return
-                if not due:
-                    wait = heap[0][0] - now if heap else None
-                    if stopping is not None:
-                        wait = _STOP_POLL_INTERVAL if wait is None else min(wait, _STOP_POLL_INTERVAL)
-                    self._wakeup.wait(wait)
-            for ws in due:
-                try:
-                    next_at = ws._on_timer(now)
-                except Exception:  # pragma: no cover - a bug; keep serving the others
-                    ws.abort()
-                    continue
-                if next_at is not None:
-                    self.schedule(ws, next_at)
-            if stopping is not None and not self.shutting_down and stopping():
-                self.shutdown()
+        if stopping is not None and not self.shutting_down and stopping():
+            self.shutdown()
 
 
 def gunicorn_worker_stopping() -> bool:
