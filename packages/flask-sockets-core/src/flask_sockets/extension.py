@@ -30,6 +30,7 @@ from .fanout.membership import REVOKED_REASON
 from .fanout.membership import Rooms
 from .fanout.presence import PresenceCallback
 from .options import DEFAULTS
+from .redaction import redact_werkzeug_log
 from .shutdown import ShutdownPolicy
 from .wsgi import is_websocket_upgrade
 
@@ -102,8 +103,10 @@ class Sockets:
         rooms (:class:`flask_sockets.fanout.membership.Rooms`) in
         ``app.extensions['sockets.rooms']``, sets the defaults of the
         ``SOCKETS_*`` config keys (see :data:`flask_sockets.options.DEFAULTS`),
-        and serves the browser client at :confval:`SOCKETS_CLIENT_URL`
-        (:doc:`/client`).
+        serves the browser client at :confval:`SOCKETS_CLIENT_URL`
+        (:doc:`/client`), and makes the access log of Werkzeug's development
+        server redact credentials in URLs
+        (:func:`flask_sockets.redaction.redact_werkzeug_log`).
 
         :raises RuntimeError: If ``app`` was already initialised.
         :raises ImportError: If ``SOCKETS_MESSAGE_QUEUE`` is a Redis URL and
@@ -124,6 +127,7 @@ class Sockets:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         add_client_route(app)
+        redact_werkzeug_log()  # once per process: ``flask run``, ``app.run()``
         app.before_request(_require_websocket_upgrade)
         self.url_map.converters.init_app(app)
         for rule, endpoint, handler, options in self._routes:

@@ -2,28 +2,39 @@
 
 A browser cannot set headers on a WebSocket request, so apps are tempted to
 put a token in the URL (``wss://host/ws?token=...``); the URL then ends in
-every access log, proxy log and monitoring tool on the way. Flask-Sockets'
-servers (``flask_sockets_gevent``'s handler, the gunicorn workers of
-``flask-sockets-gunicorn``) write their access-log lines with the values of
-query parameters named like credentials replaced by :data:`REDACTED`. Pass
-credentials another way (see the "Operating in production" page of the
-docs); this only limits the damage.
+every access log, proxy log and monitoring tool on the way. The access logs
+Flask-Sockets can reach show the values of query parameters named like
+credentials replaced by :data:`REDACTED`, in the request line, the query
+and the ``Referer``:
+
+- ``flask_sockets_gevent``'s server (its handler's request line);
+- Werkzeug's development server (``flask run``, ``app.run()``): ``init_app``
+  adds :class:`WerkzeugLogFilter` to the ``werkzeug`` logger
+  (:func:`redact_werkzeug_log`), for every request of the process;
+- gunicorn: :class:`flask_sockets.accesslog.RedactingLogger`, which the
+  workers of ``flask-sockets-gunicorn`` use by themselves and any other
+  worker (``-k gthread``) with ``--logger-class
+  flask_sockets.accesslog.RedactingLogger``.
+
+Pass credentials another way (see the "Operating in production" page of the
+docs); this only limits the damage: proxies and load balancers log URLs too.
 """
 
 from __future__ import annotations
 
-import typing as t
+import logging
 import urllib.parse
 
 __all__ = [
     "CREDENTIAL_NAMES",
     "CREDENTIAL_SUFFIXES",
     "REDACTED",
+    "WerkzeugLogFilter",
     "is_credential_name",
-    "redact_environ",
     "redact_query",
     "redact_request_line",
     "redact_target",
+    "redact_werkzeug_log",
 ]
 
 #: What a redacted value is replaced with.
@@ -105,17 +116,42 @@ def redact_request_line(line: str) -> str:
     return f"{method}{space}{redact_target(target)}{space2}{version}"
 
 
-def redact_environ(environ: t.Mapping[str, t.Any]) -> t.Mapping[str, t.Any]:
-    """``environ`` itself, or a copy whose ``QUERY_STRING``, ``RAW_URI`` and
-    ``REQUEST_URI`` are redacted if they hold a credential (for a logger
-    that formats its line from the WSGI environ, as gunicorn's does)."""
-    query = environ.get("QUERY_STRING")
-    if not query or redact_query(query) == query:
-        return environ
-    redacted = dict(environ)
-    redacted["QUERY_STRING"] = redact_query(query)
-    for key in ("RAW_URI", "REQUEST_URI"):
-        value = environ.get(key)
-        if isinstance(value, str):
-            redacted[key] = redact_target(value)
-    return redacted
+class WerkzeugLogFilter(logging.Filter):
+    """A filter for the ``werkzeug`` logger: the request line of Werkzeug's
+    development server's access-log lines (``"GET /ws?token=... HTTP/1.1"
+    101 -``) is redacted (:func:`redact_request_line`); the rest of the
+    line (address, time, status, size, colours) and every other record of
+    the logger are left as they are. Werkzeug's line has no ``Referer``."""
+
+    #: How ``WSGIRequestHandler.log_request`` formats its record: the
+    #: request line (maybe within ANSI colour codes), the status, the size.
+    ACCESS_FORMAT_END = '"%s" %s %s'
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, tuple)
+            and len(args) == 3
+            and isinstance(args[0], str)
+            and "?" in args[0]
+            and isinstance(record.msg, str)
+            and record.msg.endswith(self.ACCESS_FORMAT_END)
+        ):
+            record.args = (redact_request_line(args[0]), *args[1:])
+        return True
+
+
+def redact_werkzeug_log(logger: logging.Logger | None = None) -> WerkzeugLogFilter:
+    """Add a :class:`WerkzeugLogFilter` to ``logger`` (the ``werkzeug``
+    logger by default) unless it has one; return the logger's filter.
+    :meth:`flask_sockets.Sockets.init_app` calls it: the development
+    server's access log (``flask run``, ``app.run()``) then redacts the
+    request line of every request of the process, socket or not."""
+    if logger is None:
+        logger = logging.getLogger("werkzeug")
+    for existing in logger.filters:
+        if isinstance(existing, WerkzeugLogFilter):
+            return existing
+    added = WerkzeugLogFilter()
+    logger.addFilter(added)
+    return added

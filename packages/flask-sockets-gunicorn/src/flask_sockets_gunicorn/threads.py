@@ -24,7 +24,7 @@ import typing as t
 
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
-from flask_sockets.redaction import redact_environ
+from flask_sockets.accesslog import make_redacting
 from flask_sockets.shutdown import ShutdownPolicy
 from flask_sockets.threaded import CONNECTIONS_KEY
 from flask_sockets.threaded import Connections
@@ -46,8 +46,11 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
       ``--graceful-timeout`` less ``SOCKETS_CLOSE_TIMEOUT``: see
       :mod:`flask_sockets.shutdown`), and the handlers have
       ``--graceful-timeout`` seconds to return.
-    - Access-log lines show credentials in the query (``?token=...``) as
-      ``[REDACTED]`` (:mod:`flask_sockets.redaction`).
+    - Access-log lines show credentials in URLs (``?token=...``, in the
+      request line, the query and the ``Referer``) as ``[REDACTED]``: the
+      worker makes gunicorn's logger redact
+      (:func:`flask_sockets.accesslog.make_redacting`); ``-k gthread``
+      needs ``--logger-class flask_sockets.accesslog.RedactingLogger``.
     """
 
     #: Threads of each worker that WebSockets may not take: they answer
@@ -70,7 +73,7 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
 
     def init_process(self) -> None:
         # In the worker process, before gunicorn loads the app and runs.
-        self.log = _RedactingLog(self.log)  # type: ignore[has-type]
+        make_redacting(self.log)
         self.connections = Connections(
             max_connections=max(0, self.cfg.threads - self.reserved_threads),
             stopping=self._stopping,
@@ -92,16 +95,3 @@ class ThreadWorker(GThreadWorker):  # type: ignore[misc]
 
         self.wsgi = wsgi
 
-
-class _RedactingLog:
-    """gunicorn's logger, whose access-log lines (formatted from the WSGI
-    environ) get the credentials in the query redacted."""
-
-    def __init__(self, log: t.Any) -> None:
-        self._log = log
-
-    def access(self, resp: t.Any, req: t.Any, environ: dict[str, t.Any], request_time: t.Any) -> None:
-        self._log.access(resp, req, redact_environ(environ), request_time)
-
-    def __getattr__(self, name: str) -> t.Any:
-        return getattr(self._log, name)

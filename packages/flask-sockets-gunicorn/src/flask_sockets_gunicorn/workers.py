@@ -9,7 +9,7 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker
 from gunicorn.workers.ggevent import PyWSGIHandler
 from gunicorn.workers.ggevent import PyWSGIServer
 
-from flask_sockets.redaction import redact_environ
+from flask_sockets.accesslog import make_redacting
 from flask_sockets_gevent import ConnectionLimitsMixin
 from flask_sockets_gevent import GracefulShutdownMixin
 from flask_sockets_gevent import WebSocketHandler
@@ -19,7 +19,8 @@ __all__ = ["GeventWebSocketWorker", "GunicornWebSocketHandler", "GunicornWebSock
 
 class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore[misc]
     """Our WebSocket handler with gunicorn's environ additions and access
-    log (credentials in the query redacted: :mod:`flask_sockets.redaction`)."""
+    log (credentials in URLs redacted by the worker's logger:
+    :mod:`flask_sockets.accesslog`)."""
 
     def log_request(self) -> None:
         # gunicorn's access log reads the environ and the response headers,
@@ -42,14 +43,7 @@ class GunicornWebSocketHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore
                 "QUERY_STRING": "",
                 "SERVER_PROTOCOL": self.request_version or "-",
             }
-        # gunicorn's access log formats its line from the environ: give it
-        # one with credentials in the query redacted.
-        environ = self.environ
-        self.__dict__["environ"] = redact_environ(environ)
-        try:
-            super().log_request()
-        finally:
-            self.__dict__["environ"] = environ
+        super().log_request()
 
 
 class _EnvironHeaders:
@@ -88,6 +82,11 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
     ``SOCKETS_CLOSE_TIMEOUT``, and their handlers up to
     ``--graceful-timeout`` seconds to finish.
 
+    Access-log lines show credentials in URLs (``?token=...``, in the
+    request line, the query and the ``Referer``) as ``[REDACTED]``: the
+    worker makes gunicorn's logger redact
+    (:func:`flask_sockets.accesslog.make_redacting`).
+
     Idle keep-alive connections are closed after ``--keep-alive`` seconds
     (``0``: no keep-alive), and each worker serves at most
     ``--worker-connections`` connections at once (more wait in the listen
@@ -104,6 +103,12 @@ class GeventWebSocketWorker(GeventPyWSGIWorker):  # type: ignore[misc]
     #: Seconds a client has to send its request line and headers (``408``,
     #: then close); ``None``: no limit.
     handshake_timeout: float | None = 10.0
+
+    def init_process(self) -> None:
+        # In the worker process (the arbiter's logger, inherited, is left
+        # alone in the arbiter), before gunicorn loads the app and runs.
+        make_redacting(self.log)
+        super().init_process()
 
     def run(self) -> None:
         # gunicorn builds each listener's server as server_class(sock,
